@@ -1,0 +1,23 @@
+"""hdge-tf: hybrid discriminative-generative training of energy-based classifiers."""
+
+from hdge_tf.data import DataBundle, build_datasets, load_arrays
+from hdge_tf.losses import contrastive_log_px, contrastive_log_px_given_y, cross_entropy
+from hdge_tf.model import HDGEClassifier
+from hdge_tf.networks import SmallCNN, WideResNet, build_backbone
+from hdge_tf.queue import LogitQueue
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DataBundle",
+    "HDGEClassifier",
+    "LogitQueue",
+    "SmallCNN",
+    "WideResNet",
+    "build_backbone",
+    "build_datasets",
+    "contrastive_log_px",
+    "contrastive_log_px_given_y",
+    "cross_entropy",
+    "load_arrays",
+]

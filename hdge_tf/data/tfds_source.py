@@ -1,0 +1,154 @@
+"""TFDS image-classification datasets in the same format as the embedded sets.
+
+Images become float32 in [-1, 1] and labels int32; 28x28 sets are padded with
+-1 to 32x32 so that MNIST-like data fits the same networks as mnist5k.
+
+Data is only downloaded when it is not prepared yet, and a download on a
+machine without network fails within seconds rather than after minutes of
+retries.
+"""
+
+from __future__ import annotations
+
+import socket
+from urllib.parse import urlparse
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+_UNPADDED_SIZE = 28
+_PADDED_SIZE = 32
+
+
+class DatasetUnavailableError(RuntimeError):
+    """A TFDS dataset is not prepared locally and could not be downloaded."""
+
+
+def _how_to_provide(name: str) -> str:
+    return (
+        "To provide it, run once on a machine with internet access "
+        f"`tfds build {name} --data_dir=DIR` (or this loader with "
+        "download=True), copy DIR here and pass --config.data.data_dir=DIR."
+    )
+
+
+def _unavailable(
+    builder: tfds.core.DatasetBuilder, name: str, reason: str
+) -> DatasetUnavailableError:
+    return DatasetUnavailableError(
+        f"TFDS dataset '{name}' is not available in {builder.data_dir}: "
+        f"{reason}. {_how_to_provide(name)}"
+    )
+
+
+def _unresolvable_hosts(builder: tfds.core.DatasetBuilder) -> list[str]:
+    """Hosts of the builder's download URLs that DNS cannot resolve.
+
+    TFDS retries every failed request with exponential backoff (over three
+    minutes per dataset offline), so an unreachable network is detected here
+    first. Builders without registered URLs are left to TFDS.
+    """
+    try:
+        urls = builder.url_infos or {}
+    except Exception:
+        return []
+    hosts = sorted({urlparse(url).hostname for url in urls} - {None})
+    unresolved = []
+    for host in hosts:
+        try:
+            socket.getaddrinfo(host, 443)
+        except (socket.gaierror, UnicodeError):
+            unresolved.append(host)
+    return unresolved
+
+
+def _downloads_from_network(builder: tfds.core.DatasetBuilder) -> bool:
+    """False when TFDS's downloader is replaced, as by tfds.testing.mock_data."""
+    method = type(builder).download_and_prepare
+    return getattr(method, "__module__", "").startswith("tensorflow_datasets.core")
+
+
+def _ensure_prepared(
+    builder: tfds.core.DatasetBuilder, name: str, download: bool
+) -> None:
+    if builder.is_prepared():
+        return
+    if not download:
+        raise _unavailable(builder, name, "it is not prepared and download=False")
+    hosts = _unresolvable_hosts(builder) if _downloads_from_network(builder) else []
+    if hosts:
+        raise _unavailable(
+            builder,
+            name,
+            f"cannot download, {', '.join(hosts)} does not resolve (no network?)",
+        )
+    try:
+        builder.download_and_prepare()
+    except Exception as error:  # Any failure means "unavailable".
+        reason = f"download failed with {type(error).__name__}: {error}"
+        raise _unavailable(builder, name, reason) from error
+
+
+def _check_features(builder: tfds.core.DatasetBuilder, name: str) -> None:
+    features = builder.info.features
+    if not {"image", "label"} <= set(features.keys()):
+        raise ValueError(
+            f"TFDS dataset '{name}' has features {sorted(features.keys())}; "
+            "an image classification dataset with 'image' and 'label' is needed."
+        )
+
+
+def _needs_padding(builder: tfds.core.DatasetBuilder) -> bool:
+    height, width = builder.info.features["image"].shape[:2]
+    return height == width == _UNPADDED_SIZE
+
+
+def _normalise(
+    image: tf.Tensor, label: tf.Tensor, pad: bool
+) -> tuple[tf.Tensor, tf.Tensor]:
+    image = tf.cast(image, tf.float32) / 127.5 - 1.0
+    if pad:
+        margin = (_PADDED_SIZE - _UNPADDED_SIZE) // 2
+        paddings = [[margin, margin], [margin, margin], [0, 0]]
+        image = tf.pad(image, paddings, constant_values=-1.0)
+    return image, tf.cast(label, tf.int32)
+
+
+def load_tfds(
+    name: str,
+    split: str,
+    data_dir: str | None = None,
+    download: bool = True,
+) -> tf.data.Dataset:
+    """(image, label) pairs of a TFDS split, in file order.
+
+    Raises:
+      DatasetUnavailableError: the data is not prepared under `data_dir` and
+        `download` is off or fails.
+      ValueError: the dataset has no 'image' and 'label' features.
+    """
+    builder = tfds.builder(name, data_dir=data_dir)
+    _check_features(builder, name)
+    _ensure_prepared(builder, name, download)
+    pad = _needs_padding(builder)
+    return builder.as_dataset(split=split, shuffle_files=False).map(
+        lambda example: _normalise(example["image"], example["label"], pad),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+
+
+def num_examples(name: str, split: str, data_dir: str | None = None) -> int:
+    """Size of a split as recorded when the dataset was prepared."""
+    builder = tfds.builder(name, data_dir=data_dir)
+    try:
+        return builder.info.splits[split].num_examples
+    except KeyError as error:
+        reason = f"the size of split '{split}' is unknown ({error})"
+        raise _unavailable(builder, name, reason) from error
+
+
+def num_classes(name: str, data_dir: str | None = None) -> int:
+    """Number of label classes, known without preparing the data."""
+    builder = tfds.builder(name, data_dir=data_dir)
+    _check_features(builder, name)
+    return builder.info.features["label"].num_classes

@@ -1,0 +1,155 @@
+"""The loss terms of HDGE, one function each, all in float32.
+
+Notation (paper, Sec. 3): f(x) are the logits of the classifier read as energies,
+ẑ = f(x) / ‖f(x)‖ its L2-normalized version, q̂_k the normalized logits of the K past
+inputs held in the logit queue, τ the temperature.
+
+The contrastive terms approximate the normalizer of p(x|y) with the queue:
+
+    log p(x|y) ≈ s(x, y) - log(exp s(x, y) + Σ_k exp s(x_k, y))
+
+i.e. a (1 + K)-way cross-entropy with the input as the positive. Two scorings s:
+
+- ``paper``:      s(x, y) = ẑ_y / τ
+- ``reference``:  s(x, y) = logsumexp_c(w_c · ẑ_c) / τ with w the label vector; for a
+  one-hot label this is log(exp(ẑ_y) + C - 1) / τ, because the C - 1 zeroed classes
+  still contribute exp(0) each. This is what the published PyTorch code computes.
+
+With one-hot labels the negatives only depend on the label, so the sum over the queue
+reduces to one logsumexp per class (a C-vector), and the loss costs O(N·C + C·K)
+memory: no N×K, let alone N×C×K, tensor is formed. The paper scoring keeps this cost
+for soft labels too (the loss is linear in the label weights). The reference scoring
+with soft labels (label smoothing) has negatives that depend on each example's label
+vector and costs O(N·C·K) memory; that is the price of that formulation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+FORMULATIONS = ("paper", "reference")
+
+
+def normalize_logits(logits: tf.Tensor) -> tf.Tensor:
+    """L2-normalizes each row in float32; the queue stores rows in this form."""
+    return tf.math.l2_normalize(tf.cast(logits, tf.float32), axis=-1)
+
+
+def cross_entropy(
+    labels: tf.Tensor, logits: tf.Tensor, label_smoothing: float = 0.0
+) -> tf.Tensor:
+    """Per-example -log p(y|x). labels: [N] int; logits: [N, C]. Returns [N]."""
+    logits = tf.cast(logits, tf.float32)
+    num_classes = tf.shape(logits)[-1]
+    targets = tf.one_hot(labels, num_classes, dtype=tf.float32)
+    if label_smoothing:
+        targets = smooth_labels(targets, label_smoothing)
+    return tf.nn.softmax_cross_entropy_with_logits(targets, logits)
+
+
+def smooth_labels(one_hot: tf.Tensor, label_smoothing: float) -> tf.Tensor:
+    num_classes = tf.cast(tf.shape(one_hot)[-1], one_hot.dtype)
+    return one_hot * (1.0 - label_smoothing) + label_smoothing / num_classes
+
+
+def _masked_queue_logsumexp(scores: tf.Tensor, valid: tf.Tensor | None) -> tf.Tensor:
+    """logsumexp over the last (queue) axis, ignoring slots not yet written."""
+    if valid is not None:
+        scores = tf.where(valid, scores, tf.constant(-math.inf, scores.dtype))
+    return tf.reduce_logsumexp(scores, axis=-1)
+
+
+def _contrast(positive: tf.Tensor, log_negatives: tf.Tensor) -> tf.Tensor:
+    """-log softmax of the positive among [positive, negatives], given the
+    negatives' logsumexp: -(p - log(exp p + exp n))."""
+    return tf.math.softplus(log_negatives - positive)
+
+
+def contrastive_log_px_given_y(
+    logits: tf.Tensor,
+    labels: tf.Tensor,
+    queue: tf.Tensor,
+    temperature: float,
+    formulation: str = "paper",
+    label_smoothing: float = 0.0,
+    valid: tf.Tensor | None = None,
+) -> tf.Tensor:
+    """HDGE's contrastive estimate of -log p(x|y), per example.
+
+    Args:
+      logits: [N, C] raw logits of the current batch (gradients flow through these).
+      labels: [N] int class indices.
+      queue: [C, K] normalized logits of past inputs, class-major (row c holds q̂_{·,c}).
+        Treated as a constant.
+      temperature: τ.
+      formulation: "paper" or "reference" (see module docstring).
+      label_smoothing: smooths the label vector used for weighting.
+      valid: optional [K] bool, False for queue slots that hold no data yet.
+
+    Returns:
+      [N] float32 loss.
+    """
+    _check_formulation(formulation)
+    queue = tf.stop_gradient(tf.cast(queue, tf.float32))
+    z = normalize_logits(logits)
+    num_classes = tf.shape(z)[-1]
+    weights = tf.one_hot(labels, num_classes, dtype=tf.float32)
+    if label_smoothing:
+        weights = smooth_labels(weights, label_smoothing)
+    inv_tau = 1.0 / temperature
+
+    if formulation == "paper":
+        # The loss is Σ_c w_c · CE_c where CE_c contrasts ẑ_c with row c of the queue,
+        # so one logsumexp per class covers every example.
+        log_neg = _masked_queue_logsumexp(queue * inv_tau, valid)  # [C]
+        per_class = _contrast(z * inv_tau, log_neg[tf.newaxis, :])  # [N, C]
+        return tf.reduce_sum(weights * per_class, axis=-1)
+
+    positive = tf.reduce_logsumexp(weights * z, axis=-1) * inv_tau  # [N]
+    if label_smoothing:
+        # Negatives depend on each example's full label vector: N×C×K.
+        scores = tf.reduce_logsumexp(
+            weights[:, :, tf.newaxis] * queue[tf.newaxis], axis=1
+        )  # [N, K]
+        log_neg = _masked_queue_logsumexp(scores * inv_tau, valid)  # [N]
+        return _contrast(positive, log_neg)
+    # One-hot: logsumexp_c(onehot_c · q̂_c) = logaddexp(q̂_y, log(C - 1)).
+    log_rest = tf.math.log(tf.cast(num_classes - 1, tf.float32))
+    scores = tf.math.reduce_logsumexp(
+        tf.stack([queue, tf.broadcast_to(log_rest, tf.shape(queue))]), axis=0
+    )  # [C, K]
+    log_neg = _masked_queue_logsumexp(scores * inv_tau, valid)  # [C]
+    return _contrast(positive, tf.gather(log_neg, labels))
+
+
+def contrastive_log_px(
+    logits: tf.Tensor,
+    queue: tf.Tensor,
+    temperature: float,
+    valid: tf.Tensor | None = None,
+) -> tf.Tensor:
+    """The unconditional variant, a contrastive estimate of -log p(x), per example.
+
+    Scores an input by logsumexp over all classes of its normalized logits (log p(x)
+    of the normalized energies), against the same score of each queue entry. Both
+    formulations agree here: with an all-ones label vector nothing is masked.
+
+    Args: as `contrastive_log_px_given_y`. Returns: [N] float32.
+    """
+    queue = tf.stop_gradient(tf.cast(queue, tf.float32))
+    inv_tau = 1.0 / temperature
+    positive = tf.reduce_logsumexp(normalize_logits(logits), axis=-1) * inv_tau
+    log_neg = _masked_queue_logsumexp(
+        tf.reduce_logsumexp(queue, axis=0) * inv_tau, valid
+    )  # scalar
+    return _contrast(positive, log_neg)
+
+
+def _check_formulation(formulation: str) -> None:
+    if formulation not in FORMULATIONS:
+        raise ValueError(
+            f"Unknown contrastive formulation {formulation!r}; expected one of "
+            f"{FORMULATIONS}."
+        )

@@ -1,0 +1,256 @@
+"""The energy classifier: a backbone's logits read as energies, trained with HDGE."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from hdge_tf import losses
+from hdge_tf.queue import LogitQueue
+
+LOSS_TERMS = ("ce", "pxy_contrast", "px_contrast")
+
+
+@keras.saving.register_keras_serializable(package="hdge_tf")
+class HDGEClassifier(keras.Model):
+    """Trains any image -> logits backbone with `alpha CE + (1 - alpha) log p(x|y)`.
+
+    `compile(optimizer=...)` + `fit(images, labels)` works as for any Keras model;
+    the loss is defined here (do not pass `loss=` to `compile`). The logit queue is
+    part of the model's weights, so `.keras` files and checkpoints carry it.
+
+    Args:
+      backbone: a Keras model mapping [N, H, W, C] images in [-1, 1] to [N, classes].
+      queue_size: K, the number of past inputs contrasted against.
+      temperature: τ of the contrastive terms.
+      ce_weight, pxy_contrast_weight, px_contrast_weight: weights of the loss terms
+        (0 disables a term).
+      formulation: "paper" or "reference" scoring of the contrastive terms, see
+        `hdge_tf.losses`.
+      label_smoothing: applied to CE and to the label weights of log p(x|y).
+      input_noise_std: std of Gaussian noise added to training inputs (0.03 in JEM).
+      queue_init: "random" or "data", see `LogitQueue`.
+    """
+
+    def __init__(
+        self,
+        backbone: keras.Model,
+        queue_size: int = 65536,
+        temperature: float = 0.1,
+        ce_weight: float = 1.0,
+        pxy_contrast_weight: float = 1.0,
+        px_contrast_weight: float = 0.0,
+        formulation: str = "paper",
+        label_smoothing: float = 0.0,
+        input_noise_std: float = 0.0,
+        queue_init: str = "random",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if formulation not in losses.FORMULATIONS:
+            raise ValueError(
+                f"Unknown contrastive formulation {formulation!r}; expected one of "
+                f"{losses.FORMULATIONS}."
+            )
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}.")
+        self.backbone = backbone
+        self.image_shape = tuple(backbone.input_shape[1:])
+        self.num_classes = int(backbone.output_shape[-1])
+        self.temperature = float(temperature)
+        self.loss_weights_ = {
+            "ce": float(ce_weight),
+            "pxy_contrast": float(pxy_contrast_weight),
+            "px_contrast": float(px_contrast_weight),
+        }
+        self.formulation = formulation
+        self.label_smoothing = float(label_smoothing)
+        self.input_noise_std = float(input_noise_std)
+        self.queue = LogitQueue(
+            queue_size, self.num_classes, init=queue_init, name="queue"
+        )
+        # CE is always tracked (it is the NLL), contrastive terms only when used.
+        self._reported_terms = [
+            t for t in LOSS_TERMS if t == "ce" or self.loss_weights_[t] > 0
+        ]
+        self._trackers = {
+            name: keras.metrics.Mean(name=name)
+            for name in ["loss", *self._reported_terms]
+        }
+        self._accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self.built = True
+
+    # Inference ------------------------------------------------------------------
+
+    def call(self, images, training=False):
+        """Returns float32 logits, [N, classes]."""
+        return tf.cast(self.backbone(images, training=training), tf.float32)
+
+    # Training -------------------------------------------------------------------
+
+    def compile(self, optimizer="adam", **kwargs):
+        if kwargs.get("loss") is not None:
+            raise ValueError(
+                "HDGEClassifier defines its own loss (weighted CE and contrastive "
+                "terms); call compile() without `loss=`."
+            )
+        super().compile(optimizer=optimizer, **kwargs)
+        # Build now so a first step that fails on bad input cannot leave the
+        # optimizer half-built inside a traced function.
+        self.optimizer.build(self.trainable_variables)
+
+    def compile_from_config(self, config):
+        # Keras skips custom compile() methods when loading; ours is safe to call.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+
+    @property
+    def metrics(self):
+        return [*self._trackers.values(), self._accuracy]
+
+    def loss_terms(self, logits: tf.Tensor, labels: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Batch means of every loss term, against the current queue contents."""
+        queue, valid = self.queue.logits, self.queue.valid_mask()
+        terms = {"ce": losses.cross_entropy(labels, logits, self.label_smoothing)}
+        if self.loss_weights_["pxy_contrast"]:
+            terms["pxy_contrast"] = losses.contrastive_log_px_given_y(
+                logits,
+                labels,
+                queue,
+                self.temperature,
+                self.formulation,
+                self.label_smoothing,
+                valid,
+            )
+        if self.loss_weights_["px_contrast"]:
+            terms["px_contrast"] = losses.contrastive_log_px(
+                logits, queue, self.temperature, valid
+            )
+        return {name: tf.reduce_mean(value) for name, value in terms.items()}
+
+    def total_loss(self, terms: dict[str, tf.Tensor]) -> tf.Tensor:
+        total = tf.add_n([self.loss_weights_[n] * v for n, v in terms.items()])
+        if self.losses:  # regularizers of the backbone
+            total += tf.add_n([tf.cast(v, tf.float32) for v in self.losses])
+        return total
+
+    def train_step(self, data):
+        images, labels = self._unpack(data)
+        images = self.queue.check_batch_size(images)
+        if self.input_noise_std:
+            images += self.input_noise_std * tf.random.normal(tf.shape(images))
+        with tf.GradientTape() as tape:
+            logits = self(images, training=True)
+            terms = self.loss_terms(logits, labels)
+            loss = self.total_loss(terms)
+            scaled = self.optimizer.scale_loss(loss)  # identity unless mixed_float16
+        grads = tape.gradient(scaled, self.trainable_variables)
+        self.optimizer.apply(grads, self.trainable_variables)
+        # The batch joins the queue after the loss used the older entries.
+        self.queue.enqueue(logits)
+        return self._update_metrics(loss, terms, labels, logits)
+
+    def test_step(self, data):
+        images, labels = self._unpack(data)
+        logits = self(images, training=False)
+        terms = self.loss_terms(logits, labels)
+        return self._update_metrics(self.total_loss(terms), terms, labels, logits)
+
+    def _update_metrics(self, loss, terms, labels, logits) -> dict[str, tf.Tensor]:
+        self._trackers["loss"].update_state(loss)
+        for name in self._reported_terms:
+            self._trackers[name].update_state(terms[name])
+        self._accuracy.update_state(labels, logits)
+        return {m.name: m.result() for m in self.metrics}
+
+    def _unpack(self, data) -> tuple[tf.Tensor, tf.Tensor]:
+        images, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if labels is None:
+            raise ValueError("HDGEClassifier needs (images, labels) to train/evaluate.")
+        if sample_weight is not None:
+            raise ValueError("HDGEClassifier does not support sample weights.")
+        return self.check_images(images), self.check_labels(labels)
+
+    def check_images(self, images) -> tf.Tensor:
+        """Fails with a message naming the problem for inputs that are not
+        [N, H, W, C] float images of the backbone's shape, or that hold NaN/Inf."""
+        images = tf.convert_to_tensor(images)
+        if not images.dtype.is_floating:
+            raise TypeError(
+                "Images must be floating point in [-1, 1], got dtype "
+                f"{images.dtype.name}; convert with x / 127.5 - 1."
+            )
+        if images.shape.rank is None:  # a retraced step with relaxed shapes
+            tf.debugging.assert_rank(
+                images, 4, "Images must have rank 4 [batch, height, width, channels]."
+            )
+            images = tf.ensure_shape(images, (None, *self.image_shape))
+        if images.shape.rank != 4:
+            raise ValueError(
+                f"Images must have rank 4 [batch, height, width, channels], got shape "
+                f"{images.shape}."
+            )
+        expected = self.image_shape
+        for axis, (got, want) in enumerate(
+            zip(images.shape[1:], expected, strict=True), start=1
+        ):
+            if got is not None and want is not None and got != want:
+                name = ("height", "width", "channels")[axis - 1]
+                raise ValueError(
+                    f"Images have {name} {got} but the backbone expects {want} "
+                    f"(image shape {expected}); got input shape {images.shape}."
+                )
+        # check_numerics passes the tensor through, so nothing downstream (the
+        # update, the queue write) can run on a batch that fails the check.
+        return tf.debugging.check_numerics(
+            tf.cast(images, tf.float32), "Input images contain NaN or Inf."
+        )
+
+    def check_labels(self, labels) -> tf.Tensor:
+        """Integer class indices in [0, classes), as [N]."""
+        labels = tf.convert_to_tensor(labels)
+        if labels.shape.rank == 2 and labels.shape[-1] == 1:
+            labels = tf.squeeze(labels, -1)
+        if labels.shape.rank != 1:
+            raise ValueError(
+                f"Labels must be integer class indices of shape [batch], got shape "
+                f"{labels.shape}."
+            )
+        if not labels.dtype.is_integer:
+            raise TypeError(
+                f"Labels must be integer class indices, got dtype {labels.dtype.name}."
+            )
+        labels = tf.cast(labels, tf.int32)
+        checks = [
+            tf.debugging.assert_non_negative(labels, "Labels must be >= 0."),
+            tf.debugging.assert_less(
+                labels,
+                self.num_classes,
+                f"Labels must be < num_classes={self.num_classes}.",
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            return tf.identity(labels)
+
+    # Serialization --------------------------------------------------------------
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            backbone=keras.saving.serialize_keras_object(self.backbone),
+            queue_size=self.queue.size,
+            temperature=self.temperature,
+            ce_weight=self.loss_weights_["ce"],
+            pxy_contrast_weight=self.loss_weights_["pxy_contrast"],
+            px_contrast_weight=self.loss_weights_["px_contrast"],
+            formulation=self.formulation,
+            label_smoothing=self.label_smoothing,
+            input_noise_std=self.input_noise_std,
+            queue_init=self.queue.init,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)

@@ -1,0 +1,137 @@
+"""Wide ResNet backbone in the variant used by JEM and HDGE."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+
+from hdge_tf.networks import layers as nn_layers
+
+_GROUP_STRIDES: tuple[int, int, int] = (1, 2, 2)
+
+
+def _wide_basic_block(
+    x: keras.KerasTensor,
+    filters: int,
+    strides: int,
+    *,
+    norm: str,
+    dropout: float,
+    activation: str,
+    leak: float,
+    name: str,
+) -> keras.KerasTensor:
+    """Pre-activation basic block; the shortcut taps the un-normalized input."""
+    in_channels = x.shape[-1]
+    out = nn_layers.norm_layer(norm, in_channels, f"{name}_norm1")(x)
+    out = nn_layers.activation_layer(activation, leak, f"{name}_act1")(out)
+    out = nn_layers.conv2d(filters, 3, strides, f"{name}_conv1")(out)
+    if dropout > 0.0:
+        out = keras.layers.Dropout(dropout, name=f"{name}_dropout")(out)
+    out = nn_layers.norm_layer(norm, filters, f"{name}_norm2")(out)
+    out = nn_layers.activation_layer(activation, leak, f"{name}_act2")(out)
+    out = nn_layers.conv2d(filters, 3, 1, f"{name}_conv2")(out)
+    if strides != 1 or in_channels != filters:
+        shortcut = nn_layers.conv2d(filters, 1, strides, f"{name}_shortcut")(x)
+    else:
+        shortcut = x
+    return keras.layers.Add(name=f"{name}_add")([out, shortcut])
+
+
+@keras.saving.register_keras_serializable(package="hdge_tf")
+class WideResNet(keras.Model):
+    """WRN-`depth`-`width` classifier whose logits double as an energy model.
+
+    Follows the JEM/HDGE reference rather than the original WRN: normalization
+    is optional (and off by default, since batch norm destabilizes SGLD
+    sampling), activations are leaky, convolutions keep their biases and
+    kernels use PyTorch's default init so initial energies are near zero.
+    Global average pooling makes any input size/channel count work.
+
+    Args:
+        num_classes: Number of logits.
+        depth: Total depth; `(depth - 4) / 6` blocks per group.
+        width: Channel multiplier of the three groups (16, 32, 64 x width).
+        norm: One of "none", "batch", "layer", "instance".
+        dropout: Dropout rate between the two convs of each block.
+        activation: "leaky_relu" or "swish".
+        leak: Negative slope of leaky ReLU.
+        image_shape: `(height, width, channels)` of the inputs.
+        **kwargs: Passed to `keras.Model` (e.g. `name`).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        depth: int = 28,
+        width: int = 10,
+        norm: str = "none",
+        dropout: float = 0.0,
+        activation: str = "leaky_relu",
+        leak: float = 0.2,
+        image_shape: Sequence[int] = (32, 32, 3),
+        **kwargs: Any,
+    ) -> None:
+        nn_layers.validate_num_classes(num_classes)
+        if depth < 10 or (depth - 4) % 6 != 0:
+            raise ValueError(
+                "WideResNet depth must be >= 10 with (depth - 4) % 6 == 0 "
+                f"(e.g. 10, 16, 22, 28), got depth={depth!r}."
+            )
+        if width < 1:
+            raise ValueError(f"WideResNet width must be >= 1, got width={width!r}.")
+        nn_layers.validate_norm(norm)
+        nn_layers.validate_activation(activation)
+        nn_layers.validate_dropout(dropout)
+        image_shape = nn_layers.validate_image_shape(image_shape)
+
+        # === Functional model ===
+        blocks_per_group = (depth - 4) // 6
+        inputs = keras.Input(shape=image_shape, name="images")
+        x = nn_layers.conv2d(16, 3, 1, "stem_conv")(inputs)
+        for group, (multiplier, group_strides) in enumerate(
+            zip((16, 32, 64), _GROUP_STRIDES, strict=True), start=1
+        ):
+            for block in range(blocks_per_group):
+                x = _wide_basic_block(
+                    x,
+                    multiplier * width,
+                    group_strides if block == 0 else 1,
+                    norm=norm,
+                    dropout=dropout,
+                    activation=activation,
+                    leak=leak,
+                    name=f"group{group}_block{block + 1}",
+                )
+        x = nn_layers.norm_layer(norm, x.shape[-1], "final_norm")(x)
+        x = nn_layers.activation_layer(activation, leak, "final_act")(x)
+        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+        # float32 head keeps logits (and hence energies) out of bfloat16.
+        outputs = nn_layers.dense(num_classes, "logits", dtype="float32")(x)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+        # === Config ===
+        self.num_classes = num_classes
+        self.depth = depth
+        self.width = width
+        self.norm = norm
+        self.dropout = dropout
+        self.activation = activation
+        self.leak = leak
+        self.image_shape = image_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "num_classes": self.num_classes,
+            "depth": self.depth,
+            "width": self.width,
+            "norm": self.norm,
+            "dropout": self.dropout,
+            "activation": self.activation,
+            "leak": self.leak,
+            "image_shape": self.image_shape,
+        }

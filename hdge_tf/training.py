@@ -1,0 +1,166 @@
+"""`train(config, workdir)`: data, model, fit with checkpoints, final metrics.
+
+A workdir holds everything a run produces:
+
+    config.json          the resolved config of the latest call
+    checkpoints/         tf.train checkpoints (model incl. queue, optimizer, epoch)
+    tensorboard/         TensorBoard logs
+    history.csv          per-epoch metrics, appended across resumes
+    curves.png           those metrics plotted
+    metrics.json         final test metrics
+    model.keras          the trained model (HDGEClassifier, queue included)
+
+Calling `train` again on a workdir that holds a checkpoint resumes from it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from hdge_tf import data as data_lib
+from hdge_tf import evaluation
+from hdge_tf.model import HDGEClassifier
+from hdge_tf.networks import build_backbone
+from hdge_tf.optimization import build_optimizer
+from hdge_tf.plots import plot_history
+
+
+def build_model(config, num_classes: int, image_shape) -> HDGEClassifier:
+    backbone_kwargs = dict(config.backbone)
+    backbone = build_backbone(
+        backbone_kwargs.pop("name"), num_classes, tuple(image_shape), **backbone_kwargs
+    )
+    return HDGEClassifier(backbone, **config.loss)
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves model, queue and optimizer after every epoch; never a non-finite state."""
+
+    def __init__(self, manager: tf.train.CheckpointManager, epoch: tf.Variable):
+        super().__init__()
+        self.manager, self.epoch = manager, epoch
+
+    def on_epoch_end(self, epoch: int, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            logging.error(
+                "Epoch %d ended with loss %s; not checkpointing it.", epoch + 1, loss
+            )
+            self.model.stop_training = True
+            return
+        self.epoch.assign(epoch + 1)
+        path = self.manager.save(checkpoint_number=epoch + 1)
+        logging.info("Saved checkpoint %s", path)
+
+
+def restore_latest(
+    checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager
+):
+    """Restores the newest checkpoint, if any, with a clear error when unusable."""
+    path = manager.latest_checkpoint
+    if path is None:
+        return
+    try:
+        checkpoint.restore(path).assert_existing_objects_matched()
+    except (tf.errors.OpError, AssertionError, ValueError) as err:
+        raise RuntimeError(
+            f"Cannot resume from checkpoint {path}: it is corrupt or was written by a "
+            f"different model/config ({type(err).__name__}: {str(err)[:300]}). "
+            "Use a new --workdir, or delete the checkpoints directory to start over."
+        ) from err
+    logging.info("Resumed from %s", path)
+
+
+def train(config, workdir: str | Path) -> dict:
+    """Trains (or resumes) experiment `config` in `workdir`; returns test metrics."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+    keras.utils.set_random_seed(config.seed)
+    keras.mixed_precision.set_global_policy(config.precision)
+
+    train_cfg = config.train
+    if train_cfg.batch_size > config.loss.queue_size:
+        raise ValueError(
+            f"train.batch_size={train_cfg.batch_size} exceeds "
+            f"loss.queue_size={config.loss.queue_size}; the queue must hold a batch."
+        )
+    data = data_lib.build_datasets(config.data, train_cfg.batch_size, seed=config.seed)
+    steps_per_epoch = math.ceil(data.num_train / train_cfg.batch_size)
+    model = build_model(config, data.num_classes, data.image_shape)
+    model.compile(optimizer=build_optimizer(train_cfg, steps_per_epoch))
+
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    checkpoint = tf.train.Checkpoint(
+        model=model, optimizer=model.optimizer, epoch=epoch
+    )
+    manager = tf.train.CheckpointManager(
+        checkpoint, workdir / "checkpoints", max_to_keep=train_cfg.keep_checkpoints
+    )
+    restore_latest(checkpoint, manager)
+    initial_epoch = int(epoch.numpy())
+
+    start = time.time()
+    if initial_epoch < train_cfg.epochs:
+        logging.info(
+            "Training %s epochs %d-%d, %d steps each.",
+            data.name,
+            initial_epoch + 1,
+            train_cfg.epochs,
+            steps_per_epoch,
+        )
+        model.fit(
+            data.train,
+            epochs=train_cfg.epochs,
+            initial_epoch=initial_epoch,
+            validation_data=data.test if train_cfg.validate else None,
+            shuffle=False,  # the pipeline shuffles
+            callbacks=[
+                EpochCheckpoint(manager, epoch),
+                keras.callbacks.CSVLogger(workdir / "history.csv", append=True),
+                keras.callbacks.TensorBoard(workdir / "tensorboard"),
+            ],
+            verbose=1,
+        )
+    else:
+        logging.info("Workdir already trained to epoch %d; evaluating.", initial_epoch)
+    train_seconds = time.time() - start
+
+    metrics = evaluate(model, data, config)
+    metrics.update(
+        epochs=int(epoch.numpy()),
+        train_seconds_this_call=round(train_seconds, 1),
+        resumed_from_epoch=initial_epoch,
+    )
+    (workdir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    model.save(workdir / "model.keras")
+    if (workdir / "history.csv").exists():
+        plot_history(workdir / "history.csv", workdir / "curves.png")
+    logging.info("Test metrics: %s", metrics)
+    return metrics
+
+
+def evaluate(model: HDGEClassifier, data: data_lib.DataBundle, config) -> dict:
+    """Test loss terms and accuracy; log p(x) OOD AUROC per `config.eval.ood_sets`."""
+    results = model.evaluate(data.test, verbose=0, return_dict=True)
+    metrics = {f"test_{name}": float(value) for name, value in results.items()}
+    metrics["test_nll"] = metrics["test_ce"]
+    if config.eval.ood_sets:
+        in_scores = evaluation.log_px(model.predict(data.test, verbose=0))
+        for name in config.eval.ood_sets:
+            images, _ = data_lib.load_arrays(
+                name, "test", config.data.data_dir, config.data.download
+            )
+            out_scores = evaluation.log_px(model.predict(images, verbose=0))
+            metrics[f"ood_auroc_log_px_{name}"] = evaluation.auroc(
+                in_scores, out_scores
+            )
+    return {k: float(np.round(v, 6)) for k, v in metrics.items()}

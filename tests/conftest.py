@@ -1,0 +1,26 @@
+"""Shared fixtures: tiny backbones and data so every test runs in seconds."""
+
+import keras
+import numpy as np
+import pytest
+
+
+def tiny_backbone(num_classes: int = 4, image_shape=(8, 8, 1), seed: int = 0):
+    """A conv + dense classifier small enough for many fit steps per second."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(image_shape)
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    h = keras.layers.Flatten()(h)
+    outputs = keras.layers.Dense(num_classes)(h)
+    return keras.Model(inputs, outputs)
+
+
+@pytest.fixture
+def separable_data():
+    """Images whose class is the sign pattern of their quadrant means: learnable."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 96).astype(np.int32)
+    images = rng.uniform(-0.3, 0.3, (96, 8, 8, 1)).astype(np.float32)
+    for i, y in enumerate(labels):
+        images[i, (y // 2) * 4 : (y // 2) * 4 + 4, (y % 2) * 4 : (y % 2) * 4 + 4] += 0.7
+    return images, labels

@@ -1,0 +1,113 @@
+"""HDGEClassifier: Keras workflow, queue updates, saving, and input errors."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import tiny_backbone
+
+from hdge_tf import losses
+from hdge_tf.model import HDGEClassifier
+
+
+def _model(**kwargs):
+    kwargs.setdefault("queue_size", 40)
+    model = HDGEClassifier(tiny_backbone(), **kwargs)
+    model.compile(optimizer=keras.optimizers.Adam(3e-2))
+    return model
+
+
+def test_fit_lowers_loss_and_learns(separable_data):
+    images, labels = separable_data
+    model = _model(px_contrast_weight=0.5)
+    before = model.evaluate(images, labels, verbose=0, return_dict=True)
+    history = model.fit(images, labels, batch_size=16, epochs=8, verbose=0)
+    after = model.evaluate(images, labels, verbose=0, return_dict=True)
+    assert set(history.history) == {
+        "loss",
+        "ce",
+        "pxy_contrast",
+        "px_contrast",
+        "accuracy",
+    }
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert after["ce"] < before["ce"] - 0.3
+    assert after["accuracy"] > 0.8
+
+
+def test_train_step_writes_the_batch_logits_to_the_queue(separable_data):
+    images, labels = separable_data
+    model = _model(queue_size=40, queue_init="data")
+    model.fit(
+        images[:16], labels[:16], batch_size=16, epochs=1, shuffle=False, verbose=0
+    )
+    # After one step the weights have moved; the queue holds the logits computed
+    # before the update, so recompute them from a model with the old weights.
+    fresh = _model(queue_size=40, queue_init="data")
+    expected = losses.normalize_logits(fresh(images[:16])).numpy()
+    np.testing.assert_allclose(
+        model.queue.logits.numpy()[:, :16].T, expected, atol=1e-5
+    )
+    assert int(model.queue.pointer.numpy()) == 16
+    np.testing.assert_array_equal(model.queue.logits.numpy()[:, 16:], 0.0)
+
+
+def test_total_loss_is_the_weighted_sum(separable_data):
+    images, labels = separable_data
+    model = _model(ce_weight=0.5, pxy_contrast_weight=2.0, px_contrast_weight=0.25)
+    result = model.evaluate(images, labels, batch_size=96, verbose=0, return_dict=True)
+    weighted = (
+        0.5 * result["ce"] + 2.0 * result["pxy_contrast"] + 0.25 * result["px_contrast"]
+    )
+    np.testing.assert_allclose(result["loss"], weighted, rtol=1e-5)
+
+
+def test_keras_round_trip_keeps_weights_queue_and_pointer(separable_data, tmp_path):
+    images, labels = separable_data
+    model = _model(formulation="reference", input_noise_std=0.03)
+    model.fit(images, labels, batch_size=16, epochs=1, verbose=0)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, HDGEClassifier)
+    assert loaded.formulation == "reference" and loaded.input_noise_std == 0.03
+    np.testing.assert_array_equal(
+        loaded.queue.logits.numpy(), model.queue.logits.numpy()
+    )
+    assert (
+        int(loaded.queue.pointer.numpy()) == int(model.queue.pointer.numpy()) == 96 % 40
+    )
+    np.testing.assert_allclose(
+        loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6
+    )
+    # The optimizer state comes back too, so training continues where it stopped.
+    assert int(loaded.optimizer.iterations.numpy()) == 6
+
+
+def test_bad_inputs_name_the_problem(separable_data):
+    images, labels = separable_data
+    model = _model()
+    with pytest.raises(ValueError, match="rank 4"):
+        model.fit(images[..., 0], labels, verbose=0)
+    with pytest.raises(ValueError, match="channels 3 but the backbone expects 1"):
+        model.fit(np.repeat(images, 3, axis=-1), labels, verbose=0)
+    with pytest.raises(TypeError, match="floating point"):
+        model.fit((images * 100).astype(np.uint8), labels, verbose=0)
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match="Labels must be < num_classes=4"
+    ):
+        model.fit(images, np.full_like(labels, 4), verbose=0)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Labels must be >= 0"):
+        model.fit(images, np.full_like(labels, -1), verbose=0)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or Inf"):
+        model.fit(np.full_like(images, np.nan), labels, verbose=0)
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match="exceeds the logit queue size K=40"
+    ):
+        model.fit(images, labels, batch_size=48, verbose=0)
+    # A failed call leaves the model usable.
+    assert np.isfinite(model.fit(images, labels, verbose=0).history["loss"][0])
+    with pytest.raises(ValueError, match="formulation 'moco'"):
+        HDGEClassifier(tiny_backbone(), formulation="moco")
+    with pytest.raises(ValueError, match="without `loss=`"):
+        _model().compile(optimizer="adam", loss="mse")
