@@ -1,7 +1,12 @@
 """hdge-tf: hybrid discriminative-generative training of energy-based classifiers."""
 
 from hdge_tf.data import DataBundle, build_datasets, load_arrays
-from hdge_tf.losses import contrastive_log_px, contrastive_log_px_given_y, cross_entropy
+from hdge_tf.losses import (
+    contrastive_log_px,
+    contrastive_log_px_given_each_y,
+    contrastive_log_px_given_y,
+    cross_entropy,
+)
 from hdge_tf.model import HDGEClassifier
 from hdge_tf.networks import SmallCNN, WideResNet, build_backbone
 from hdge_tf.queue import LogitQueue
@@ -17,6 +22,7 @@ __all__ = [
     "build_backbone",
     "build_datasets",
     "contrastive_log_px",
+    "contrastive_log_px_given_each_y",
     "contrastive_log_px_given_y",
     "cross_entropy",
     "load_arrays",

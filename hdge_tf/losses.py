@@ -67,6 +67,35 @@ def _contrast(positive: tf.Tensor, log_negatives: tf.Tensor) -> tf.Tensor:
     return tf.math.softplus(log_negatives - positive)
 
 
+def contrastive_log_px_given_each_y(
+    logits: tf.Tensor,
+    queue: tf.Tensor,
+    temperature: float,
+    formulation: str = "paper",
+    valid: tf.Tensor | None = None,
+) -> tf.Tensor:
+    """-log p(x|c) for every class c, [N, C], with one-hot label scoring.
+
+    Row c of the queue gives the negatives of class c; they do not depend on the
+    example, so each class needs one logsumexp over the queue.
+    """
+    _check_formulation(formulation)
+    queue = tf.stop_gradient(tf.cast(queue, tf.float32))
+    z = normalize_logits(logits)
+    inv_tau = 1.0 / temperature
+    if formulation == "reference":
+        # logsumexp_c'(onehot(c)_c' · v_c') = logaddexp(v_c, log(C - 1)).
+        log_rest = tf.math.log(tf.cast(tf.shape(z)[-1] - 1, tf.float32))
+        z = tf.math.reduce_logsumexp(
+            tf.stack([z, tf.broadcast_to(log_rest, tf.shape(z))]), axis=0
+        )
+        queue = tf.math.reduce_logsumexp(
+            tf.stack([queue, tf.broadcast_to(log_rest, tf.shape(queue))]), axis=0
+        )
+    log_neg = _masked_queue_logsumexp(queue * inv_tau, valid)  # [C]
+    return _contrast(z * inv_tau, log_neg[tf.newaxis, :])
+
+
 def contrastive_log_px_given_y(
     logits: tf.Tensor,
     labels: tf.Tensor,
@@ -92,36 +121,25 @@ def contrastive_log_px_given_y(
       [N] float32 loss.
     """
     _check_formulation(formulation)
-    queue = tf.stop_gradient(tf.cast(queue, tf.float32))
-    z = normalize_logits(logits)
-    num_classes = tf.shape(z)[-1]
+    num_classes = tf.shape(logits)[-1]
     weights = tf.one_hot(labels, num_classes, dtype=tf.float32)
-    if label_smoothing:
-        weights = smooth_labels(weights, label_smoothing)
-    inv_tau = 1.0 / temperature
-
-    if formulation == "paper":
-        # The loss is Σ_c w_c · CE_c where CE_c contrasts ẑ_c with row c of the queue,
-        # so one logsumexp per class covers every example.
-        log_neg = _masked_queue_logsumexp(queue * inv_tau, valid)  # [C]
-        per_class = _contrast(z * inv_tau, log_neg[tf.newaxis, :])  # [N, C]
-        return tf.reduce_sum(weights * per_class, axis=-1)
-
-    positive = tf.reduce_logsumexp(weights * z, axis=-1) * inv_tau  # [N]
-    if label_smoothing:
+    if formulation == "reference" and label_smoothing:
         # Negatives depend on each example's full label vector: N×C×K.
+        weights = smooth_labels(weights, label_smoothing)
+        queue = tf.stop_gradient(tf.cast(queue, tf.float32))
+        inv_tau = 1.0 / temperature
+        positive = tf.reduce_logsumexp(weights * normalize_logits(logits), axis=-1)
         scores = tf.reduce_logsumexp(
             weights[:, :, tf.newaxis] * queue[tf.newaxis], axis=1
         )  # [N, K]
         log_neg = _masked_queue_logsumexp(scores * inv_tau, valid)  # [N]
-        return _contrast(positive, log_neg)
-    # One-hot: logsumexp_c(onehot_c · q̂_c) = logaddexp(q̂_y, log(C - 1)).
-    log_rest = tf.math.log(tf.cast(num_classes - 1, tf.float32))
-    scores = tf.math.reduce_logsumexp(
-        tf.stack([queue, tf.broadcast_to(log_rest, tf.shape(queue))]), axis=0
-    )  # [C, K]
-    log_neg = _masked_queue_logsumexp(scores * inv_tau, valid)  # [C]
-    return _contrast(positive, tf.gather(log_neg, labels))
+        return _contrast(positive * inv_tau, log_neg)
+    per_class = contrastive_log_px_given_each_y(
+        logits, queue, temperature, formulation, valid
+    )
+    if label_smoothing:  # paper: the loss is linear in the label weights
+        weights = smooth_labels(weights, label_smoothing)
+    return tf.reduce_sum(weights * per_class, axis=-1)
 
 
 def contrastive_log_px(

@@ -127,3 +127,14 @@ def test_unknown_formulation(batch):
     logits, labels, queue_kc = batch
     with pytest.raises(ValueError, match="formulation 'moco'"):
         losses.contrastive_log_px_given_y(logits, labels, queue_kc.T, TAU, "moco")
+
+
+@pytest.mark.parametrize("formulation", ["paper", "reference"])
+def test_each_class_column_matches_numpy(batch, formulation):
+    logits, _, queue_kc = batch
+    got = losses.contrastive_log_px_given_each_y(logits, queue_kc.T, TAU, formulation)
+    for c in range(C):
+        expected = numpy_contrast(
+            logits, np.eye(C)[[c] * N], queue_kc, TAU, formulation
+        )
+        np.testing.assert_allclose(got.numpy()[:, c], expected, rtol=1e-5, atol=1e-5)
