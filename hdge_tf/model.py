@@ -143,6 +143,8 @@ class HDGEClassifier(keras.Model):
             terms = self.loss_terms(logits, labels)
             loss = self.total_loss(terms)
             scaled = self.optimizer.scale_loss(loss)  # identity unless mixed_float16
+            # Replica gradients are summed; scale so they average the global batch.
+            scaled /= tf.distribute.get_strategy().num_replicas_in_sync
         grads = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
         # The batch joins the queue after the loss used the older entries.

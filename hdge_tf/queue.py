@@ -37,31 +37,28 @@ class LogitQueue(keras.layers.Layer):
         self.size = int(size)
         self.num_classes = int(num_classes)
         self.init = init
-        self.logits = self.add_weight(
-            name="logits",
-            shape=(self.num_classes, self.size),
-            initializer=self._initial_logits,
-            trainable=False,
-            dtype="float32",
+        self.logits = self._state(
+            "logits", (self.num_classes, self.size), self._initial_logits, "float32"
         )
-        self.pointer = self.add_weight(
-            name="pointer",
-            shape=(),
-            initializer="zeros",
-            trainable=False,
-            dtype="int64",
-        )
+        self.pointer = self._state("pointer", (), "zeros", "int64")
         # Slots holding data; all K for a random start, counted up for a data start.
-        self.num_filled = self.add_weight(
-            name="num_filled",
-            shape=(),
-            initializer=keras.initializers.Constant(
-                self.size if init == "random" else 0
-            ),
-            trainable=False,
-            dtype="int64",
+        filled = self.size if init == "random" else 0
+        self.num_filled = self._state(
+            "num_filled", (), keras.initializers.Constant(filled), "int64"
         )
         self.built = True
+
+    def _state(self, name, shape, initializer, dtype):
+        # Every replica writes identical values (see `enqueue`), so the first
+        # replica's write is the one to keep.
+        return self.add_weight(
+            name=name,
+            shape=shape,
+            initializer=initializer,
+            trainable=False,
+            dtype=dtype,
+            aggregation="only_first_replica",
+        )
 
     def _initial_logits(self, shape, dtype=None):
         if self.init == "data":
@@ -100,14 +97,33 @@ class LogitQueue(keras.layers.Layer):
             return tf.identity(batch)
 
     def enqueue(self, logits: tf.Tensor) -> None:
-        """Writes the batch's normalized logits at the pointer, wrapping modulo K."""
-        rows = normalize_logits(self.check_batch_size(logits))  # [N, C]
+        """Writes the batch's normalized logits at the pointer, wrapping modulo K.
+
+        Under a multi-replica strategy every replica gathers the whole global batch
+        (in replica order, i.e. the global batch's order) and writes the same rows,
+        so the queue stays identical across replicas and equal to what one device
+        would hold after the same global batch.
+        """
+        rows = normalize_logits(logits)  # [N, C]
+        replica = tf.distribute.get_replica_context()
+        distributed = replica is not None and replica.num_replicas_in_sync > 1
+        if distributed:
+            rows = replica.all_gather(rows, axis=0)
+        rows = self.check_batch_size(rows)
         n = tf.shape(rows, out_type=tf.int64)[0]
         slots = (self.pointer + tf.range(n, dtype=tf.int64)) % self.size  # [N]
         classes = tf.range(self.num_classes, dtype=tf.int64)
         # Index [C, N, 2] pairs (class, slot) so one scatter writes the C×N block.
         index = tf.stack(tf.meshgrid(classes, slots, indexing="ij"), axis=-1)
-        self.logits.value.scatter_nd_update(index, tf.transpose(rows))
+        block = tf.transpose(rows)
+        if distributed:
+            # Mirrored variables cannot scatter in replica context; the [C, K]
+            # copy is small next to a training step.
+            self.logits.assign(
+                tf.tensor_scatter_nd_update(self.logits.value, index, block)
+            )
+        else:
+            self.logits.value.scatter_nd_update(index, block)
         self.pointer.assign((self.pointer + n) % self.size)
         self.num_filled.assign(tf.minimum(self.num_filled + n, self.size))
 

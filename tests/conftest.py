@@ -3,6 +3,14 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
+
+# Two logical CPUs, set before TensorFlow initializes its devices, so that tests can
+# run MirroredStrategy replicas; single-device code keeps running on /cpu:0.
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0],
+    [tf.config.LogicalDeviceConfiguration()] * 2,
+)
 
 
 def tiny_backbone(num_classes: int = 4, image_shape=(8, 8, 1), seed: int = 0):

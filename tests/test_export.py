@@ -1,0 +1,231 @@
+"""SavedModel export: signatures reproduce the in-memory model, no training state."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import tiny_backbone
+from scipy.special import logsumexp, softmax
+
+from hdge_tf import HDGEClassifier, SmallCNN, evaluation
+from hdge_tf.export import SIGNATURES, export_saved_model
+
+REPO = Path(__file__).resolve().parents[1]
+QUEUE_SIZE = 24  # a [4, 24] queue shape no backbone variable has
+
+
+def _images(batch_size: int, seed: int, image_shape=(8, 8, 1)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-1, 1, (batch_size, *image_shape)).astype(np.float32)
+
+
+def _trained_classifier() -> HDGEClassifier:
+    # Batch norm and dropout make a training-mode forward pass visible.
+    keras.utils.set_random_seed(0)
+    backbone = SmallCNN(
+        4, filters=(4,), dense_units=8, norm="batch", dropout=0.5, image_shape=(8, 8, 1)
+    )
+    model = HDGEClassifier(backbone, queue_size=QUEUE_SIZE)
+    model.compile(optimizer=keras.optimizers.Adam(0.05))
+    labels = np.arange(32, dtype=np.int32) % 4
+    model.fit(_images(32, seed=1), labels, batch_size=16, epochs=1, verbose=0)
+    return model
+
+
+def _reference_outputs(logits: np.ndarray) -> dict[str, np.ndarray]:
+    """numpy/scipy re-computation of every exported output from the logits."""
+    return {
+        "logits": logits,
+        "probabilities": softmax(logits, axis=-1),
+        "log_px": logsumexp(logits, axis=-1),
+        "max_softmax": softmax(logits, axis=-1).max(axis=-1),
+    }
+
+
+def _assert_matches(loaded, model, images, atol=1e-5):
+    expected = _reference_outputs(model.predict(images, verbose=0).astype(np.float64))
+    for signature, names in SIGNATURES.items():
+        outputs = loaded.signatures[signature](images=tf.constant(images))
+        assert sorted(outputs) == sorted(names), signature
+        for name in names:
+            assert outputs[name].dtype == tf.float32, (signature, name)
+            np.testing.assert_allclose(
+                outputs[name].numpy(), expected[name], atol=atol, err_msg=name
+            )
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    model = _trained_classifier()
+    export_dir = tmp_path_factory.mktemp("export") / "saved_model"
+    assert export_saved_model(model, export_dir) == str(export_dir)
+    return model, export_dir, tf.saved_model.load(str(export_dir))
+
+
+@pytest.mark.parametrize("batch_size", [1, 7])
+def test_signatures_reproduce_the_in_memory_model(exported, batch_size):
+    model, _, loaded = exported
+    images = _images(batch_size, seed=batch_size)
+    _assert_matches(loaded, model, images)
+
+    # The scores agree with the ones evaluation reports, and are not degenerate.
+    energy = loaded.signatures["energy"](images=tf.constant(images))
+    logits = model.predict(images, verbose=0)
+    np.testing.assert_allclose(
+        energy["log_px"].numpy(), evaluation.log_px(logits), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        energy["max_softmax"].numpy(), evaluation.max_softmax(logits), atol=1e-6
+    )
+    assert np.ptp(logits) > 0.1
+
+
+def test_export_holds_the_backbone_weights_only(exported):
+    model, export_dir, loaded = exported
+    backbone_vars = {f"{v.path}:0": tuple(v.shape) for v in model.backbone.variables}
+    assert {v.name: tuple(v.shape) for v in loaded.variables} == backbone_vars
+    # The variables file as well: no queue ([classes, K] logits, scalar pointer and
+    # counter) and no optimizer state (scalar iterations; moments are not
+    # referenced by anything exported).
+    saved = [
+        (key, tuple(shape))
+        for key, shape in tf.train.list_variables(
+            str(export_dir / "variables" / "variables")
+        )
+        if key != "_CHECKPOINTABLE_OBJECT_GRAPH"
+    ]
+    assert saved and all(shape in backbone_vars.values() for _, shape in saved)
+    assert not [key for key, _ in saved if re.search("queue|optimizer|adam", key)]
+    assert len({key.split("/")[1] for key, _ in saved}) == len(backbone_vars)
+    assert (4, QUEUE_SIZE) == tuple(model.queue.logits.shape)
+
+
+def test_saved_model_cli_lists_both_signatures(exported):
+    _, export_dir, _ = exported
+    result = subprocess.run(
+        ["saved_model_cli", "show", "--all", "--dir", str(export_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    blocks = dict(
+        re.findall(r"signature_def\['(\w+)'\]:\n(.*?)Method name", result.stdout, re.S)
+    )
+    assert set(SIGNATURES) <= set(blocks)
+    expected_shapes = {
+        "logits": "(-1, 4)",
+        "probabilities": "(-1, 4)",
+        "log_px": "(-1)",
+        "max_softmax": "(-1)",
+    }
+    for signature, names in SIGNATURES.items():
+        block = blocks[signature]
+        assert re.findall(r"inputs\['(\w+)'\]", block) == ["images"]
+        assert "shape: (-1, 8, 8, 1)" in block
+        assert sorted(re.findall(r"outputs\['(\w+)'\]", block)) == sorted(names)
+        for name in names:
+            output = block.split(f"outputs['{name}']")[1]
+            assert re.match(
+                rf" tensor_info:\n\s+dtype: DT_FLOAT\n\s+shape: "
+                rf"{re.escape(expected_shapes[name])}\n",
+                output,
+            ), (signature, name, output[:200])
+        assert block.count("DT_FLOAT") == 3
+
+
+@pytest.mark.parametrize(
+    "make_backbone",
+    [
+        # Our backbones keep the final Dense in float32.
+        lambda: SmallCNN(4, filters=(4,), dense_units=8, image_shape=(8, 8, 1)),
+        # A bfloat16 head: the export casts the logits.
+        tiny_backbone,
+    ],
+    ids=["float32_head", "bfloat16_head"],
+)
+def test_mixed_bfloat16_backbone_exports_float32(make_backbone, tmp_path):
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        backbone = make_backbone()
+        assert backbone.layers[1].compute_dtype == "bfloat16"
+        images = _images(5, seed=3)
+        loaded = tf.saved_model.load(export_saved_model(backbone, tmp_path / "sm"))
+        # predict of a bare backbone returns its head's dtype; compare in float32.
+        model = HDGEClassifier(backbone, queue_size=8)
+        _assert_matches(loaded, model, images)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+
+
+def _run_cli(workdir) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "hdge_tf.bin.hdge_export", f"--workdir={workdir}"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_cli_exports_a_workdir(exported, tmp_path):
+    model, _, _ = exported
+    workdir, empty = tmp_path / "run", tmp_path / "empty"
+    workdir.mkdir()
+    empty.mkdir()
+    model.save(workdir / "model.keras")
+    # Both runs at once: each spends most of its time importing TensorFlow.
+    runs = [_run_cli(workdir), _run_cli(empty)]
+    (_, stderr), (_, empty_stderr) = (run.communicate(timeout=300) for run in runs)
+
+    assert runs[0].returncode == 0, stderr[-3000:]
+    export_dir = workdir / "export" / "saved_model"
+    assert (export_dir / "saved_model.pb").is_file()
+    assert "energy: images float32[None, 8, 8, 1] -> log_px float32[None]" in stderr
+    _assert_matches(tf.saved_model.load(str(export_dir)), model, _images(3, seed=5))
+
+    assert runs[1].returncode != 0
+    assert f"No model file {empty / 'model.keras'}" in empty_stderr
+    assert not (empty / "export").exists()
+
+
+class _Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(4)
+
+    def call(self, images):
+        return self.dense(keras.ops.reshape(images, (-1, 64)))
+
+
+@pytest.mark.parametrize(
+    ("make_model", "error", "match"),
+    [
+        (lambda: tiny_backbone().get_weights(), TypeError, "got list"),
+        (
+            lambda: keras.Sequential([keras.Input((3,)), keras.layers.Dense(4)]),
+            ValueError,
+            r"has inputs \[\(None, 3\)\]",
+        ),
+        (
+            lambda: keras.Sequential(
+                [keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3)]
+            ),
+            ValueError,
+            r"has outputs \[\(None, 6, 6, 4\)\]",
+        ),
+        (_Subclassed, ValueError, "has no defined inputs"),
+    ],
+    ids=["not_a_model", "2d_input", "4d_output", "subclassed"],
+)
+def test_bad_models_name_the_problem(make_model, error, match, tmp_path):
+    with pytest.raises(error, match=r"\[N, H, W, C\] image input") as info:
+        export_saved_model(make_model(), tmp_path / "sm")
+    assert re.search(match, str(info.value)), str(info.value)
+    assert not (tmp_path / "sm").exists()
