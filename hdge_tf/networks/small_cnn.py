@@ -8,10 +8,11 @@ from typing import Any
 import keras
 
 from hdge_tf.networks import layers as nn_layers
+from hdge_tf.networks.backbone import Backbone
 
 
 @keras.saving.register_keras_serializable(package="hdge_tf")
-class SmallCNN(keras.Model):
+class SmallCNN(Backbone):
     """Stacks of two 3x3 convs + max-pool, then a one-hidden-layer head.
 
     Meant as a drop-in, CPU-friendly stand-in for `WideResNet` so the whole
@@ -85,30 +86,15 @@ class SmallCNN(keras.Model):
             x = keras.layers.Dropout(dropout, name="hidden_dropout")(x)
         # float32 head keeps logits (and hence energies) out of bfloat16.
         outputs = nn_layers.dense(num_classes, "logits", dtype="float32")(x)
-        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
-
-        # === Config ===
-        self.num_classes = num_classes
-        self.filters = filters
-        self.dense_units = dense_units
-        self.convs_per_stage = convs_per_stage
-        self.dropout = dropout
-        self.activation = activation
-        self.leak = leak
-        self.norm = norm
-        self.image_shape = image_shape
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "num_classes": self.num_classes,
-            "filters": self.filters,
-            "dense_units": self.dense_units,
-            "convs_per_stage": self.convs_per_stage,
-            "dropout": self.dropout,
-            "activation": self.activation,
-            "leak": self.leak,
-            "norm": self.norm,
-            "image_shape": self.image_shape,
+        arguments = {
+            "num_classes": num_classes,
+            "filters": filters,
+            "dense_units": dense_units,
+            "convs_per_stage": convs_per_stage,
+            "dropout": dropout,
+            "activation": activation,
+            "leak": leak,
+            "norm": norm,
+            "image_shape": image_shape,
         }
+        super().__init__(inputs, outputs, arguments, **kwargs)

@@ -8,6 +8,7 @@ from typing import Any
 import keras
 
 from hdge_tf.networks import layers as nn_layers
+from hdge_tf.networks.backbone import Backbone
 
 _GROUP_STRIDES: tuple[int, int, int] = (1, 2, 2)
 
@@ -41,7 +42,7 @@ def _wide_basic_block(
 
 
 @keras.saving.register_keras_serializable(package="hdge_tf")
-class WideResNet(keras.Model):
+class WideResNet(Backbone):
     """WRN-`depth`-`width` classifier whose logits double as an energy model.
 
     Follows the JEM/HDGE reference rather than the original WRN: normalization
@@ -110,28 +111,14 @@ class WideResNet(keras.Model):
         x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
         # float32 head keeps logits (and hence energies) out of bfloat16.
         outputs = nn_layers.dense(num_classes, "logits", dtype="float32")(x)
-        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
-
-        # === Config ===
-        self.num_classes = num_classes
-        self.depth = depth
-        self.width = width
-        self.norm = norm
-        self.dropout = dropout
-        self.activation = activation
-        self.leak = leak
-        self.image_shape = image_shape
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "num_classes": self.num_classes,
-            "depth": self.depth,
-            "width": self.width,
-            "norm": self.norm,
-            "dropout": self.dropout,
-            "activation": self.activation,
-            "leak": self.leak,
-            "image_shape": self.image_shape,
+        arguments = {
+            "num_classes": num_classes,
+            "depth": depth,
+            "width": width,
+            "norm": norm,
+            "dropout": dropout,
+            "activation": activation,
+            "leak": leak,
+            "image_shape": image_shape,
         }
+        super().__init__(inputs, outputs, arguments, **kwargs)
