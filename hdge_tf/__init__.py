@@ -9,6 +9,7 @@ from hdge_tf.losses import (
 )
 from hdge_tf.model import HDGEClassifier
 from hdge_tf.networks import SmallCNN, WideResNet, build_backbone
+from hdge_tf.optimization import WarmupStepDecay
 from hdge_tf.queue import LogitQueue
 
 __version__ = "0.1.0"
@@ -18,6 +19,7 @@ __all__ = [
     "HDGEClassifier",
     "LogitQueue",
     "SmallCNN",
+    "WarmupStepDecay",
     "WideResNet",
     "build_backbone",
     "build_datasets",

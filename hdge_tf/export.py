@@ -12,6 +12,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from hdge_tf.evaluation import ood
 from hdge_tf.model import HDGEClassifier
 
 SIGNATURES = {
@@ -66,10 +67,7 @@ def export_saved_model(model: keras.Model, export_dir: str | Path) -> str:
         [batch], max_y p(y|x).
         """
         logits = logits_fn(images)
-        return {
-            "log_px": tf.reduce_logsumexp(logits, axis=-1),
-            "max_softmax": tf.reduce_max(tf.nn.softmax(logits, axis=-1), axis=-1),
-        }
+        return {"log_px": ood.log_px(logits), "max_softmax": ood.max_softmax(logits)}
 
     spec = tf.TensorSpec((None, *image_shape), tf.float32, name="images")
     archive = keras.export.ExportArchive()

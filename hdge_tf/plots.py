@@ -19,12 +19,14 @@ def plot_history(csv_path: str | Path, png_path: str | Path) -> None:
         return
     epochs = [int(r["epoch"]) + 1 for r in rows]
     names = [k for k in rows[0] if k != "epoch" and not k.startswith("val_")]
+    # CSVLogger writes "NA" for validation columns of epochs without validation.
+    has_val = {n: all(r.get(f"val_{n}", "NA") != "NA" for r in rows) for n in names}
     fig, axes = plt.subplots(
         1, len(names), figsize=(3.2 * len(names), 3), squeeze=False
     )
     for ax, name in zip(axes[0], names, strict=True):
         ax.plot(epochs, [float(r[name]) for r in rows], label="train")
-        if f"val_{name}" in rows[0]:
+        if has_val[name]:
             ax.plot(epochs, [float(r[f"val_{name}"]) for r in rows], label="test")
         ax.set_title(name)
         ax.set_xlabel("epoch")

@@ -29,7 +29,9 @@ def _one_step(model, images, labels):
     before = [w.copy() for w in model.backbone.get_weights()]
     loss = model.fit(images, labels, batch_size=32, epochs=1, shuffle=False, verbose=0)
     after = model.backbone.get_weights()
-    update = np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(after, before, strict=True)))
+    update = np.sqrt(
+        sum(np.sum((a - b) ** 2) for a, b in zip(after, before, strict=True))
+    )
     return loss.history["loss"][0], update
 
 

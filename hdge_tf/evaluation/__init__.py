@@ -1,5 +1,59 @@
-"""Scores and metrics of a trained energy classifier."""
+"""Scores, metrics and the evaluation report of a trained energy classifier.
 
-from hdge_tf.evaluation.ood import auroc, log_px, max_softmax
+    calibration  accuracy, NLL, Brier score, ECE, reliability bins
+    ood          OOD scores (log_px, max_softmax, grad_norm, contrast) and detection
+                 metrics (AUROC, AUPR-in/out, FPR at 95% TPR)
+    robustness   PGD (L∞, L2) with optional SGLD refinement
+    figures      the report's PNGs
+    report       run_evaluation(model, config, output_dir): all of the above
 
-__all__ = ["auroc", "log_px", "max_softmax"]
+The OOD sets themselves live in `hdge_tf.data.ood`, the SGLD sampler in
+`hdge_tf.sampling`.
+"""
+
+from hdge_tf.evaluation.calibration import (
+    classification_metrics,
+    expected_calibration_error,
+    reliability_bins,
+)
+from hdge_tf.evaluation.ood import (
+    SCORES,
+    aupr,
+    auroc,
+    compute_scores,
+    contrast,
+    detection_metrics,
+    fpr_at_tpr,
+    grad_norm,
+    log_px,
+    max_softmax,
+)
+from hdge_tf.evaluation.report import load_model, run_evaluation
+from hdge_tf.evaluation.robustness import (
+    Refinement,
+    pgd_attack,
+    predict_labels,
+    robust_accuracy,
+)
+
+__all__ = [
+    "SCORES",
+    "Refinement",
+    "aupr",
+    "auroc",
+    "classification_metrics",
+    "compute_scores",
+    "contrast",
+    "detection_metrics",
+    "expected_calibration_error",
+    "fpr_at_tpr",
+    "grad_norm",
+    "load_model",
+    "log_px",
+    "max_softmax",
+    "pgd_attack",
+    "predict_labels",
+    "reliability_bins",
+    "robust_accuracy",
+    "run_evaluation",
+]
