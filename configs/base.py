@@ -8,6 +8,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.seed = 0
     # "float32", "mixed_bfloat16" (CPUs with AMX, TPUs) or "mixed_float16" (GPUs).
     config.precision = "float32"
+    # "default" (one device), "mirrored" (all local GPUs) or "multi_worker"
+    # (MultiWorkerMirroredStrategy from TF_CONFIG; trains with a custom loop).
+    config.strategy = "default"
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "mnist5k"  # "mnist5k", "digits" or a tfds name

@@ -26,7 +26,7 @@ import tensorflow as tf
 from absl import logging
 
 from hdge_tf import data as data_lib
-from hdge_tf import evaluation
+from hdge_tf import distribute, evaluation
 from hdge_tf.data import ood as ood_data
 from hdge_tf.model import HDGEClassifier
 from hdge_tf.networks import build_backbone
@@ -84,9 +84,17 @@ def restore_latest(
 
 def train(config, workdir: str | Path) -> dict:
     """Trains (or resumes) experiment `config` in `workdir`; returns test metrics."""
+    return train_model(config, workdir)[1]
+
+
+def train_model(config, workdir: str | Path) -> tuple[HDGEClassifier, dict]:
+    """`train`, also returning the trained model."""
+    strategy = distribute.build_strategy(config.strategy)
+    chief = distribute.is_chief(strategy)
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+    if chief:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
     keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_global_policy(config.precision)
 
@@ -98,15 +106,17 @@ def train(config, workdir: str | Path) -> dict:
         )
     data = data_lib.build_datasets(config.data, train_cfg.batch_size, seed=config.seed)
     steps_per_epoch = math.ceil(data.num_train / train_cfg.batch_size)
-    model = build_model(config, data.num_classes, data.image_shape)
-    model.compile(optimizer=build_optimizer(train_cfg, steps_per_epoch))
-
-    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    with strategy.scope():
+        model = build_model(config, data.num_classes, data.image_shape)
+        model.compile(optimizer=build_optimizer(train_cfg, steps_per_epoch))
+        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     checkpoint = tf.train.Checkpoint(
         model=model, optimizer=model.optimizer, epoch=epoch
     )
     manager = tf.train.CheckpointManager(
-        checkpoint, workdir / "checkpoints", max_to_keep=train_cfg.keep_checkpoints
+        checkpoint,
+        distribute.writable_dir(str(workdir / "checkpoints"), strategy),
+        max_to_keep=train_cfg.keep_checkpoints,
     )
     restore_latest(checkpoint, manager)
     initial_epoch = int(epoch.numpy())
@@ -120,19 +130,25 @@ def train(config, workdir: str | Path) -> dict:
             train_cfg.epochs,
             steps_per_epoch,
         )
-        model.fit(
-            data.train,
-            epochs=train_cfg.epochs,
-            initial_epoch=initial_epoch,
-            validation_data=data.test if train_cfg.validate else None,
-            shuffle=False,  # the pipeline shuffles
-            callbacks=[
-                EpochCheckpoint(manager, epoch),
+        callbacks = [EpochCheckpoint(manager, epoch)]  # every worker saves
+        if chief:
+            callbacks += [
                 keras.callbacks.CSVLogger(workdir / "history.csv", append=True),
                 keras.callbacks.TensorBoard(workdir / "tensorboard"),
-            ],
-            verbose=1,
-        )
+            ]
+        fit_kwargs = {
+            "epochs": train_cfg.epochs,
+            "initial_epoch": initial_epoch,
+            "validation_data": data.test if train_cfg.validate else None,
+            "callbacks": callbacks,
+            "verbose": 1 if chief else 0,
+        }
+        if config.strategy == "multi_worker":  # model.fit fails there (Keras 3.15)
+            distribute.CustomLoop(model, strategy).fit(
+                data.train, steps_per_epoch=steps_per_epoch, **fit_kwargs
+            )
+        else:
+            model.fit(data.train, shuffle=False, **fit_kwargs)
     else:
         logging.info("Workdir already trained to epoch %d; evaluating.", initial_epoch)
     train_seconds = time.time() - start
@@ -143,12 +159,13 @@ def train(config, workdir: str | Path) -> dict:
         train_seconds_this_call=round(train_seconds, 1),
         resumed_from_epoch=initial_epoch,
     )
-    (workdir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    model.save(workdir / "model.keras")
-    if (workdir / "history.csv").exists():
-        plot_history(workdir / "history.csv", workdir / "curves.png")
+    if chief:
+        (workdir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        model.save(workdir / "model.keras")
+        if (workdir / "history.csv").exists():
+            plot_history(workdir / "history.csv", workdir / "curves.png")
     logging.info("Test metrics: %s", metrics)
-    return metrics
+    return model, metrics
 
 
 def evaluate(model: HDGEClassifier, data: data_lib.DataBundle, config) -> dict:
