@@ -121,6 +121,10 @@ def train_model(config, workdir: str | Path) -> tuple[HDGEClassifier, dict]:
     restore_latest(checkpoint, manager)
     initial_epoch = int(epoch.numpy())
 
+    # model.fit/evaluate fail under MultiWorkerMirroredStrategy (Keras 3.15).
+    loop = None
+    if config.strategy == "multi_worker":
+        loop = distribute.CustomLoop(model, strategy)
     start = time.time()
     if initial_epoch < train_cfg.epochs:
         logging.info(
@@ -143,17 +147,15 @@ def train_model(config, workdir: str | Path) -> tuple[HDGEClassifier, dict]:
             "callbacks": callbacks,
             "verbose": 1 if chief else 0,
         }
-        if config.strategy == "multi_worker":  # model.fit fails there (Keras 3.15)
-            distribute.CustomLoop(model, strategy).fit(
-                data.train, steps_per_epoch=steps_per_epoch, **fit_kwargs
-            )
+        if loop is not None:
+            loop.fit(data.train, steps_per_epoch=steps_per_epoch, **fit_kwargs)
         else:
             model.fit(data.train, shuffle=False, **fit_kwargs)
     else:
         logging.info("Workdir already trained to epoch %d; evaluating.", initial_epoch)
     train_seconds = time.time() - start
 
-    metrics = evaluate(model, data, config)
+    metrics = evaluate(model, data, config, loop)
     metrics.update(
         epochs=int(epoch.numpy()),
         train_seconds_this_call=round(train_seconds, 1),
@@ -168,13 +170,22 @@ def train_model(config, workdir: str | Path) -> tuple[HDGEClassifier, dict]:
     return model, metrics
 
 
-def evaluate(model: HDGEClassifier, data: data_lib.DataBundle, config) -> dict:
+def evaluate(
+    model: HDGEClassifier,
+    data: data_lib.DataBundle,
+    config,
+    loop: distribute.CustomLoop | None = None,
+) -> dict:
     """Test loss terms and accuracy; log p(x) OOD AUROC per `config.eval.ood_sets`.
 
     The OOD sets and the score are those of the full report (`hdge-eval`), without
-    its test-time input noise, so these AUROCs are the noise-free ones.
+    its test-time input noise, so these AUROCs are the noise-free ones. `loop`
+    evaluates where `Model.evaluate` cannot (multi-worker).
     """
-    results = model.evaluate(data.test, verbose=0, return_dict=True)
+    if loop is not None:
+        results = loop.evaluate(data.test)
+    else:
+        results = model.evaluate(data.test, verbose=0, return_dict=True)
     metrics = {f"test_{name}": float(value) for name, value in results.items()}
     metrics["test_nll"] = metrics["test_ce"]
     if config.eval.ood_sets:
@@ -185,7 +196,7 @@ def evaluate(model: HDGEClassifier, data: data_lib.DataBundle, config) -> dict:
             config.data.download,
             limit=config.data.limit_test,
         )
-        in_scores = evaluation.log_px(model.predict(x_test, verbose=0))
+        in_scores = evaluation.log_px(evaluation.predict_logits(model, x_test))
         for name in config.eval.ood_sets:
             images = ood_data.load_ood_set(
                 name,
@@ -196,7 +207,7 @@ def evaluate(model: HDGEClassifier, data: data_lib.DataBundle, config) -> dict:
                 limit=len(x_test),
                 seed=config.eval.seed,
             )
-            out_scores = evaluation.log_px(model.predict(images, verbose=0))
+            out_scores = evaluation.log_px(evaluation.predict_logits(model, images))
             metrics[f"ood_auroc_log_px_{name}"] = evaluation.auroc(
                 in_scores, out_scores
             )

@@ -27,6 +27,7 @@ from hdge_tf.evaluation.ood import (
     grad_norm,
     log_px,
     max_softmax,
+    predict_logits,
 )
 from hdge_tf.evaluation.report import load_model, run_evaluation
 from hdge_tf.evaluation.robustness import (
@@ -53,6 +54,7 @@ __all__ = [
     "max_softmax",
     "pgd_attack",
     "predict_labels",
+    "predict_logits",
     "reliability_bins",
     "robust_accuracy",
     "run_evaluation",

@@ -32,6 +32,17 @@ _LOGIT_SCORES = ("log_px", "max_softmax", "contrast")
 # Scores ---------------------------------------------------------------------------
 
 
+def predict_logits(model: keras.Model, images, batch_size: int = 256) -> np.ndarray:
+    """float32 logits in inference mode, batched. Unlike `Model.predict` this also
+    works on a model built under MultiWorkerMirroredStrategy."""
+    forward = tf.function(lambda x: tf.cast(model(x, training=False), tf.float32))
+    batches = [
+        forward(tf.convert_to_tensor(images[i : i + batch_size])).numpy()
+        for i in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(batches) if batches else np.zeros((0, 0), np.float32)
+
+
 def log_px(logits) -> tf.Tensor:
     """log p(x) up to a constant: logsumexp of the logits read as energies. [N].
 
@@ -102,7 +113,7 @@ def compute_scores(
         )
     result = {}
     if logits is None and any(s in _LOGIT_SCORES for s in scores):
-        logits = model.predict(images, batch_size=batch_size, verbose=0)
+        logits = predict_logits(model, images, batch_size)
     for name in scores:
         if name == "log_px":
             result[name] = log_px(logits).numpy()

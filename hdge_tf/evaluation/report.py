@@ -245,7 +245,7 @@ def run_evaluation(model: keras.Model, config, output_dir: str | Path) -> dict:
         limit=int(cfg.max_examples),
     )
     x_noisy = add_input_noise(x_test, cfg.input_noise_std, [cfg.seed, 0])
-    logits = model.predict(x_noisy, batch_size=cfg.batch_size, verbose=0)
+    logits = ood.predict_logits(model, x_noisy, cfg.batch_size)
     metrics, calibration_report = _classification(
         logits, y_test, int(cfg.ece_bins), output_dir
     )
