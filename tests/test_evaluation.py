@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
-from conftest import tiny_backbone
+from conftest import quadrant_data, tiny_backbone
 from scipy.special import logsumexp, softmax
 from sklearn.metrics import average_precision_score
 
@@ -224,11 +224,7 @@ def test_unknown_set_is_a_clear_error():
 @pytest.fixture(scope="module")
 def trained_model():
     """The tiny backbone trained on the separable quadrant data (about 100%)."""
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 4, 256).astype(np.int32)
-    images = rng.uniform(-0.3, 0.3, (256, 8, 8, 1)).astype(np.float32)
-    for i, y in enumerate(labels):
-        images[i, (y // 2) * 4 : (y // 2) * 4 + 4, (y % 2) * 4 : (y % 2) * 4 + 4] += 0.7
+    images, labels = quadrant_data(256)
     model = tiny_backbone(4, (8, 8, 1))
     model.compile(
         optimizer=keras.optimizers.Adam(0.003), loss="sparse_categorical_crossentropy"
