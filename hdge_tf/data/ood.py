@@ -27,7 +27,6 @@ from hdge_tf.data import embedded, tfds_source
 from hdge_tf.data.pipeline import load_arrays
 
 SYNTHETIC_SETS = ("interp", "noise", "constant")
-_SPLIT_PREFERENCE = ("test", "validation", "train")
 _BATCH = 512
 # ITU-R 601 luma weights; linear, so they apply to [-1, 1] pixels unchanged.
 _LUMA = (0.299, 0.587, 0.114)
@@ -110,29 +109,9 @@ def _tfds_images(
     download: bool,
     limit: int,
 ) -> np.ndarray:
-    builder = tfds.builder(name, data_dir=data_dir)
-    if "image" not in builder.info.features:
-        raise ValueError(
-            f"TFDS dataset '{name}' has features {sorted(builder.info.features)}; an "
-            "OOD set needs an 'image' feature."
-        )
-    # The same offline-aware preparation as training data: fails fast, names a fix.
-    tfds_source._ensure_prepared(builder, name, download)
-    # Unprepared builders may not know their splits yet: then assume "test".
-    splits = set(builder.info.splits) or {"test"}
-    split = next((s for s in _SPLIT_PREFERENCE if s in splits), None)
-    if split is None:
-        raise ValueError(
-            f"TFDS dataset '{name}' has no split among {_SPLIT_PREFERENCE}."
-        )
-    pad = tfds_source._needs_padding(builder)
-    ds = builder.as_dataset(split=split, shuffle_files=False)
+    ds = tfds_source.load_tfds_images(name, data_dir, download)
     if limit:
         ds = ds.take(limit)
-    ds = ds.map(
-        lambda example: tfds_source._normalise(example["image"], 0, pad)[0],
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
     # Resize per batch in the pipeline so large images (CelebA) are never all held.
     ds = ds.batch(_BATCH).map(lambda batch: adapt_images(batch, image_shape))
     batches = list(ds.as_numpy_iterator())

@@ -137,6 +137,35 @@ def load_tfds(
     )
 
 
+def load_tfds_images(
+    name: str,
+    data_dir: str | None = None,
+    download: bool = True,
+    splits: tuple[str, ...] = ("test", "validation", "train"),
+) -> tf.data.Dataset:
+    """Images alone, from the first of `splits` the dataset has, in file order.
+
+    For OOD sets, which need no class labels (CelebA's labels are attributes).
+    """
+    builder = tfds.builder(name, data_dir=data_dir)
+    if "image" not in builder.info.features:
+        raise ValueError(
+            f"TFDS dataset '{name}' has features {sorted(builder.info.features)}; "
+            "an image set needs an 'image' feature."
+        )
+    _ensure_prepared(builder, name, download)
+    # Unprepared (mocked) builders may not know their splits: assume the first.
+    available = set(builder.info.splits) or {splits[0]}
+    split = next((s for s in splits if s in available), None)
+    if split is None:
+        raise ValueError(f"TFDS dataset '{name}' has no split among {splits}.")
+    pad = _needs_padding(builder)
+    return builder.as_dataset(split=split, shuffle_files=False).map(
+        lambda example: _normalise(example["image"], 0, pad)[0],
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+
+
 def num_examples(name: str, split: str, data_dir: str | None = None) -> int:
     """Size of a split as recorded when the dataset was prepared."""
     builder = tfds.builder(name, data_dir=data_dir)
