@@ -6,11 +6,14 @@ from hdge_tf.losses import (
     contrastive_log_px_given_each_y,
     contrastive_log_px_given_y,
     cross_entropy,
+    energy_l2,
+    sgld_log_px,
 )
 from hdge_tf.model import HDGEClassifier
 from hdge_tf.networks import SmallCNN, WideResNet, build_backbone
 from hdge_tf.optimization import WarmupStepDecay
 from hdge_tf.queue import LogitQueue
+from hdge_tf.sampling import ReplayBuffer
 
 __version__ = "0.1.0"
 
@@ -18,6 +21,7 @@ __all__ = [
     "DataBundle",
     "HDGEClassifier",
     "LogitQueue",
+    "ReplayBuffer",
     "SmallCNN",
     "WarmupStepDecay",
     "WideResNet",
@@ -27,5 +31,7 @@ __all__ = [
     "contrastive_log_px_given_each_y",
     "contrastive_log_px_given_y",
     "cross_entropy",
+    "energy_l2",
     "load_arrays",
+    "sgld_log_px",
 ]

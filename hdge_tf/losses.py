@@ -171,3 +171,28 @@ def _check_formulation(formulation: str) -> None:
             f"Unknown contrastive formulation {formulation!r}; expected one of "
             f"{FORMULATIONS}."
         )
+
+
+def sgld_log_px(log_density_data: tf.Tensor, log_density_samples: tf.Tensor):
+    """JEM's maximum-likelihood term for log p(x) (or log p(x|y)), a scalar.
+
+    With E(x) = -log_density(x), the gradient of -E_data[log p(x)] is
+    E_data[∇E] - E_model[∇E]; the model expectation is estimated with SGLD samples:
+
+        loss = -(mean log_density(x_data) - mean log_density(x_sample))
+
+    log_density_*: [N] and [M] unnormalized log densities, logsumexp_y f(x)[y]
+    (or f(x)[y] for the class-conditional term). The samples must be
+    stop-gradient; only the network's parameters are differentiated.
+    """
+    data = tf.cast(log_density_data, tf.float32)
+    samples = tf.cast(log_density_samples, tf.float32)
+    return -(tf.reduce_mean(data) - tf.reduce_mean(samples))
+
+
+def energy_l2(log_density_data: tf.Tensor, log_density_samples: tf.Tensor):
+    """mean(E_data²) + mean(E_sample²), a scalar: the L2 penalty JEM users add to
+    keep energies from drifting when SGLD training diverges."""
+    data = tf.cast(log_density_data, tf.float32)
+    samples = tf.cast(log_density_samples, tf.float32)
+    return tf.reduce_mean(tf.square(data)) + tf.reduce_mean(tf.square(samples))

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+
 import keras
 import tensorflow as tf
 
-from hdge_tf import losses
+from hdge_tf import losses, sampling
 from hdge_tf.queue import LogitQueue
 
-LOSS_TERMS = ("ce", "pxy_contrast", "px_contrast")
+LOSS_TERMS = ("ce", "pxy_contrast", "px_contrast", "px_sgld", "pxy_sgld", "energy_l2")
+# Terms that need SGLD samples: computed in train_step only, not in test_step.
+SGLD_TERMS = ("px_sgld", "pxy_sgld", "energy_l2")
 
 
 @keras.saving.register_keras_serializable(package="hdge_tf")
@@ -32,6 +36,13 @@ class HDGEClassifier(keras.Model):
       label_smoothing: applied to CE and to the label weights of log p(x|y).
       input_noise_std: std of Gaussian noise added to training inputs (0.03 in JEM).
       queue_init: "random" or "data", see `LogitQueue`.
+      px_sgld_weight, pxy_sgld_weight: weights of JEM's SGLD maximum-likelihood
+        terms for log p(x) and log p(x|y) (`losses.sgld_log_px`); either > 0 adds a
+        `ReplayBuffer` sub-layer `replay_buffer` (class-split when pxy_sgld is on).
+      sgld_steps, sgld_step_size, sgld_noise_std: the SGLD chain run per step.
+      replay_buffer_size: chain states kept (divisible by the classes for pxy_sgld).
+      reinit_freq: fraction of chains restarted from uniform noise each step.
+      energy_l2_weight: weight of mean(E_data² + E_sample²) over the SGLD terms.
     """
 
     def __init__(
@@ -46,6 +57,14 @@ class HDGEClassifier(keras.Model):
         label_smoothing: float = 0.0,
         input_noise_std: float = 0.0,
         queue_init: str = "random",
+        px_sgld_weight: float = 0.0,
+        pxy_sgld_weight: float = 0.0,
+        sgld_steps: int = 20,
+        sgld_step_size: float = 1.0,
+        sgld_noise_std: float = 0.01,
+        replay_buffer_size: int = 10000,
+        reinit_freq: float = 0.05,
+        energy_l2_weight: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -56,6 +75,10 @@ class HDGEClassifier(keras.Model):
             )
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}.")
+        if sgld_steps < 0:
+            raise ValueError(f"sgld_steps must be >= 0, got {sgld_steps}.")
+        if not 0.0 <= reinit_freq <= 1.0:
+            raise ValueError(f"reinit_freq must be in [0, 1], got {reinit_freq}.")
         self.backbone = backbone
         self.image_shape = tuple(backbone.input_shape[1:])
         self.num_classes = int(backbone.output_shape[-1])
@@ -64,6 +87,12 @@ class HDGEClassifier(keras.Model):
             "ce": float(ce_weight),
             "pxy_contrast": float(pxy_contrast_weight),
             "px_contrast": float(px_contrast_weight),
+            "px_sgld": float(px_sgld_weight),
+            "pxy_sgld": float(pxy_sgld_weight),
+            # Only meaningful next to an SGLD term (it penalizes their energies).
+            "energy_l2": float(energy_l2_weight)
+            if (px_sgld_weight > 0 or pxy_sgld_weight > 0)
+            else 0.0,
         }
         self.formulation = formulation
         self.label_smoothing = float(label_smoothing)
@@ -71,6 +100,20 @@ class HDGEClassifier(keras.Model):
         self.queue = LogitQueue(
             queue_size, self.num_classes, init=queue_init, name="queue"
         )
+        self.sgld_steps = int(sgld_steps)
+        self.sgld_step_size = float(sgld_step_size)
+        self.sgld_noise_std = float(sgld_noise_std)
+        self.replay_buffer_size = int(replay_buffer_size)
+        self.reinit_freq = float(reinit_freq)
+        self._energy_l2_weight = float(energy_l2_weight)
+        self.replay_buffer = None  # only SGLD training has one: old files load as-is
+        if self.loss_weights_["px_sgld"] > 0 or self.loss_weights_["pxy_sgld"] > 0:
+            self.replay_buffer = sampling.ReplayBuffer(
+                self.replay_buffer_size,
+                self.image_shape,
+                self.num_classes if self.loss_weights_["pxy_sgld"] > 0 else None,
+                name="replay_buffer",
+            )
         # CE is always tracked (it is the NLL), contrastive terms only when used.
         self._reported_terms = [
             t for t in LOSS_TERMS if t == "ce" or self.loss_weights_[t] > 0
@@ -135,14 +178,63 @@ class HDGEClassifier(keras.Model):
             total += tf.add_n([tf.cast(v, tf.float32) for v in self.losses])
         return total
 
+    def _sgld_chains(self, labels, conditional: bool):
+        """(samples, buffer indices) of `len(labels)` chains; conditional chains
+        sample p(x|y) for the batch labels. Runs outside the gradient tape with the
+        network in inference mode; the compiled chain works in float32."""
+        seed = sampling.seed_pair()
+        starts, indices = self.replay_buffer.sample(
+            tf.shape(labels)[0],
+            labels=labels if conditional else None,
+            reinit_freq=self.reinit_freq,
+            seed=tf.random.experimental.stateless_fold_in(seed, 0),
+        )
+        samples = sampling.sgld_chain(
+            self,
+            starts,
+            tf.constant(self.sgld_steps, tf.int32),
+            tf.constant(self.sgld_step_size, tf.float32),
+            tf.constant(self.sgld_noise_std, tf.float32),
+            tf.random.experimental.stateless_fold_in(seed, 1),
+            labels if conditional else None,
+        )
+        return tf.stop_gradient(samples), indices
+
+    def sgld_terms(self, logits, labels, chains) -> dict[str, tf.Tensor]:
+        """JEM's SGLD terms (and the energy L2 penalty) given the data batch's
+        training-mode logits and `chains`: {"px_sgld"/"pxy_sgld": (samples, _)}."""
+        terms, penalty = {}, []
+        for name, (samples, _) in chains.items():
+            sample_logits = self(samples, training=True)
+            if name == "px_sgld":
+                data_density = tf.reduce_logsumexp(logits, axis=-1)
+                sample_density = tf.reduce_logsumexp(sample_logits, axis=-1)
+            else:  # log p(x, y) = f(x)[y], for the batch labels
+                data_density = _label_logit(logits, labels)
+                sample_density = _label_logit(sample_logits, labels)
+            terms[name] = losses.sgld_log_px(data_density, sample_density)
+            penalty.append(losses.energy_l2(data_density, sample_density))
+        if self.loss_weights_["energy_l2"]:
+            terms["energy_l2"] = tf.add_n(penalty)
+        return terms
+
     def train_step(self, data):
         images, labels = self._unpack(data)
         images = self.queue.check_batch_size(images)
         if self.input_noise_std:
             images += self.input_noise_std * tf.random.normal(tf.shape(images))
+        chains = {
+            name: self._sgld_chains(labels, conditional=name == "pxy_sgld")
+            for name in ("px_sgld", "pxy_sgld")
+            if self.loss_weights_[name] > 0
+        }
         with tf.GradientTape() as tape:
             logits = self(images, training=True)
             terms = self.loss_terms(logits, labels)
+            if chains:
+                # Samples get their own forward pass, so BatchNorm statistics of the
+                # data batch are not mixed with samples' (as in JEM's code).
+                terms.update(self.sgld_terms(logits, labels, chains))
             loss = self.total_loss(terms)
             scaled = self.optimizer.scale_loss(loss)  # identity unless mixed_float16
             # Replica gradients are summed; scale so they average the global batch.
@@ -151,6 +243,8 @@ class HDGEClassifier(keras.Model):
         self.optimizer.apply(grads, self.trainable_variables)
         # The batch joins the queue after the loss used the older entries.
         self.queue.enqueue(logits)
+        for samples, indices in chains.values():
+            self.replay_buffer.write(indices, samples)
         return self._update_metrics(loss, terms, labels, logits)
 
     def test_step(self, data):
@@ -160,11 +254,15 @@ class HDGEClassifier(keras.Model):
         return self._update_metrics(self.total_loss(terms), terms, labels, logits)
 
     def _update_metrics(self, loss, terms, labels, logits) -> dict[str, tf.Tensor]:
+        """Updates and returns the metrics of the terms computed (evaluation runs no
+        SGLD chains, so its loss and metrics leave the SGLD terms out)."""
         self._trackers["loss"].update_state(loss)
-        for name in self._reported_terms:
+        reported = [n for n in self._reported_terms if n in terms]
+        for name in reported:
             self._trackers[name].update_state(terms[name])
         self._accuracy.update_state(labels, logits)
-        return {m.name: m.result() for m in self.metrics}
+        updated = [self._trackers[n] for n in ("loss", *reported)]
+        return {m.name: m.result() for m in [*updated, self._accuracy]}
 
     def _unpack(self, data) -> tuple[tf.Tensor, tf.Tensor]:
         images, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -250,11 +348,24 @@ class HDGEClassifier(keras.Model):
             label_smoothing=self.label_smoothing,
             input_noise_std=self.input_noise_std,
             queue_init=self.queue.init,
+            px_sgld_weight=self.loss_weights_["px_sgld"],
+            pxy_sgld_weight=self.loss_weights_["pxy_sgld"],
+            sgld_steps=self.sgld_steps,
+            sgld_step_size=self.sgld_step_size,
+            sgld_noise_std=self.sgld_noise_std,
+            replay_buffer_size=self.replay_buffer_size,
+            reinit_freq=self.reinit_freq,
+            energy_l2_weight=self._energy_l2_weight,
         )
         return config
 
     @classmethod
     def from_config(cls, config: dict):
-        config = dict(config)
+        config = copy.deepcopy(config)  # deserializing consumes the nested dict
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         return cls(**config)
+
+
+def _label_logit(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """f(x)[y], [N], from logits [N, C] and labels [N]."""
+    return tf.gather(logits, labels[:, tf.newaxis], batch_dims=1)[:, 0]

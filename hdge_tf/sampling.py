@@ -9,18 +9,30 @@ climbs the unnormalized log density (descends the energy):
 with JEM's defaults step_size = 1, noise_std = 0.01 (not the textbook step²/2 pairing).
 
 `sgld_chain` is one compiled function with every number a tensor, so chains of any
-length, step size or batch size reuse its trace; a replay-buffer sampler can call it on
-the buffer's rows. The network runs in inference mode and the chain, the gradient and
-the logsumexp stay in float32 even under a mixed-precision policy (bfloat16 would
-round a 0.01 step on a pixel of 1.0 away).
+length, step size or batch size reuse its trace. `ReplayBuffer` holds JEM's persistent
+chain states: training starts short chains from its rows and writes the results back.
+The network runs in inference mode and the chain, the gradient and the logsumexp stay
+in float32 even under a mixed-precision policy (bfloat16 would round a 0.01 step on a
+pixel of 1.0 away).
 """
 
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 _SEED_MAX = 2**31 - 1
+
+
+def seed_pair(seed=None) -> tf.Tensor:
+    """An int32 [2] seed for stateless ops: from an int, a [2] tensor as is, or for
+    None drawn from TF's global generator (seeded by `keras.utils.set_random_seed`)."""
+    if seed is None:
+        return tf.random.uniform([2], 0, _SEED_MAX, dtype=tf.int32)
+    if not tf.is_tensor(seed) and np.ndim(seed) == 0:
+        return tf.constant([int(seed), 0], tf.int32)
+    return tf.cast(seed, tf.int32)
 
 
 def log_density(model: keras.Model, images: tf.Tensor, labels=None) -> tf.Tensor:
@@ -110,16 +122,138 @@ def sgld(
     """
     if steps < 0:
         raise ValueError(f"SGLD steps must be >= 0, got {steps}.")
-    if seed is None:
-        seed_pair = tf.random.uniform([2], 0, _SEED_MAX, dtype=tf.int32)
-    else:
-        seed_pair = tf.constant([seed, 0], tf.int32)
     return sgld_chain(
         model,
         tf.convert_to_tensor(images, tf.float32),
         tf.constant(steps, tf.int32),
         tf.constant(step_size, tf.float32),
         tf.constant(noise_std, tf.float32),
-        seed_pair,
+        seed_pair(seed),
         None if labels is None else tf.convert_to_tensor(labels, tf.int32),
     )
+
+
+@keras.saving.register_keras_serializable(package="hdge_tf")
+class ReplayBuffer(keras.layers.Layer):
+    """JEM's replay buffer: `size` persistent SGLD chain states, [size, H, W, C].
+
+    Held in a non-trainable float32 weight, so `.keras` files and checkpoints carry
+    it; initialised uniform in [-1, 1]. With `num_classes`, the buffer is split into
+    that many equal consecutive slices, slice c holding the chains of p(x|y=c).
+
+    Args:
+      size: number of stored images (JEM: 10,000).
+      image_shape: (H, W, C) of one image.
+      num_classes: split for class-conditional sampling, or None (unsplit).
+    """
+
+    def __init__(
+        self, size: int, image_shape, num_classes: int | None = None, **kwargs
+    ):
+        kwargs.setdefault("dtype", "float32")  # chain states never follow a policy
+        super().__init__(**kwargs)
+        if size < 1:
+            raise ValueError(f"Replay buffer size must be positive, got {size}.")
+        if num_classes is not None and size % num_classes:
+            raise ValueError(
+                f"Replay buffer size {size} is not divisible by num_classes="
+                f"{num_classes}: the class-conditional buffer needs one equal slice "
+                f"per class (e.g. size {size - size % num_classes or num_classes})."
+            )
+        self.size = int(size)
+        self.image_shape = tuple(int(d) for d in image_shape)
+        self.num_classes = None if num_classes is None else int(num_classes)
+        # Every replica writes identical rows (see `write`); keep the first's.
+        self.images = self.add_weight(
+            name="images",
+            shape=(self.size, *self.image_shape),
+            initializer=keras.initializers.RandomUniform(-1.0, 1.0),
+            trainable=False,
+            dtype="float32",
+            aggregation="only_first_replica",
+        )
+        self.built = True
+
+    @property
+    def class_size(self) -> int:
+        """Rows per class slice (the whole buffer when unsplit)."""
+        return self.size // (self.num_classes or 1)
+
+    def sample(
+        self, batch_size=None, labels=None, reinit_freq: float = 0.05, seed=None
+    ):
+        """Chain starts and the buffer rows they came from.
+
+        Draws `batch_size` rows uniformly (with replacement) from the buffer, or with
+        `labels` ([N] int) one row per label from that class's slice; a fraction
+        `reinit_freq` of the starts (each independently) is replaced by fresh
+        uniform [-1, 1] noise, as in JEM. `seed`: int, int32 [2] tensor or None.
+
+        Returns (images [N, H, W, C] float32, indices [N] int32); write the chains'
+        final states back with `write(indices, samples)`.
+        """
+        if not 0.0 <= reinit_freq <= 1.0:
+            raise ValueError(f"reinit_freq must be in [0, 1], got {reinit_freq}.")
+        seed = seed_pair(seed)
+        index_seed, reinit_seed, noise_seed = (
+            tf.random.experimental.stateless_fold_in(seed, i) for i in range(3)
+        )
+        if labels is None:
+            if batch_size is None:
+                raise ValueError("ReplayBuffer.sample needs batch_size or labels.")
+            n = tf.convert_to_tensor(batch_size, tf.int32)
+            indices = tf.random.stateless_uniform(
+                [n], index_seed, 0, self.size, dtype=tf.int32
+            )
+        else:
+            if self.num_classes is None:
+                raise ValueError(
+                    "Class-conditional sampling needs a buffer built with num_classes."
+                )
+            labels = tf.cast(labels, tf.int32)
+            n = tf.shape(labels)[0]
+            offsets = tf.random.stateless_uniform(
+                [n], index_seed, 0, self.class_size, dtype=tf.int32
+            )
+            indices = labels * self.class_size + offsets
+        starts = tf.gather(self.images, indices)
+        reinit = tf.random.stateless_uniform([n], reinit_seed) < reinit_freq
+        noise = tf.random.stateless_uniform(tf.shape(starts), noise_seed, -1.0, 1.0)
+        reinit = tf.reshape(reinit, [-1] + [1] * len(self.image_shape))
+        return tf.where(reinit, noise, starts), indices
+
+    def write(self, indices, images) -> None:
+        """Stores chain states `images` ([N, H, W, C]) at rows `indices` ([N] int).
+
+        Under a multi-replica strategy every replica gathers all replicas' rows and
+        writes them all, so the buffer stays identical across replicas. When two
+        chains drew the same row, one of them is kept.
+        """
+        indices = tf.cast(indices, tf.int32)
+        images = tf.cast(images, tf.float32)
+        replica = tf.distribute.get_replica_context()
+        distributed = replica is not None and replica.num_replicas_in_sync > 1
+        if distributed:
+            indices = replica.all_gather(indices, axis=0)
+            images = replica.all_gather(images, axis=0)
+        index = indices[:, tf.newaxis]
+        if distributed:
+            # Mirrored variables cannot scatter in replica context; this copies
+            # the whole buffer once per step.
+            self.images.assign(
+                tf.tensor_scatter_nd_update(self.images.value, index, images)
+            )
+        else:
+            self.images.value.scatter_nd_update(index, images)
+
+    def call(self, inputs=None):
+        return self.images
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            size=self.size,
+            image_shape=list(self.image_shape),
+            num_classes=self.num_classes,
+        )
+        return config

@@ -23,6 +23,14 @@ def tiny_backbone(num_classes: int = 4, image_shape=(8, 8, 1), seed: int = 0):
     return keras.Model(inputs, outputs)
 
 
+@pytest.fixture(scope="session")
+def mirrored():
+    """One two-replica MirroredStrategy for the whole session: separate strategies
+    over the same devices reuse collective instance keys, and TF then mixes up
+    their collectives (seen as "Collective instance N expected type ...")."""
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
 def quadrant_data(n: int = 96, seed: int = 0):
     """8x8 images whose class is the brighter quadrant: learnable in a few steps."""
     rng = np.random.default_rng(seed)

@@ -24,9 +24,8 @@ def _replica_values(variable):
     return [v.numpy() for v in variable.value.values]
 
 
-def test_one_step_matches_a_single_device(separable_data):
+def test_one_step_matches_a_single_device(separable_data, mirrored):
     images, labels = separable_data
-    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     single = _model(tf.distribute.get_strategy())
     replicated = _model(mirrored, single.backbone.get_weights())
     # Two steps of a global batch of 16 (8 per replica): the second wraps nothing
@@ -49,9 +48,9 @@ def test_one_step_matches_a_single_device(separable_data):
         np.testing.assert_allclose(got, want, atol=1e-5)
 
 
-def test_short_fit_converges_under_the_strategy(separable_data):
+def test_short_fit_converges_under_the_strategy(separable_data, mirrored):
     images, labels = separable_data
-    model = _model(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    model = _model(mirrored)
     model.fit(images, labels, batch_size=16, epochs=10, verbose=0)
     result = model.evaluate(images, labels, verbose=0, return_dict=True)
     assert result["accuracy"] > 0.8
@@ -59,10 +58,9 @@ def test_short_fit_converges_under_the_strategy(separable_data):
     np.testing.assert_array_equal(copies[0], copies[1])
 
 
-def test_custom_loop_matches_keras_fit(separable_data):
+def test_custom_loop_matches_keras_fit(separable_data, mirrored):
     """The loop used for multi-worker runs computes what `fit` computes."""
     images, labels = separable_data
-    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with_fit = _model(mirrored)
     with_loop = _model(mirrored, with_fit.backbone.get_weights())
     dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(16)

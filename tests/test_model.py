@@ -111,3 +111,34 @@ def test_bad_inputs_name_the_problem(separable_data):
         HDGEClassifier(tiny_backbone(), formulation="moco")
     with pytest.raises(ValueError, match="without `loss=`"):
         _model().compile(optimizer="adam", loss="mse")
+
+
+def test_sgld_arguments_are_in_the_config_and_old_configs_load():
+    model = HDGEClassifier(
+        tiny_backbone(),
+        queue_size=40,
+        px_sgld_weight=0.5,
+        sgld_steps=7,
+        replay_buffer_size=80,
+        reinit_freq=0.1,
+        energy_l2_weight=0.2,
+    )
+    config = model.get_config()
+    assert {k: config[k] for k in ("px_sgld_weight", "pxy_sgld_weight")} == {
+        "px_sgld_weight": 0.5,
+        "pxy_sgld_weight": 0.0,
+    }
+    assert (config["sgld_steps"], config["sgld_step_size"]) == (7, 1.0)
+    assert (config["sgld_noise_std"], config["replay_buffer_size"]) == (0.01, 80)
+    assert (config["reinit_freq"], config["energy_l2_weight"]) == (0.1, 0.2)
+    clone = HDGEClassifier.from_config(config)
+    assert clone.replay_buffer.images.shape == (80, 8, 8, 1)
+    # A config saved before the SGLD terms existed builds the same model as before.
+    old = {k: v for k, v in model.get_config().items() if "sgld" not in k}
+    for key in ("replay_buffer_size", "reinit_freq", "energy_l2_weight"):
+        del old[key]
+    assert HDGEClassifier.from_config(old).replay_buffer is None
+    with pytest.raises(ValueError, match="reinit_freq must be in"):
+        HDGEClassifier(tiny_backbone(), reinit_freq=2.0)
+    with pytest.raises(ValueError, match="sgld_steps must be >= 0"):
+        HDGEClassifier(tiny_backbone(), sgld_steps=-1)

@@ -91,3 +91,15 @@ def test_chain_stays_float32_under_mixed_precision(images):
     moved = np.abs(samples.numpy() - 1.0)
     assert moved.max() > 0
     np.testing.assert_allclose(moved, np.abs(1e-3 * grad.numpy()), atol=1e-7)
+
+
+def test_chain_does_not_retrace_for_new_data_or_buffer_starts(model, images):
+    buffer = sampling.ReplayBuffer(size=40, image_shape=(8, 8, 1), num_classes=4)
+    labels = np.arange(len(images)) % 4
+    sampling.sgld(model, images, steps=2, labels=labels, seed=0)
+    traces = sampling.sgld_chain.experimental_get_tracing_count()
+    for seed in range(3):
+        starts, _ = buffer.sample(labels=labels, seed=seed)
+        sampling.sgld(model, starts, steps=2, labels=(labels + seed) % 4, seed=seed)
+        sampling.sgld(model, images * (seed + 1) / 4, 2, labels=labels, seed=seed)
+    assert sampling.sgld_chain.experimental_get_tracing_count() == traces

@@ -1,0 +1,244 @@
+"""The SGLD replay buffer: init, sampling (reinit, per-class slices), write-back,
+saving; and HDGEClassifier training with JEM's SGLD log p(x) terms."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import tiny_backbone
+from scipy.special import logsumexp
+
+from hdge_tf import losses, sampling
+from hdge_tf.model import HDGEClassifier
+from hdge_tf.sampling import ReplayBuffer
+
+
+def _is_buffer_row(starts, buffer, indices):
+    """[N] bool: start i is exactly the buffer row it was drawn from."""
+    return np.all((starts == buffer[indices]).reshape(len(starts), -1), axis=-1)
+
+
+def test_init_is_uniform_in_minus_one_one():
+    buffer = ReplayBuffer(size=200, image_shape=(4, 4, 3))
+    rows = buffer.images.numpy()
+    assert rows.shape == (200, 4, 4, 3) and rows.dtype == np.float32
+    assert rows.min() >= -1 and rows.max() <= 1
+    # Uniform on [-1, 1]: mean 0, std 1/sqrt(3), both quartiles used.
+    assert abs(rows.mean()) < 0.05 and abs(rows.std() - 3**-0.5) < 0.02
+    assert (rows < -0.5).mean() > 0.2 and (rows > 0.5).mean() > 0.2
+
+
+def test_write_then_sample_reads_back_what_was_written():
+    buffer = ReplayBuffer(size=30, image_shape=(2, 2, 1))
+    expected = buffer.images.numpy().copy()
+    rng = np.random.default_rng(0)
+    write = tf.function(buffer.write)  # as in train_step
+    for _ in range(3):
+        indices = rng.choice(30, size=8, replace=False).astype(np.int32)
+        rows = rng.normal(size=(8, 2, 2, 1)).astype(np.float32) * 3
+        write(indices, rows)
+        expected[indices] = rows
+    np.testing.assert_array_equal(buffer.images.numpy(), expected)
+    starts, indices = buffer.sample(50, reinit_freq=0.0, seed=1)
+    assert indices.numpy().min() >= 0 and indices.numpy().max() < 30
+    np.testing.assert_array_equal(starts.numpy(), expected[indices.numpy()])
+    # Eager writes take the same path.
+    buffer.write(np.array([4]), np.full((1, 2, 2, 1), 7.0, np.float32))
+    np.testing.assert_array_equal(buffer.images.numpy()[4], 7.0)
+
+
+def test_reinit_fraction_is_binomial():
+    buffer = ReplayBuffer(size=100, image_shape=(3, 3, 1))
+    rows = buffer.images.numpy()
+    n, p = 4000, 0.05
+    starts, indices = buffer.sample(n, reinit_freq=p, seed=3)
+    starts, indices = starts.numpy(), indices.numpy()
+    fresh = ~_is_buffer_row(starts, rows, indices)
+    # 4 binomial standard deviations: ~0.014 around 0.05.
+    assert abs(fresh.mean() - p) < 4 * np.sqrt(p * (1 - p) / n)
+    assert starts[fresh].min() >= -1 and starts[fresh].max() <= 1
+    # Fresh noise is new: not a copy of any buffer row.
+    flat = rows.reshape(len(rows), -1)
+    assert not any((flat == s.reshape(-1)).all(-1).any() for s in starts[fresh][:20])
+    all_fresh, _ = buffer.sample(50, reinit_freq=1.0, seed=3)
+    none_fresh, idx = buffer.sample(50, reinit_freq=0.0, seed=3)
+    assert not _is_buffer_row(all_fresh.numpy(), rows, idx.numpy()).any()
+    assert _is_buffer_row(none_fresh.numpy(), rows, idx.numpy()).all()
+    # Same seed, same draw; the indices cover the buffer.
+    again, again_idx = buffer.sample(n, reinit_freq=p, seed=3)
+    np.testing.assert_array_equal(again.numpy(), starts)
+    np.testing.assert_array_equal(again_idx.numpy(), indices)
+    assert len(np.unique(indices)) == 100
+    with pytest.raises(ValueError, match="reinit_freq"):
+        buffer.sample(4, reinit_freq=1.5)
+
+
+def test_class_conditional_indices_fall_in_the_labels_slice():
+    buffer = ReplayBuffer(size=60, image_shape=(2, 2, 1), num_classes=3)
+    assert buffer.class_size == 20
+    labels = np.random.default_rng(0).integers(0, 3, 3000).astype(np.int32)
+    _, indices = buffer.sample(labels=labels, reinit_freq=0.0, seed=5)
+    indices = indices.numpy()
+    np.testing.assert_array_equal(indices // 20, labels)
+    for c in range(3):  # each slice is used whole
+        np.testing.assert_array_equal(
+            np.unique(indices[labels == c]), np.arange(20 * c, 20 * c + 20)
+        )
+    with pytest.raises(ValueError, match="not divisible by num_classes=3"):
+        ReplayBuffer(size=61, image_shape=(2, 2, 1), num_classes=3)
+    with pytest.raises(ValueError, match="needs a buffer built with num_classes"):
+        ReplayBuffer(size=61, image_shape=(2, 2, 1)).sample(labels=labels)
+    with pytest.raises(ValueError, match="not divisible by num_classes=4"):
+        HDGEClassifier(tiny_backbone(), pxy_sgld_weight=1.0, replay_buffer_size=10)
+
+
+def test_sgld_log_px_and_energy_l2_match_numpy():
+    """The px_sgld term of a fixed model on a fixed batch and fixed samples."""
+    model = tiny_backbone(seed=1)
+    rng = np.random.default_rng(2)
+    data = rng.uniform(-1, 1, (6, 8, 8, 1)).astype(np.float32)
+    samples = rng.uniform(-1, 1, (6, 8, 8, 1)).astype(np.float32)
+    lse_data = logsumexp(model(data).numpy().astype(np.float64), axis=-1)
+    lse_samples = logsumexp(model(samples).numpy().astype(np.float64), axis=-1)
+    term = losses.sgld_log_px(
+        sampling.log_density(model, data), sampling.log_density(model, samples)
+    )
+    np.testing.assert_allclose(
+        term, -(lse_data.mean() - lse_samples.mean()), rtol=1e-5, atol=1e-6
+    )
+    assert abs(float(term)) > 1e-3  # not trivially zero
+    penalty = losses.energy_l2(lse_data, lse_samples)
+    np.testing.assert_allclose(
+        penalty, np.mean(lse_data**2 + lse_samples**2), rtol=1e-5
+    )
+
+
+def _sgld_model(**kwargs):
+    kwargs.setdefault("queue_size", 40)
+    kwargs.setdefault("replay_buffer_size", 40)
+    kwargs.setdefault("sgld_steps", 3)
+    model = HDGEClassifier(tiny_backbone(), **kwargs)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    return model
+
+
+@pytest.mark.parametrize("term", ["px_sgld", "pxy_sgld"])
+def test_train_step_sgld_term_matches_a_manual_computation(separable_data, term):
+    """With 0 SGLD steps and every chain re-initialized, the samples are the fresh
+    noise the step writes back; recompute the term from those rows and the
+    pre-step weights (a twin model: same seed, same weights)."""
+    images, labels = separable_data
+    images, labels = images[:8], labels[:8]
+    kwargs = {
+        f"{term}_weight": 1.0,
+        "energy_l2_weight": 0.1,
+        "sgld_steps": 0,
+        "reinit_freq": 1.0,
+        "replay_buffer_size": 4000,  # 8 draws: a repeated row is unlikely
+    }
+    model, twin = _sgld_model(**kwargs), _sgld_model(**kwargs)
+    before = model.replay_buffer.images.numpy().copy()
+    logs = model.train_on_batch(images, labels, return_dict=True)
+    after = model.replay_buffer.images.numpy()
+    rows = np.flatnonzero((after != before).reshape(len(after), -1).any(-1))
+    assert len(rows) == 8
+    samples = after[rows]
+    assert samples.min() >= -1 and samples.max() <= 1
+    data_logits = twin(images).numpy().astype(np.float64)
+    sample_logits = twin(samples).numpy().astype(np.float64)
+    if term == "px_sgld":
+        data_density = logsumexp(data_logits, axis=-1)
+        sample_density = logsumexp(sample_logits, axis=-1)
+    else:  # each chain ran in its label's slice of 1000 rows
+        np.testing.assert_array_equal(np.sort(rows // 1000), np.sort(labels))
+        data_density = data_logits[np.arange(8), labels]
+        sample_density = sample_logits[np.arange(8), rows // 1000]
+    expected = -(data_density.mean() - sample_density.mean())
+    np.testing.assert_allclose(logs[term], expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        logs["energy_l2"],
+        np.mean(data_density**2) + np.mean(sample_density**2),
+        rtol=1e-4,
+    )
+    np.testing.assert_allclose(
+        logs["loss"],
+        logs["ce"] + logs["pxy_contrast"] + logs[term] + 0.1 * logs["energy_l2"],
+        rtol=1e-4,
+    )
+
+
+def test_fit_with_px_sgld_reports_the_term_and_changes_the_buffer(separable_data):
+    images, labels = separable_data
+    model = _sgld_model(px_sgld_weight=1.0, energy_l2_weight=0.1)
+    assert model.replay_buffer.num_classes is None
+    before = model.replay_buffer.images.numpy().copy()
+    history = model.fit(images, labels, batch_size=16, epochs=2, verbose=0)
+    assert set(history.history) == {
+        "loss",
+        "ce",
+        "pxy_contrast",
+        "px_sgld",
+        "energy_l2",
+        "accuracy",
+    }
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert np.all(np.isfinite(history.history["px_sgld"]))
+    after = model.replay_buffer.images.numpy()
+    assert np.isfinite(after).all()
+    assert (after != before).reshape(40, -1).any(-1).mean() > 0.5
+    # Evaluation runs no chains and reports no SGLD terms.
+    result = model.evaluate(images, labels, verbose=0, return_dict=True)
+    assert "px_sgld" not in result and np.isfinite(result["loss"])
+
+
+def test_default_model_has_no_buffer():
+    model = HDGEClassifier(tiny_backbone(), queue_size=40)
+    assert model.replay_buffer is None
+    assert all("replay_buffer" not in w.path for w in model.weights)
+
+
+def test_keras_round_trip_and_checkpoint_keep_the_buffer(separable_data, tmp_path):
+    images, labels = separable_data
+    model = _sgld_model(pxy_sgld_weight=1.0, reinit_freq=0.2, sgld_step_size=0.5)
+    model.fit(images[:32], labels[:32], batch_size=16, epochs=1, verbose=0)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    config, loaded_config = model.get_config(), loaded.get_config()
+    del config["backbone"], loaded_config["backbone"]  # compared via the weights
+    assert loaded_config == config
+    assert loaded.replay_buffer.num_classes == 4
+    assert loaded.reinit_freq == 0.2 and loaded.sgld_step_size == 0.5
+    np.testing.assert_array_equal(
+        loaded.replay_buffer.images.numpy(), model.replay_buffer.images.numpy()
+    )
+    np.testing.assert_allclose(loaded(images), model(images), atol=1e-6)
+    # tf.train.Checkpoint reaches the buffer through the model.
+    saved = model.replay_buffer.images.numpy().copy()
+    prefix = tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt"))
+    model.replay_buffer.images.assign(np.zeros_like(saved))
+    tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
+    np.testing.assert_array_equal(model.replay_buffer.images.numpy(), saved)
+
+
+def test_buffer_layer_config_round_trip():
+    buffer = ReplayBuffer(size=12, image_shape=(2, 3, 1), num_classes=4, name="rb")
+    clone = ReplayBuffer.from_config(buffer.get_config())
+    assert clone.get_config() == buffer.get_config()
+    assert clone.images.shape == (12, 2, 3, 1) and clone.class_size == 3
+
+
+def test_replicas_write_the_same_rows_under_mirrored_strategy(separable_data, mirrored):
+    images, labels = separable_data
+    with mirrored.scope():
+        model = _sgld_model(px_sgld_weight=1.0, pxy_sgld_weight=1.0, sgld_steps=2)
+    before = model.replay_buffer.images.numpy().copy()
+    history = model.fit(images[:16], labels[:16], batch_size=16, epochs=1, verbose=0)
+    assert np.isfinite(history.history["pxy_sgld"]).all()
+    copies = [v.numpy() for v in model.replay_buffer.images.value.values]
+    assert len(copies) == 2
+    np.testing.assert_array_equal(copies[0], copies[1])
+    # One step, both replicas' chains landed: more rows changed than one replica's
+    # 8 + 8 chains could change (32 writes into 40 rows: ~22 distinct expected).
+    changed = (copies[0] != before).reshape(40, -1).any(-1).sum()
+    assert changed > 16, changed
