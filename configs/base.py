@@ -21,6 +21,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.shuffle_buffer = 10_000
     config.data.limit_train = 0  # 0 = all; small values for smoke runs
     config.data.limit_test = 0
+    # Semi-supervised (JEM/HDGE's setting): > 0 keeps labels for this many training
+    # images per class; CE and the contrastive terms see only those, the SGLD
+    # log p(x) term (loss.px_sgld_weight) every training image.
+    config.data.labels_per_class = 0
 
     # Passed to hdge_tf.networks.build_backbone: `name` plus that network's arguments.
     config.backbone = ml_collections.ConfigDict()
@@ -42,6 +46,18 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.queue_init = "random"  # or "data"
     config.loss.label_smoothing = 0.0
     config.loss.input_noise_std = 0.03
+    # JEM's SGLD maximum-likelihood terms (0 = off) and their chains.
+    config.loss.px_sgld_weight = 0.0
+    config.loss.pxy_sgld_weight = 0.0
+    config.loss.sgld_steps = 20
+    config.loss.sgld_step_size = 1.0
+    config.loss.sgld_noise_std = 0.01
+    config.loss.replay_buffer_size = 10_000
+    config.loss.reinit_freq = 0.05
+    config.loss.energy_l2_weight = 0.0
+    # A step with a non-finite loss/gradient or |loss| above this is not applied and
+    # the trainer restarts from the last good checkpoint (train.divergence_retries).
+    config.loss.divergence_threshold = 1e8
 
     config.train = ml_collections.ConfigDict()
     config.train.epochs = 200
@@ -55,6 +71,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.decay_factor = 0.3
     config.train.keep_checkpoints = 2
     config.train.validate = True  # evaluate on the test split after every epoch
+    # Restarts from the last good checkpoint after a diverged step before giving up;
+    # each restart reseeds with seed + restart number unless retry_with_new_seed off.
+    config.train.divergence_retries = 2
+    config.train.retry_with_new_seed = True
+    # Every N epochs write samples_epochNNN.png (SGLD samples) to the workdir; 0 = off.
+    config.train.sample_every_epochs = 0
 
     # Read by the trainer (log p(x) AUROC per OOD set in metrics.json) and by
     # hdge-eval (hdge_tf.evaluation.report.run_evaluation: the full report).

@@ -1,6 +1,7 @@
 """hdge-tf: hybrid discriminative-generative training of energy-based classifiers."""
 
 from hdge_tf.data import DataBundle, build_datasets, load_arrays
+from hdge_tf.generation import SampleGrid, draw_samples
 from hdge_tf.losses import (
     contrastive_log_px,
     contrastive_log_px_given_each_y,
@@ -22,6 +23,7 @@ __all__ = [
     "HDGEClassifier",
     "LogitQueue",
     "ReplayBuffer",
+    "SampleGrid",
     "SmallCNN",
     "WarmupStepDecay",
     "WideResNet",
@@ -31,6 +33,7 @@ __all__ = [
     "contrastive_log_px_given_each_y",
     "contrastive_log_px_given_y",
     "cross_entropy",
+    "draw_samples",
     "energy_l2",
     "load_arrays",
     "sgld_log_px",

@@ -111,6 +111,8 @@ class CustomLoop:
                 callback_list.on_train_batch_begin(step)
                 self._train(batch)
                 callback_list.on_train_batch_end(step, self._results())
+                if self.model.stop_training:
+                    break
             logs = self._results()
             if validation_data is not None:
                 logs.update(

@@ -43,6 +43,11 @@ class HDGEClassifier(keras.Model):
       replay_buffer_size: chain states kept (divisible by the classes for pxy_sgld).
       reinit_freq: fraction of chains restarted from uniform noise each step.
       energy_l2_weight: weight of mean(E_data² + E_sample²) over the SGLD terms.
+      divergence_threshold: a training step whose loss is non-finite or larger in
+        magnitude than this, or whose gradients are non-finite, is not applied
+        (weights, optimizer, queue and replay buffer stay as they were) and counts
+        in the `skipped_steps` metric; the trainer then restores the last good
+        checkpoint (`hdge_tf.training`). JEM's code uses 1e8.
     """
 
     def __init__(
@@ -65,6 +70,7 @@ class HDGEClassifier(keras.Model):
         replay_buffer_size: int = 10000,
         reinit_freq: float = 0.05,
         energy_l2_weight: float = 0.0,
+        divergence_threshold: float = 1e8,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -106,6 +112,11 @@ class HDGEClassifier(keras.Model):
         self.replay_buffer_size = int(replay_buffer_size)
         self.reinit_freq = float(reinit_freq)
         self._energy_l2_weight = float(energy_l2_weight)
+        if not divergence_threshold > 0:
+            raise ValueError(
+                f"divergence_threshold must be positive, got {divergence_threshold}."
+            )
+        self.divergence_threshold = float(divergence_threshold)
         self.replay_buffer = None  # only SGLD training has one: old files load as-is
         if self.loss_weights_["px_sgld"] > 0 or self.loss_weights_["pxy_sgld"] > 0:
             self.replay_buffer = sampling.ReplayBuffer(
@@ -123,6 +134,7 @@ class HDGEClassifier(keras.Model):
             for name in ["loss", *self._reported_terms]
         }
         self._accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self._skipped = keras.metrics.Sum(name="skipped_steps")
         self.built = True
 
     # Inference ------------------------------------------------------------------
@@ -150,7 +162,7 @@ class HDGEClassifier(keras.Model):
 
     @property
     def metrics(self):
-        return [*self._trackers.values(), self._accuracy]
+        return [*self._trackers.values(), self._accuracy, self._skipped]
 
     def loss_terms(self, logits: tf.Tensor, labels: tf.Tensor) -> dict[str, tf.Tensor]:
         """Batch means of every loss term, against the current queue contents."""
@@ -178,14 +190,14 @@ class HDGEClassifier(keras.Model):
             total += tf.add_n([tf.cast(v, tf.float32) for v in self.losses])
         return total
 
-    def _sgld_chains(self, labels, conditional: bool):
-        """(samples, buffer indices) of `len(labels)` chains; conditional chains
-        sample p(x|y) for the batch labels. Runs outside the gradient tape with the
+    def _sgld_chains(self, num_chains, labels=None):
+        """(samples, buffer indices) of `num_chains` chains; with `labels` they
+        sample p(x|y) for those labels. Runs outside the gradient tape with the
         network in inference mode; the compiled chain works in float32."""
         seed = sampling.seed_pair()
         starts, indices = self.replay_buffer.sample(
-            tf.shape(labels)[0],
-            labels=labels if conditional else None,
+            num_chains,
+            labels=labels,
             reinit_freq=self.reinit_freq,
             seed=tf.random.experimental.stateless_fold_in(seed, 0),
         )
@@ -196,18 +208,22 @@ class HDGEClassifier(keras.Model):
             tf.constant(self.sgld_step_size, tf.float32),
             tf.constant(self.sgld_noise_std, tf.float32),
             tf.random.experimental.stateless_fold_in(seed, 1),
-            labels if conditional else None,
+            labels,
         )
         return tf.stop_gradient(samples), indices
 
-    def sgld_terms(self, logits, labels, chains) -> dict[str, tf.Tensor]:
+    def sgld_terms(
+        self, logits, labels, chains, px_logits=None
+    ) -> dict[str, tf.Tensor]:
         """JEM's SGLD terms (and the energy L2 penalty) given the data batch's
-        training-mode logits and `chains`: {"px_sgld"/"pxy_sgld": (samples, _)}."""
+        training-mode logits and `chains`: {"px_sgld"/"pxy_sgld": (samples, _)}.
+        `px_logits`: logits of the images log p(x) is fitted to, if not `logits`'."""
         terms, penalty = {}, []
         for name, (samples, _) in chains.items():
             sample_logits = self(samples, training=True)
             if name == "px_sgld":
-                data_density = tf.reduce_logsumexp(logits, axis=-1)
+                data_logits = logits if px_logits is None else px_logits
+                data_density = tf.reduce_logsumexp(data_logits, axis=-1)
                 sample_density = tf.reduce_logsumexp(sample_logits, axis=-1)
             else:  # log p(x, y) = f(x)[y], for the batch labels
                 data_density = _label_logit(logits, labels)
@@ -219,58 +235,140 @@ class HDGEClassifier(keras.Model):
         return terms
 
     def train_step(self, data):
-        images, labels = self._unpack(data)
+        """One step on (images, labels), or for semi-supervised training on
+        ({"images": labeled images, "unlabeled": images}, labels): CE and the
+        contrastive terms see the labeled batch, the SGLD log p(x) term the
+        unlabeled one (JEM's `labels_per_class` setting)."""
+        images, labels, unlabeled = self._unpack(data)
         images = self.queue.check_batch_size(images)
-        if self.input_noise_std:
-            images += self.input_noise_std * tf.random.normal(tf.shape(images))
-        chains = {
-            name: self._sgld_chains(labels, conditional=name == "pxy_sgld")
-            for name in ("px_sgld", "pxy_sgld")
-            if self.loss_weights_[name] > 0
-        }
+        images = self._add_input_noise(images)
+        if unlabeled is not None:
+            unlabeled = self._add_input_noise(unlabeled)
+        px_data = images if unlabeled is None else unlabeled
+        chains = {}
+        if self.loss_weights_["px_sgld"] > 0:
+            chains["px_sgld"] = self._sgld_chains(tf.shape(px_data)[0])
+        if self.loss_weights_["pxy_sgld"] > 0:
+            chains["pxy_sgld"] = self._sgld_chains(tf.shape(labels)[0], labels)
         with tf.GradientTape() as tape:
             logits = self(images, training=True)
             terms = self.loss_terms(logits, labels)
             if chains:
+                px_logits = None
+                if unlabeled is not None and "px_sgld" in chains:
+                    px_logits = self(unlabeled, training=True)
                 # Samples get their own forward pass, so BatchNorm statistics of the
                 # data batch are not mixed with samples' (as in JEM's code).
-                terms.update(self.sgld_terms(logits, labels, chains))
+                terms.update(self.sgld_terms(logits, labels, chains, px_logits))
             loss = self.total_loss(terms)
             scaled = self.optimizer.scale_loss(loss)  # identity unless mixed_float16
             # Replica gradients are summed; scale so they average the global batch.
             scaled /= tf.distribute.get_strategy().num_replicas_in_sync
         grads = tape.gradient(scaled, self.trainable_variables)
-        self.optimizer.apply(grads, self.trainable_variables)
+        healthy = self._step_is_healthy(loss, grads)
+        self._apply_if(healthy, grads)
         # The batch joins the queue after the loss used the older entries.
-        self.queue.enqueue(logits)
+        self.queue.enqueue(logits, keep=healthy)
         for samples, indices in chains.values():
-            self.replay_buffer.write(indices, samples)
-        return self._update_metrics(loss, terms, labels, logits)
+            self.replay_buffer.write(indices, samples, keep=healthy)
+        return self._update_metrics(loss, terms, labels, logits, healthy)
+
+    def _add_input_noise(self, images: tf.Tensor) -> tf.Tensor:
+        if not self.input_noise_std:
+            return images
+        return images + self.input_noise_std * tf.random.normal(tf.shape(images))
+
+    def _step_is_healthy(self, loss: tf.Tensor, grads) -> tf.Tensor:
+        """True unless the loss or a gradient is non-finite or |loss| exceeds
+        `divergence_threshold` on any replica (so every replica agrees)."""
+        finite = tf.math.is_finite(tf.linalg.global_norm(grads))
+        healthy = finite & (tf.abs(loss) <= self.divergence_threshold)
+        failed = tf.cast(tf.logical_not(healthy), tf.float32)
+        replica = tf.distribute.get_replica_context()
+        if replica is not None and replica.num_replicas_in_sync > 1:
+            failed = replica.all_reduce("sum", failed)
+        return tf.equal(failed, 0.0)
+
+    def _apply_if(self, healthy: tf.Tensor, grads) -> None:
+        """Applies `grads` only when `healthy`; a skipped step leaves the weights and
+        the optimizer state (moments, iteration count) untouched.
+
+        Distribution strategies cannot run a replica-context `cond` whose branch
+        merges across replicas (the optimizer's update does), so the `cond` runs in
+        cross-replica context, as Keras's LossScaleOptimizer does it.
+        """
+        variables = self.trainable_variables
+
+        def in_cross_replica(strategy, healthy, grads):
+            healthy = strategy.experimental_local_results(healthy)[0]
+
+            def apply():
+                strategy.extended.call_for_each_replica(
+                    self.optimizer.apply, args=(grads, variables)
+                )
+
+            tf.cond(healthy, apply, lambda: None)
+
+        tf.distribute.get_replica_context().merge_call(
+            in_cross_replica, args=(healthy, grads)
+        )
 
     def test_step(self, data):
-        images, labels = self._unpack(data)
+        images, labels, _ = self._unpack(data)
         logits = self(images, training=False)
         terms = self.loss_terms(logits, labels)
         return self._update_metrics(self.total_loss(terms), terms, labels, logits)
 
-    def _update_metrics(self, loss, terms, labels, logits) -> dict[str, tf.Tensor]:
+    def _update_metrics(
+        self, loss, terms, labels, logits, healthy=None
+    ) -> dict[str, tf.Tensor]:
         """Updates and returns the metrics of the terms computed (evaluation runs no
-        SGLD chains, so its loss and metrics leave the SGLD terms out)."""
-        self._trackers["loss"].update_state(loss)
+        SGLD chains, so its loss and metrics leave the SGLD terms out).
+
+        A training step that was skipped (`healthy` False) counts in
+        `skipped_steps` and leaves the other metrics as they were.
+        """
+        training = healthy is not None
+        healthy = tf.constant(True) if healthy is None else healthy
+        weight = tf.cast(healthy, tf.float32)
+
+        def kept(value):  # a zero weight alone would still let NaN through
+            return tf.where(healthy, value, tf.zeros_like(value))
+
+        self._trackers["loss"].update_state(kept(loss), weight)
         reported = [n for n in self._reported_terms if n in terms]
         for name in reported:
-            self._trackers[name].update_state(terms[name])
-        self._accuracy.update_state(labels, logits)
-        updated = [self._trackers[n] for n in ("loss", *reported)]
-        return {m.name: m.result() for m in [*updated, self._accuracy]}
+            self._trackers[name].update_state(kept(terms[name]), weight)
+        self._accuracy.update_state(
+            labels, kept(logits), tf.fill(tf.shape(labels), weight)
+        )
+        updated = [*(self._trackers[n] for n in ("loss", *reported)), self._accuracy]
+        if training:
+            # Every replica counts the (shared) decision; metric sums add replicas.
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            self._skipped.update_state((1.0 - weight) / replicas)
+            updated.append(self._skipped)
+        return {m.name: m.result() for m in updated}
 
-    def _unpack(self, data) -> tuple[tf.Tensor, tf.Tensor]:
+    def _unpack(self, data) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | None]:
+        """(images, labels, unlabeled images or None), checked."""
         images, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if labels is None:
             raise ValueError("HDGEClassifier needs (images, labels) to train/evaluate.")
         if sample_weight is not None:
             raise ValueError("HDGEClassifier does not support sample weights.")
-        return self.check_images(images), self.check_labels(labels)
+        unlabeled = None
+        if isinstance(images, dict):
+            unknown = set(images) - {"images", "unlabeled"}
+            if "images" not in images or unknown:
+                raise ValueError(
+                    'Semi-supervised inputs are a dict {"images": labeled images, '
+                    f'"unlabeled": images}}; got keys {sorted(images)}.'
+                )
+            if images.get("unlabeled") is not None:
+                unlabeled = self.check_images(images["unlabeled"])
+            images = images["images"]
+        return self.check_images(images), self.check_labels(labels), unlabeled
 
     def check_images(self, images) -> tf.Tensor:
         """Fails with a message naming the problem for inputs that are not
@@ -356,6 +454,7 @@ class HDGEClassifier(keras.Model):
             replay_buffer_size=self.replay_buffer_size,
             reinit_freq=self.reinit_freq,
             energy_l2_weight=self._energy_l2_weight,
+            divergence_threshold=self.divergence_threshold,
         )
         return config
 

@@ -96,12 +96,14 @@ class LogitQueue(keras.layers.Layer):
         with tf.control_dependencies([check]):
             return tf.identity(batch)
 
-    def enqueue(self, logits: tf.Tensor) -> None:
+    def enqueue(self, logits: tf.Tensor, keep=True) -> None:
         """Writes the batch's normalized logits at the pointer, wrapping modulo K.
 
-        Under a multi-replica strategy every replica gathers the whole global batch
-        (in replica order, i.e. the global batch's order) and writes the same rows,
-        so the queue stays identical across replicas and equal to what one device
+        `keep` (a bool scalar, identical on every replica) False leaves the queue as
+        it was: a skipped training step must not write its possibly non-finite
+        logits. Under a multi-replica strategy every replica gathers the whole global
+        batch (in replica order, i.e. the global batch's order) and writes the same
+        rows, so the queue stays identical across replicas and equal to what one device
         would hold after the same global batch.
         """
         rows = normalize_logits(logits)  # [N, C]
@@ -115,7 +117,9 @@ class LogitQueue(keras.layers.Layer):
         classes = tf.range(self.num_classes, dtype=tf.int64)
         # Index [C, N, 2] pairs (class, slot) so one scatter writes the C×N block.
         index = tf.stack(tf.meshgrid(classes, slots, indexing="ij"), axis=-1)
-        block = tf.transpose(rows)
+        keep = tf.convert_to_tensor(keep, tf.bool)
+        block = tf.where(keep, tf.transpose(rows), tf.gather_nd(self.logits, index))
+        n = tf.where(keep, n, tf.zeros_like(n))
         if distributed:
             # Mirrored variables cannot scatter in replica context; the [C, K]
             # copy is small next to a training step.

@@ -222,8 +222,11 @@ class ReplayBuffer(keras.layers.Layer):
         reinit = tf.reshape(reinit, [-1] + [1] * len(self.image_shape))
         return tf.where(reinit, noise, starts), indices
 
-    def write(self, indices, images) -> None:
+    def write(self, indices, images, keep=True) -> None:
         """Stores chain states `images` ([N, H, W, C]) at rows `indices` ([N] int).
+
+        `keep` (a bool scalar, identical on every replica) False writes nothing, for
+        a skipped training step.
 
         Under a multi-replica strategy every replica gathers all replicas' rows and
         writes them all, so the buffer stays identical across replicas. When two
@@ -237,6 +240,8 @@ class ReplayBuffer(keras.layers.Layer):
             indices = replica.all_gather(indices, axis=0)
             images = replica.all_gather(images, axis=0)
         index = indices[:, tf.newaxis]
+        keep = tf.convert_to_tensor(keep, tf.bool)
+        images = tf.where(keep, images, tf.gather_nd(self.images, index))
         if distributed:
             # Mirrored variables cannot scatter in replica context; this copies
             # the whole buffer once per step.

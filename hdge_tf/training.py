@@ -9,6 +9,7 @@ A workdir holds everything a run produces:
     curves.png           those metrics plotted
     metrics.json         final test metrics
     model.keras          the trained model (HDGEClassifier, queue included)
+    samples/             SGLD sample grids every train.sample_every_epochs epochs
 
 Calling `train` again on a workdir that holds a checkpoint resumes from it.
 """
@@ -28,6 +29,7 @@ from absl import logging
 from hdge_tf import data as data_lib
 from hdge_tf import distribute, evaluation
 from hdge_tf.data import ood as ood_data
+from hdge_tf.generation import SampleGrid
 from hdge_tf.model import HDGEClassifier
 from hdge_tf.networks import build_backbone
 from hdge_tf.optimization import build_optimizer
@@ -42,18 +44,56 @@ def build_model(config, num_classes: int, image_shape) -> HDGEClassifier:
     return HDGEClassifier(backbone, **config.loss)
 
 
+class TrainingDiverged(RuntimeError):
+    """Training kept diverging after every allowed restart."""
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """Stops `fit` at the first step the model skipped as diverged.
+
+    The model itself refuses to apply such a step (`HDGEClassifier`'s
+    `divergence_threshold`); stopping here lets the trainer restart from the last
+    good checkpoint instead of training on from a state that produced it.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.diverged_at: tuple[int, int] | None = None  # (epoch, step), 1-based
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs=None):
+        if float((logs or {}).get("skipped_steps", 0.0)) > 0:
+            self.diverged_at = (self._epoch + 1, batch + 1)
+            logging.warning(
+                "Training step %d of epoch %d diverged (non-finite loss or gradients, "
+                "or |loss| above loss.divergence_threshold) and was not applied; "
+                "stopping.",
+                batch + 1,
+                self._epoch + 1,
+            )
+            self.model.stop_training = True
+
+
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves model, queue and optimizer after every epoch; never a non-finite state."""
+    """Saves model, queue, buffer and optimizer after every epoch; never an epoch
+    that diverged or ended with a non-finite loss (the last good state stays)."""
 
     def __init__(self, manager: tf.train.CheckpointManager, epoch: tf.Variable):
         super().__init__()
         self.manager, self.epoch = manager, epoch
 
     def on_epoch_end(self, epoch: int, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(loss):
+        logs = logs or {}
+        loss = logs.get("loss")
+        if logs.get("skipped_steps") or (loss is not None and not math.isfinite(loss)):
             logging.error(
-                "Epoch %d ended with loss %s; not checkpointing it.", epoch + 1, loss
+                "Epoch %d diverged (loss %s, skipped steps %s); not checkpointing it.",
+                epoch + 1,
+                loss,
+                logs.get("skipped_steps"),
             )
             self.model.stop_training = True
             return
@@ -87,8 +127,10 @@ def train(config, workdir: str | Path) -> dict:
     return train_model(config, workdir)[1]
 
 
-def train_model(config, workdir: str | Path) -> tuple[HDGEClassifier, dict]:
-    """`train`, also returning the trained model."""
+def train_model(
+    config, workdir: str | Path, extra_callbacks=()
+) -> tuple[HDGEClassifier, dict]:
+    """`train`, also returning the trained model; `extra_callbacks` join fit's."""
     strategy = distribute.build_strategy(config.strategy)
     chief = distribute.is_chief(strategy)
     workdir = Path(workdir)
@@ -105,6 +147,13 @@ def train_model(config, workdir: str | Path) -> tuple[HDGEClassifier, dict]:
             f"loss.queue_size={config.loss.queue_size}; the queue must hold a batch."
         )
     data = data_lib.build_datasets(config.data, train_cfg.batch_size, seed=config.seed)
+    if data.num_labeled < data.num_train and not config.loss.px_sgld_weight:
+        logging.warning(
+            "data.labels_per_class=%d with loss.px_sgld_weight=0: the %d unlabeled "
+            "images are not used by any loss term.",
+            config.data.labels_per_class,
+            data.num_train - data.num_labeled,
+        )
     steps_per_epoch = math.ceil(data.num_train / train_cfg.batch_size)
     with strategy.scope():
         model = build_model(config, data.num_classes, data.image_shape)
@@ -119,6 +168,9 @@ def train_model(config, workdir: str | Path) -> tuple[HDGEClassifier, dict]:
         max_to_keep=train_cfg.keep_checkpoints,
     )
     restore_latest(checkpoint, manager)
+    if manager.latest_checkpoint is None:
+        # A good state to return to should the first epoch diverge.
+        manager.save(checkpoint_number=0)
     initial_epoch = int(epoch.numpy())
 
     # model.fit/evaluate fail under MultiWorkerMirroredStrategy (Keras 3.15).
@@ -126,31 +178,28 @@ def train_model(config, workdir: str | Path) -> tuple[HDGEClassifier, dict]:
     if config.strategy == "multi_worker":
         loop = distribute.CustomLoop(model, strategy)
     start = time.time()
+    retries = 0
     if initial_epoch < train_cfg.epochs:
-        logging.info(
-            "Training %s epochs %d-%d, %d steps each.",
-            data.name,
-            initial_epoch + 1,
-            train_cfg.epochs,
-            steps_per_epoch,
-        )
         callbacks = [EpochCheckpoint(manager, epoch)]  # every worker saves
         if chief:
             callbacks += [
                 keras.callbacks.CSVLogger(workdir / "history.csv", append=True),
                 keras.callbacks.TensorBoard(workdir / "tensorboard"),
             ]
-        fit_kwargs = {
-            "epochs": train_cfg.epochs,
-            "initial_epoch": initial_epoch,
-            "validation_data": data.test if train_cfg.validate else None,
-            "callbacks": callbacks,
-            "verbose": 1 if chief else 0,
-        }
-        if loop is not None:
-            loop.fit(data.train, steps_per_epoch=steps_per_epoch, **fit_kwargs)
-        else:
-            model.fit(data.train, shuffle=False, **fit_kwargs)
+            if train_cfg.sample_every_epochs:
+                callbacks.append(_sample_grid(model, config, workdir))
+        callbacks += list(extra_callbacks)
+        while True:
+            guard = DivergenceGuard()
+            start_epoch = int(epoch.numpy())
+            _fit(model, data, config, loop, start_epoch, [guard, *callbacks], chief)
+            if guard.diverged_at is None:
+                break
+            retries = _restart_after_divergence(
+                model, config, checkpoint, manager, guard, retries
+            )
+            if loop is not None:  # a fresh trace picks up the new seed
+                loop = distribute.CustomLoop(model, strategy)
     else:
         logging.info("Workdir already trained to epoch %d; evaluating.", initial_epoch)
     train_seconds = time.time() - start
@@ -160,6 +209,8 @@ def train_model(config, workdir: str | Path) -> tuple[HDGEClassifier, dict]:
         epochs=int(epoch.numpy()),
         train_seconds_this_call=round(train_seconds, 1),
         resumed_from_epoch=initial_epoch,
+        divergence_restarts=retries,
+        labeled_examples=data.num_labeled,
     )
     if chief:
         (workdir / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -168,6 +219,79 @@ def train_model(config, workdir: str | Path) -> tuple[HDGEClassifier, dict]:
             plot_history(workdir / "history.csv", workdir / "curves.png")
     logging.info("Test metrics: %s", metrics)
     return model, metrics
+
+
+def _sample_grid(model: HDGEClassifier, config, workdir: Path) -> SampleGrid:
+    """Grids of what the model's own chains look like: the replay buffer's chains
+    continued (one row per class when it is class-split), or conditional chains
+    from noise for models trained without SGLD."""
+    buffer = model.replay_buffer
+    return SampleGrid(
+        workdir / "samples",
+        every_epochs=config.train.sample_every_epochs,
+        steps=model.sgld_steps,
+        conditional=buffer is None or buffer.num_classes is not None,
+        seed=config.seed,
+    )
+
+
+def _fit(model, data, config, loop, initial_epoch, callbacks, verbose) -> None:
+    """Epochs `initial_epoch`+1 .. config.train.epochs with `callbacks`."""
+    train_cfg = config.train
+    steps_per_epoch = math.ceil(data.num_train / train_cfg.batch_size)
+    logging.info(
+        "Training %s epochs %d-%d, %d steps each.",
+        data.name,
+        initial_epoch + 1,
+        train_cfg.epochs,
+        steps_per_epoch,
+    )
+    fit_kwargs = {
+        "epochs": train_cfg.epochs,
+        "initial_epoch": initial_epoch,
+        "validation_data": data.test if train_cfg.validate else None,
+        "callbacks": callbacks,
+        "verbose": int(verbose),
+    }
+    if loop is not None:
+        loop.fit(data.train, steps_per_epoch=steps_per_epoch, **fit_kwargs)
+    else:
+        model.fit(data.train, shuffle=False, **fit_kwargs)
+
+
+def _restart_after_divergence(
+    model, config, checkpoint, manager, guard: DivergenceGuard, retries: int
+) -> int:
+    """Restores the last good checkpoint for another try (returns the new count of
+    restarts), or raises `TrainingDiverged` once `train.divergence_retries` are
+    used up. Checkpoints are never written from a diverged state, so the newest
+    one is the last good state."""
+    last_good = manager.latest_checkpoint
+    epoch, step = guard.diverged_at
+    if retries >= config.train.divergence_retries:
+        raise TrainingDiverged(
+            f"Training diverged at epoch {epoch}, step {step}: non-finite loss or "
+            f"gradients, or |loss| > loss.divergence_threshold="
+            f"{model.divergence_threshold:g}; it had been restarted {retries} "
+            f"time(s) (train.divergence_retries={config.train.divergence_retries}). "
+            f"The last good state is {last_good}; re-running the same command "
+            "resumes from it. Consider a lower train.learning_rate, a positive "
+            "loss.energy_l2_weight, or fewer/smaller SGLD steps."
+        )
+    retries += 1
+    checkpoint.restore(last_good).assert_existing_objects_matched()
+    seed = config.seed + retries if config.train.retry_with_new_seed else config.seed
+    logging.warning(
+        "Restart %d/%d from %s with seed %d.",
+        retries,
+        config.train.divergence_retries,
+        last_good,
+        seed,
+    )
+    keras.utils.set_random_seed(seed)
+    # Random ops get their seeds when traced: retrace so the new seed takes effect.
+    model.train_function = None
+    return retries
 
 
 def evaluate(

@@ -29,6 +29,7 @@ def test_fit_lowers_loss_and_learns(separable_data):
         "pxy_contrast",
         "px_contrast",
         "accuracy",
+        "skipped_steps",
     }
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert after["ce"] < before["ce"] - 0.3

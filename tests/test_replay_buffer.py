@@ -180,6 +180,7 @@ def test_fit_with_px_sgld_reports_the_term_and_changes_the_buffer(separable_data
         "px_sgld",
         "energy_l2",
         "accuracy",
+        "skipped_steps",
     }
     assert np.all(np.isfinite(history.history["loss"]))
     assert np.all(np.isfinite(history.history["px_sgld"]))

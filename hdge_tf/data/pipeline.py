@@ -37,6 +37,9 @@ class DataBundle:
     num_train: int
     num_test: int
     name: str
+    # Semi-supervised runs (labels_per_class > 0) train on batches of
+    # ({"images": labeled, "unlabeled": any training images}, labels).
+    num_labeled: int = 0
 
 
 def _check_name(name: str) -> None:
@@ -72,7 +75,8 @@ def _embedded_arrays(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _tfds_subset(ds: tf.data.Dataset, indices: np.ndarray) -> tf.data.Dataset:
-    """Keeps the examples at sorted `indices`, reading no further than needed."""
+    """Keeps the examples at sorted `indices` of any (image, label) dataset,
+    reading no further than needed."""
     keep = np.zeros(indices[-1] + 1, dtype=bool)
     keep[indices] = True
     keep = tf.constant(keep)
@@ -132,6 +136,15 @@ def load_arrays(
     return np.concatenate(images), np.concatenate(labels)
 
 
+def _split_labels(name: str, ds: tf.data.Dataset, config: Any) -> np.ndarray:
+    """Every label of the (limited) training split, in order."""
+    if name in embedded.EMBEDDED_LOADERS:
+        _, labels = _embedded_arrays(name, "train")
+        return labels[_subset_indices(len(labels), getattr(config, "limit_train", 0))]
+    labels = ds.map(lambda _, label: label).batch(_ARRAY_BATCH)
+    return np.concatenate(list(labels.as_numpy_iterator()))
+
+
 def _num_classes(name: str, data_dir: str | None) -> int:
     if name in embedded.EMBEDDED_LOADERS:
         return int(embedded.EMBEDDED_LOADERS[name]().y_train.max()) + 1
@@ -158,17 +171,20 @@ def _augmenter(kind: str) -> Augmenter | None:
     return augment
 
 
-def _train_pipeline(
+def _shuffled(
     ds: tf.data.Dataset,
     num_examples: int,
-    batch_size: int,
     seed: int,
     augment: Augmenter | None,
     cache: bool,
     shuffle_buffer: int,
+    repeat: bool = False,
 ) -> tf.data.Dataset:
+    """Cached, (repeated,) shuffled and augmented examples, unbatched."""
     if cache:
         ds = ds.cache()  # Before the random ops, so each epoch differs.
+    if repeat:
+        ds = ds.repeat()
     buffer = num_examples if shuffle_buffer <= 0 else min(shuffle_buffer, num_examples)
     ds = ds.shuffle(max(buffer, 1), seed=seed, reshuffle_each_iteration=True)
     if augment is not None:
@@ -178,7 +194,49 @@ def _train_pipeline(
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=False,
         )
-    return ds.batch(batch_size, drop_remainder=False).prefetch(tf.data.AUTOTUNE)
+    return ds
+
+
+def _semi_supervised_pipeline(
+    all_examples: tf.data.Dataset,
+    labeled: tf.data.Dataset,
+    num_examples: int,
+    num_labeled: int,
+    batch_size: int,
+    seed: int,
+    augment: Augmenter | None,
+    cache: bool,
+    shuffle_buffer: int,
+) -> tf.data.Dataset:
+    """An epoch of batches of every training image (their labels unused), each
+    paired with a batch drawn from the labeled subset, cycled as often as needed
+    (as JEM's code does)."""
+    unlabeled = _shuffled(
+        all_examples, num_examples, seed, augment, cache, shuffle_buffer
+    ).map(lambda image, _: image)
+    labeled = _shuffled(
+        labeled, num_labeled, seed + 1, augment, cache, shuffle_buffer, repeat=True
+    )
+    ds = tf.data.Dataset.zip(
+        unlabeled.batch(batch_size), labeled.batch(batch_size, drop_remainder=True)
+    )
+    ds = ds.map(lambda u, example: ({"images": example[0], "unlabeled": u}, example[1]))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _labeled_indices(labels: np.ndarray, per_class: int) -> np.ndarray:
+    """`per_class` examples of every class, a fixed random choice, in file order."""
+    rng = np.random.default_rng(_SUBSET_SEED)
+    chosen = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if len(members) < per_class:
+            raise ValueError(
+                f"labels_per_class={per_class} but class {label} has only "
+                f"{len(members)} training examples."
+            )
+        chosen.append(rng.choice(members, per_class, replace=False))
+    return np.sort(np.concatenate(chosen))
 
 
 def _eval_pipeline(
@@ -196,7 +254,8 @@ def build_datasets(config: Any, batch_size: int, seed: int = 0) -> DataBundle:
       config: a data ConfigDict (or any object with the same attributes):
         name, data_dir, download, augment ("none", "crop", "crop_flip"),
         cache, shuffle_buffer (<= 0 means the whole split), limit_train and
-        limit_test (0 = all).
+        limit_test (0 = all), labels_per_class (0 = all labeled; otherwise a
+        fixed subset of that many labeled images per class, see DataBundle).
       batch_size: examples per batch; the last batch of an epoch may be
         smaller so that every example is seen once per epoch.
       seed: drives shuffling and augmentation; the limited subsets do not
@@ -222,20 +281,44 @@ def build_datasets(config: Any, batch_size: int, seed: int = 0) -> DataBundle:
     test, num_test = _load_split(
         name, "test", data_dir, download, getattr(config, "limit_test", 0)
     )
-    return DataBundle(
-        train=_train_pipeline(
+    shuffle_buffer = int(getattr(config, "shuffle_buffer", 0))
+    per_class = int(getattr(config, "labels_per_class", 0) or 0)
+    if per_class < 0:
+        raise ValueError(f"labels_per_class must be >= 0, got {per_class}.")
+    if per_class:
+        labels = _split_labels(name, train, config)
+        indices = _labeled_indices(labels, per_class)
+        num_labeled = len(indices)
+        if num_labeled < batch_size:
+            raise ValueError(
+                f"labels_per_class={per_class} gives {num_labeled} labeled images, "
+                f"fewer than one batch of {batch_size}."
+            )
+        train_batches = _semi_supervised_pipeline(
             train,
+            _tfds_subset(train, indices),
             num_train,
+            num_labeled,
             batch_size,
             seed,
             augment,
             cache,
-            int(getattr(config, "shuffle_buffer", 0)),
-        ),
+            shuffle_buffer,
+        )
+    else:
+        num_labeled = num_train
+        train_batches = (
+            _shuffled(train, num_train, seed, augment, cache, shuffle_buffer)
+            .batch(batch_size, drop_remainder=False)
+            .prefetch(tf.data.AUTOTUNE)
+        )
+    return DataBundle(
+        train=train_batches,
         test=_eval_pipeline(test, batch_size, cache),
         num_classes=_num_classes(name, data_dir),
         image_shape=tuple(train.element_spec[0].shape.as_list()),
         num_train=num_train,
         num_test=num_test,
         name=name,
+        num_labeled=num_labeled,
     )
