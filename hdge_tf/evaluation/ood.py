@@ -32,12 +32,20 @@ _LOGIT_SCORES = ("log_px", "max_softmax", "contrast")
 # Scores ---------------------------------------------------------------------------
 
 
+@tf.function(reduce_retracing=True)
+def _inference_logits(model: keras.Model, images: tf.Tensor) -> tf.Tensor:
+    # One function for every call: traced once per model (and once more for a
+    # smaller last batch, after which the batch dimension is relaxed).
+    return tf.cast(model(images, training=False), tf.float32)
+
+
 def predict_logits(model: keras.Model, images, batch_size: int = 256) -> np.ndarray:
     """float32 logits in inference mode, batched. Unlike `Model.predict` this also
     works on a model built under MultiWorkerMirroredStrategy."""
-    forward = tf.function(lambda x: tf.cast(model(x, training=False), tf.float32))
     batches = [
-        forward(tf.convert_to_tensor(images[i : i + batch_size])).numpy()
+        _inference_logits(
+            model, tf.convert_to_tensor(images[i : i + batch_size])
+        ).numpy()
         for i in range(0, len(images), batch_size)
     ]
     return np.concatenate(batches) if batches else np.zeros((0, 0), np.float32)
