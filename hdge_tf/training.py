@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -49,15 +50,20 @@ class TrainingDiverged(RuntimeError):
 
 
 class DivergenceGuard(keras.callbacks.Callback):
-    """Stops `fit` at the first step the model skipped as diverged.
+    """Stops `fit` once the model has skipped a step as diverged.
 
     The model itself refuses to apply such a step (`HDGEClassifier`'s
-    `divergence_threshold`); stopping here lets the trainer restart from the last
-    good checkpoint instead of training on from a state that produced it.
+    `divergence_threshold`); stopping lets the trainer restart from the last good
+    checkpoint instead of training on from the state that produced it. The epoch's
+    `skipped_steps` is read every `check_every` steps and at the epoch's end, not
+    every step: reading a metric waits for the step to finish, which would stop
+    TF from dispatching the next step early, and steps after a diverged one are
+    skipped too, so a late check loses only time.
     """
 
-    def __init__(self):
+    def __init__(self, check_every: int = 20):
         super().__init__()
+        self.check_every = check_every
         self.diverged_at: tuple[int, int] | None = None  # (epoch, step), 1-based
         self._epoch = 0
 
@@ -65,14 +71,22 @@ class DivergenceGuard(keras.callbacks.Callback):
         self._epoch = epoch
 
     def on_train_batch_end(self, batch: int, logs=None):
+        if (batch + 1) % self.check_every == 0:
+            self._check(logs, batch + 1)
+
+    def on_epoch_end(self, epoch: int, logs=None):
+        if self.diverged_at is None:
+            self._check(logs, "end")
+
+    def _check(self, logs, step) -> None:
         if float((logs or {}).get("skipped_steps", 0.0)) > 0:
-            self.diverged_at = (self._epoch + 1, batch + 1)
+            self.diverged_at = (self._epoch + 1, step)
             logging.warning(
-                "Training step %d of epoch %d diverged (non-finite loss or gradients, "
-                "or |loss| above loss.divergence_threshold) and was not applied; "
-                "stopping.",
-                batch + 1,
+                "Epoch %d had a diverged step by step %s (non-finite loss or "
+                "gradients, or |loss| above loss.divergence_threshold); it was not "
+                "applied. Stopping.",
                 self._epoch + 1,
+                step,
             )
             self.model.stop_training = True
 
@@ -251,7 +265,9 @@ def _fit(model, data, config, loop, initial_epoch, callbacks, verbose) -> None:
         "initial_epoch": initial_epoch,
         "validation_data": data.test if train_cfg.validate else None,
         "callbacks": callbacks,
-        "verbose": int(verbose),
+        # A progress bar on terminals; one line per epoch in log files, which also
+        # spares a per-step wait for the metrics.
+        "verbose": (1 if sys.stdout.isatty() else 2) if verbose else 0,
     }
     if loop is not None:
         loop.fit(data.train, steps_per_epoch=steps_per_epoch, **fit_kwargs)
@@ -270,8 +286,8 @@ def _restart_after_divergence(
     epoch, step = guard.diverged_at
     if retries >= config.train.divergence_retries:
         raise TrainingDiverged(
-            f"Training diverged at epoch {epoch}, step {step}: non-finite loss or "
-            f"gradients, or |loss| > loss.divergence_threshold="
+            f"Training diverged in epoch {epoch} (seen at step {step}): non-finite "
+            f"loss or gradients, or |loss| > loss.divergence_threshold="
             f"{model.divergence_threshold:g}; it had been restarted {retries} "
             f"time(s) (train.divergence_retries={config.train.divergence_retries}). "
             f"The last good state is {last_good}; re-running the same command "

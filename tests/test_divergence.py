@@ -92,6 +92,22 @@ def test_one_replica_diverging_stops_every_replica(separable_data, mirrored):
     np.testing.assert_array_equal(weights[0].numpy(), weights[1].numpy())
 
 
+def test_the_guard_stops_fit_at_its_first_check_after_a_skip(separable_data):
+    from hdge_tf.training import DivergenceGuard
+
+    images, labels = separable_data
+    model = _model(divergence_threshold=1e-6)
+    guard, steps = DivergenceGuard(check_every=2), []
+    count = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: steps.append(batch)
+    )
+    model.fit(
+        images, labels, batch_size=8, epochs=3, verbose=0, callbacks=[guard, count]
+    )
+    assert guard.diverged_at == (1, 2) and steps == [0, 1]
+    assert int(model.optimizer.iterations.numpy()) == 0
+
+
 def test_the_threshold_is_validated_and_saved():
     model = HDGEClassifier(tiny_backbone(), queue_size=40, divergence_threshold=50.0)
     assert HDGEClassifier.from_config(model.get_config()).divergence_threshold == 50.0
@@ -173,7 +189,8 @@ def test_trainer_gives_up_with_the_last_good_state_named(tmp_path):
     config.train.divergence_retries = 1
     with pytest.raises(
         training.TrainingDiverged,
-        match=r"epoch 2, step 1.*restarted 1 time.*last good state is .*ckpt-1",
+        match=r"epoch 2 \(seen at step end\).*restarted 1 time"
+        r".*last good state is .*ckpt-1",
     ):
         training.train(config, tmp_path)
     assert _checkpoint_bytes(tmp_path, 1) == saved
