@@ -95,11 +95,11 @@ def _passed_overrides() -> dict[str, object]:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if not _WORKDIR.value and not _MODEL.value:
-        raise app.UsageError("Pass --workdir=RUN or --model=path.keras.")
-    workdir = Path(_WORKDIR.value) if _WORKDIR.value else None
-    model_path = Path(_MODEL.value) if _MODEL.value else workdir / "model.keras"
-    config_path = (workdir or model_path.parent) / "config.json"
+    try:
+        run_dir, model_path = report.run_paths(_WORKDIR.value, _MODEL.value)
+    except ValueError as err:
+        raise app.UsageError(str(err)) from err
+    config_path = run_dir / "config.json"
     run_config = None
     if config_path.is_file():
         run_config = json.loads(config_path.read_text())
@@ -108,7 +108,7 @@ def main(argv):
     # The flag's value already holds the overrides; they are applied again last so
     # that they also win over the run's config.json.
     config = resolve_config(_CONFIG.value, run_config, _passed_overrides())
-    output_dir = Path(_OUTPUT_DIR.value or (workdir or model_path.parent) / "eval")
+    output_dir = Path(_OUTPUT_DIR.value or run_dir / "eval")
     logging.info("Evaluating %s into %s.", model_path, output_dir)
     model = report.load_model(model_path)
     result = report.run_evaluation(model, config, output_dir)

@@ -62,11 +62,11 @@ _BATCH_SIZE = flags.DEFINE_integer(
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if not _WORKDIR.value and not _MODEL.value:
-        raise app.UsageError("Pass --workdir=RUN or --model=path.keras.")
-    workdir = Path(_WORKDIR.value) if _WORKDIR.value else None
-    model_path = Path(_MODEL.value) if _MODEL.value else workdir / "model.keras"
-    output_dir = Path(_OUTPUT_DIR.value or (workdir or model_path.parent) / "samples")
+    try:
+        run_dir, model_path = report.run_paths(_WORKDIR.value, _MODEL.value)
+    except ValueError as err:
+        raise app.UsageError(str(err)) from err
+    output_dir = Path(_OUTPUT_DIR.value or run_dir / "samples")
     model = report.load_model(model_path)
     mode = _MODE.value
     conditional = mode == "conditional"
