@@ -11,10 +11,11 @@ The paper's settings and the contrastive-memory target:
     hdge-bench --network=wrn-28-10 --output=bench_wrn28.json
     hdge-bench --classes=100 --batch_sizes=64,256 --output=bench_c100.json
 
-A quick look (booleans are absl's: --noeval, --nopgd, --noepoch, --noisolate):
+A quick look (booleans are absl's: --noeval, --nopgd, --noepoch, --noautotune,
+--noisolate):
 
     hdge-bench --modes=ce,hdge --precisions=float32 --warmup=2 --repeats=3 \
-        --noeval --nopgd --noepoch
+        --noeval --nopgd --noepoch --noautotune
 
 Prints markdown tables and writes everything measured to --output (JSON); see
 hdge_tf.bench. Run it on an otherwise idle machine: the numbers are wall times.
@@ -49,6 +50,9 @@ _PGD = flags.DEFINE_boolean("pgd", True, "Time PGD iterations.")
 _PGD_STEPS = flags.DEFINE_integer("pgd_steps", 5, "PGD iterations per timed call.")
 _EPOCH = flags.DEFINE_boolean(
     "epoch", True, "Compare a mnist5k fit epoch with step time x steps."
+)
+_AUTOTUNE = flags.DEFINE_boolean(
+    "autotune", True, "Time a mnist5k fit with tf.data autotuning on and off."
 )
 _ISOLATE = flags.DEFINE_boolean(
     "isolate", True, "Each configuration in a fresh process (needed for peak RSS)."
@@ -91,6 +95,7 @@ def main(argv):
         pgd=_PGD.value,
         epoch=_EPOCH.value,
         isolate=_ISOLATE.value,
+        autotune=_AUTOTUNE.value,
     )
     bench.write_report(report, _OUTPUT.value)
     print(bench.format_report(report))

@@ -52,6 +52,7 @@ from hdge_tf.configs import mnist5k_hdge
 from hdge_tf.evaluation import ood, robustness
 from hdge_tf.model import HDGEClassifier
 from hdge_tf.networks import build_backbone
+from hdge_tf.optimization import build_optimizer
 
 MODES = ("ce", "hdge", "jem")
 PRECISIONS = ("float32", "mixed_bfloat16")
@@ -71,6 +72,8 @@ BF16_SPEEDUP_MIN = 2.5
 JEM_OVER_CE_MAX = 16.0  # in CE steps, with 20 SGLD steps
 JEM_SGLD_STEPS = 20
 EPOCH_TOLERANCE = 0.10  # epoch time within 10% of step time x steps
+EPOCH_CHECK_EPOCHS = 4
+FIT_END_EPOCHS = 6  # of the autotuning comparison
 
 PGD_NORM = "linf"
 PGD_EPSILON = 16 / 255  # 8/255 on the [0, 1] scale
@@ -423,9 +426,10 @@ class EpochTimer(keras.callbacks.Callback):
 
 
 def epoch_overhead(
-    config=None, epochs: int = 2, warmup: int = 3, repeats: int = 10
+    config=None, epochs: int = 4, warmup: int = 3, repeats: int = 10
 ) -> dict:
-    """Last-epoch wall time of `hdge-train` against pure step time x steps.
+    """Median wall time of `hdge-train`'s epochs after the first (which traces)
+    against pure step time x steps.
 
     Runs `training.train_model` (the trainer behind `hdge-train`: its pipeline,
     checkpoint, CSV, TensorBoard and progress-bar callbacks) on `config`, default
@@ -453,6 +457,7 @@ def epoch_overhead(
     with precision_policy(config.precision):
         step = time_train_steps(model, images, labels, warmup, repeats, timer.counter)
     expected = step["median_step_seconds"] * steps
+    epoch_seconds = statistics.median(timer.seconds[1:])
     result = {
         "dataset": data.name,
         "network": config.backbone.name,
@@ -463,12 +468,51 @@ def epoch_overhead(
         "epoch_traces": timer.traces,
         "median_step_seconds": step["median_step_seconds"],
         "expected_epoch_seconds": expected,
-        "ratio": timer.seconds[-1] / expected,
+        "median_epoch_seconds": epoch_seconds,
+        "ratio": epoch_seconds / expected,
     }
     del model
     gc.collect()
     keras.backend.clear_session()
     return result
+
+
+# tf.data autotuning ---------------------------------------------------------------
+
+
+class _FitEndTimer(EpochTimer):
+    """Also notes when the last epoch ended (Keras deletes the epoch's iterator
+    only after that, when `fit` returns)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        self.last_epoch_end = time.perf_counter()
+
+
+def autotune_fit(autotune: bool, config=None, epochs: int = FIT_END_EPOCHS) -> dict:
+    """Epoch times of a plain `model.fit` on the mnist5k demo with tf.data
+    autotuning on or off, and how long `fit` takes to return after its last
+    epoch: Keras deletes its iterators then and at each epoch's start, which with
+    autotuning on waits for the autotuner's thread (hdge_tf/data/autotune.py)."""
+    config = (config or mnist5k_hdge.get_config()).copy_and_resolve_references()
+    config.data.autotune = autotune
+    keras.utils.set_random_seed(config.seed)
+    batch_size = config.train.batch_size
+    data = data_lib.build_datasets(config.data, batch_size, seed=config.seed)
+    model = training.build_model(config, data.num_classes, data.image_shape)
+    steps = math.ceil(data.num_train / batch_size)
+    model.compile(optimizer=build_optimizer(config.train, steps))
+    timer = _FitEndTimer()
+    model.fit(data.train, epochs=epochs, callbacks=[timer], verbose=0)
+    fit_return = time.perf_counter() - timer.last_epoch_end
+    del model
+    gc.collect()
+    keras.backend.clear_session()
+    return {
+        "autotune": autotune,
+        "epoch_seconds": timer.seconds,
+        "fit_return_seconds": fit_return,
+    }
 
 
 # Isolation ------------------------------------------------------------------------
@@ -500,7 +544,8 @@ def run_isolated(job: dict) -> dict:
 def run_job(job: dict) -> dict:
     """A JSON-able job: {"kind": "configuration", "config": BenchConfig fields,
     "options": TimingOptions fields, "evaluate": bool, "pgd": bool} or
-    {"kind": "epoch", "epochs": int, "warmup": int, "repeats": int}."""
+    {"kind": "epoch", "epochs": int, "warmup": int, "repeats": int} or
+    {"kind": "autotune", "autotune": bool, "epochs": int}."""
     if job["kind"] == "configuration":
         return run_configuration(
             BenchConfig(**job["config"]),
@@ -512,6 +557,8 @@ def run_job(job: dict) -> dict:
         return epoch_overhead(
             epochs=job["epochs"], warmup=job["warmup"], repeats=job["repeats"]
         )
+    if job["kind"] == "autotune":
+        return autotune_fit(job["autotune"], epochs=job["epochs"])
     raise ValueError(f"Unknown benchmark job kind {job['kind']!r}.")
 
 
@@ -525,9 +572,11 @@ def run_benchmark(
     pgd: bool = True,
     epoch: bool = True,
     isolate: bool = True,
+    autotune: bool = True,
 ) -> dict:
     """Times every configuration (each in a fresh process with `isolate`), then
-    the epoch check; returns the JSON-able report with its `checks`.
+    the epoch check and `fit` with tf.data autotuning on and off; returns the
+    JSON-able report with its `checks`.
 
     Evaluation and PGD depend on the network and precision, not on the training
     loss, so they run on the first mode of each precision and batch size.
@@ -559,17 +608,23 @@ def run_benchmark(
     if epoch:
         job = {
             "kind": "epoch",
-            "epochs": 2,
+            "epochs": EPOCH_CHECK_EPOCHS,
             "warmup": options.warmup,
             "repeats": options.repeats,
         }
         epoch_result = run_isolated(job) if isolate else run_job(job)
+    autotune_results = []
+    if autotune:
+        for enabled in (True, False):
+            job = {"kind": "autotune", "autotune": enabled, "epochs": FIT_END_EPOCHS}
+            autotune_results.append(run_isolated(job) if isolate else run_job(job))
     return {
         "environment": environment(),
         "options": dataclasses.asdict(options),
         "isolated": isolate,
         "configurations": results,
         "epoch": epoch_result,
+        "autotune": autotune_results,
         "checks": checks(results, epoch_result),
     }
 
@@ -799,12 +854,28 @@ def format_report(report: dict) -> str:
     if epoch:
         lines += [
             "",
-            f"Epoch check ({epoch['dataset']}): hdge-train epoch "
-            f"{epoch['epoch_seconds'][-1]:.2f} s vs {epoch['steps_per_epoch']} steps x "
+            f"Epoch check ({epoch['dataset']}): hdge-train epochs "
+            f"{', '.join(f'{t:.2f}' for t in epoch['epoch_seconds'])} s, median "
+            f"after the first {epoch['median_epoch_seconds']:.2f} s vs "
+            f"{epoch['steps_per_epoch']} steps x "
             f"{1000 * epoch['median_step_seconds']:.1f} ms = "
             f"{epoch['expected_epoch_seconds']:.2f} s; traces per epoch "
             f"{epoch['epoch_traces']}.",
         ]
+    autotuned = report.get("autotune")
+    if autotuned:
+        lines += [""]
+        lines += _table(
+            ["tf.data autotune", "mnist5k fit epochs (s)", "fit returns after (s)"],
+            [
+                (
+                    "on" if r["autotune"] else "off",
+                    ", ".join(f"{t:.2f}" for t in r["epoch_seconds"]),
+                    f"{r['fit_return_seconds']:.2f}",
+                )
+                for r in autotuned
+            ],
+        )
     if report["checks"]:
         lines += [""]
         lines += _table(

@@ -245,14 +245,40 @@ def test_epoch_overhead_on_a_tiny_mnist5k_fit():
     config.loss.queue_size = 128
     config.train.batch_size = 32
     config.train.warmup_steps = 0
-    result = bench.epoch_overhead(config, epochs=2, warmup=1, repeats=2)
+    result = bench.epoch_overhead(config, epochs=3, warmup=1, repeats=2)
     assert (result["num_train"], result["steps_per_epoch"]) == (96, 3)
-    assert len(result["epoch_seconds"]) == 2 and min(result["epoch_seconds"]) > 0
-    # The first epoch traces; the measured one must not.
-    assert result["epoch_traces"][0] >= 1 and result["epoch_traces"][1] == 0
+    assert len(result["epoch_seconds"]) == 3 and min(result["epoch_seconds"]) > 0
+    # The first epoch traces; the measured ones must not.
+    assert result["epoch_traces"][0] >= 1 and result["epoch_traces"][1:] == [0, 0]
     expected = 3 * result["median_step_seconds"]
     assert result["expected_epoch_seconds"] == pytest.approx(expected)
-    assert result["ratio"] == pytest.approx(result["epoch_seconds"][1] / expected)
+    later = sorted(result["epoch_seconds"][1:])
+    assert result["median_epoch_seconds"] == pytest.approx(sum(later) / 2)
+    assert result["ratio"] == pytest.approx(result["median_epoch_seconds"] / expected)
+
+
+def test_autotune_fit_times_epochs_and_the_return_of_fit():
+    config = mnist5k_hdge.get_config()
+    config.data.limit_train = 64
+    config.backbone.filters = (4, 8)
+    config.backbone.dense_units = 16
+    config.loss.queue_size = 64
+    config.train.batch_size = 32
+    result = bench.autotune_fit(False, config, epochs=2)
+    assert result["autotune"] is False and len(result["epoch_seconds"]) == 2
+    assert 0 <= result["fit_return_seconds"] < min(result["epoch_seconds"])
+    report = {
+        "configurations": [],
+        "checks": [],
+        "isolated": True,
+        "autotune": [
+            {"autotune": True, "epoch_seconds": [7.1, 9.4], "fit_return_seconds": 33.8},
+            result,
+        ],
+    }
+    text = bench.format_report(report)
+    assert "| on | 7.10, 9.40 | 33.80 |" in text
+    assert "| off | " in text
 
 
 @pytest.mark.slow
@@ -292,6 +318,7 @@ def test_cli_writes_json_with_every_configuration(tmp_path):
         "--eval_repeats=1",
         "--pgd_steps=1",
         "--noepoch",
+        "--noautotune",
         "--noisolate",
         f"--output={output}",
     ]
@@ -314,6 +341,7 @@ def test_cli_writes_json_with_every_configuration(tmp_path):
     assert configs[0]["eval"]["images"] == 16 and configs[0]["pgd"]["steps"] == 1
     assert configs[1]["eval"] is None and configs[2]["pgd"] is None
     assert report["epoch"] is None and report["isolated"] is False
+    assert report["autotune"] == []
     assert [c["check"] for c in report["checks"]] == [
         "hdge_step / ce_step",
         "jem_step / ce_step (CE steps)",

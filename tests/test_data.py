@@ -336,6 +336,23 @@ def test_train_epoch_yields_each_example_once_with_partial_batch():
     assert not np.array_equal(*first_orders)  # Reshuffled each epoch.
 
 
+@pytest.mark.parametrize("labels_per_class", [0, 10])
+def test_pipelines_turn_tf_data_autotuning_off_unless_asked(labels_per_class):
+    # Autotuned iterators stall for seconds when deleted (hdge_tf/data/autotune.py).
+    for autotune in (None, False, True):
+        overrides = {"labels_per_class": labels_per_class}
+        if autotune is not None:
+            overrides["autotune"] = autotune
+        bundle = data.build_datasets(_config(**overrides), 32)
+        for ds in (bundle.train, bundle.test):
+            assert ds.options().autotune.enabled is bool(autotune)
+    with tfds.testing.mock_data(num_examples=4):
+        source = tfds_source.load_tfds("cifar10", "train")
+        images = tfds_source.load_tfds_images("cifar10")
+    assert source.options().autotune.enabled is False
+    assert images.options().autotune.enabled is False
+
+
 def test_test_pipeline_is_ordered_and_complete():
     bundle = data.build_datasets(_config(name="digits"), 100)
     images, labels = _epoch(bundle.test)

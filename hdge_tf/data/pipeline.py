@@ -16,6 +16,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from hdge_tf.data import embedded, tfds_source
+from hdge_tf.data.autotune import set_autotune
 
 _AUGMENTATIONS = ("none", "crop", "crop_flip")
 _CROP_PADDING = 4
@@ -255,7 +256,8 @@ def build_datasets(config: Any, batch_size: int, seed: int = 0) -> DataBundle:
         name, data_dir, download, augment ("none", "crop", "crop_flip"),
         cache, shuffle_buffer (<= 0 means the whole split), limit_train and
         limit_test (0 = all), labels_per_class (0 = all labeled; otherwise a
-        fixed subset of that many labeled images per class, see DataBundle).
+        fixed subset of that many labeled images per class, see DataBundle),
+        autotune (tf.data autotuning; off by default, see `data.autotune`).
       batch_size: examples per batch; the last batch of an epoch may be
         smaller so that every example is seen once per epoch.
       seed: drives shuffling and augmentation; the limited subsets do not
@@ -312,9 +314,10 @@ def build_datasets(config: Any, batch_size: int, seed: int = 0) -> DataBundle:
             .batch(batch_size, drop_remainder=False)
             .prefetch(tf.data.AUTOTUNE)
         )
+    autotune = bool(getattr(config, "autotune", False))
     return DataBundle(
-        train=train_batches,
-        test=_eval_pipeline(test, batch_size, cache),
+        train=set_autotune(train_batches, autotune),
+        test=set_autotune(_eval_pipeline(test, batch_size, cache), autotune),
         num_classes=_num_classes(name, data_dir),
         image_shape=tuple(train.element_spec[0].shape.as_list()),
         num_train=num_train,

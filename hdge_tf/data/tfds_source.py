@@ -16,6 +16,8 @@ from urllib.parse import urlparse
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from hdge_tf.data.autotune import set_autotune
+
 _UNPADDED_SIZE = 28
 _PADDED_SIZE = 32
 
@@ -131,10 +133,11 @@ def load_tfds(
     _check_features(builder, name)
     _ensure_prepared(builder, name, download)
     pad = _needs_padding(builder)
-    return builder.as_dataset(split=split, shuffle_files=False).map(
+    ds = builder.as_dataset(split=split, shuffle_files=False).map(
         lambda example: _normalise(example["image"], example["label"], pad),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
+    return set_autotune(ds, enabled=False)
 
 
 def load_tfds_images(
@@ -160,10 +163,11 @@ def load_tfds_images(
     if split is None:
         raise ValueError(f"TFDS dataset '{name}' has no split among {splits}.")
     pad = _needs_padding(builder)
-    return builder.as_dataset(split=split, shuffle_files=False).map(
+    ds = builder.as_dataset(split=split, shuffle_files=False).map(
         lambda example: _normalise(example["image"], 0, pad)[0],
         num_parallel_calls=tf.data.AUTOTUNE,
     )
+    return set_autotune(ds, enabled=False)
 
 
 def num_examples(name: str, split: str, data_dir: str | None = None) -> int:
