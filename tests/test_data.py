@@ -286,23 +286,28 @@ def test_augment_is_a_shifted_crop_in_range(kind):
     images = data.load_mnist5k().x_train[::400]
     augment = pipeline._augmenter(kind)
     padded = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)), mode="reflect")
-    changed = 0
-    for index, image in enumerate(images):
-        seed = tf.constant([index, 7], tf.int64)
-        out = augment(tf.constant(image), seed).numpy()
-        assert out.shape == image.shape
-        assert -1.0 <= out.min() and out.max() <= 1.0
-        np.testing.assert_array_equal(out, augment(tf.constant(image), seed).numpy())
-        candidates = [
-            padded[index, dy : dy + 32, dx : dx + 32]
+    seed = tf.constant([3, 7], tf.int64)
+    out = augment(tf.constant(images), seed).numpy()
+    assert out.shape == images.shape
+    assert -1.0 <= out.min() and out.max() <= 1.0
+    np.testing.assert_array_equal(out, augment(tf.constant(images), seed).numpy())
+    assert not np.array_equal(out, augment(tf.constant(images), seed + 1).numpy())
+    chosen = set()
+    for index, image in enumerate(out):
+        candidates = {
+            (dy, dx, False): padded[index, dy : dy + 32, dx : dx + 32]
             for dy in range(9)
             for dx in range(9)
-        ]
+        }
         if kind == "crop_flip":
-            candidates += [c[:, ::-1] for c in candidates]
-        assert any(np.array_equal(out, c) for c in candidates)
-        changed += not np.array_equal(out, image)
-    assert changed >= len(images) // 2
+            candidates |= {(*k[:2], True): c[:, ::-1] for k, c in candidates.items()}
+        matches = [k for k, c in candidates.items() if np.array_equal(image, c)]
+        assert matches, f"image {index} is no shifted crop of its padded original"
+        chosen.add(matches[0])
+    # Each image gets its own offset (and flip), not one per batch.
+    assert len(chosen) >= len(images) // 2
+    if kind == "crop_flip":
+        assert {k[2] for k in chosen} == {False, True}
 
 
 def test_train_epoch_with_crop_flip_changes_images_not_labels():

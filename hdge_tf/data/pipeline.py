@@ -153,7 +153,11 @@ def _num_classes(name: str, data_dir: str | None) -> int:
 
 
 def _augmenter(kind: str) -> Augmenter | None:
-    """Per-image augmentation driven by a stateless [2] seed, or None."""
+    """Batch augmentation driven by a stateless [2] seed, or None.
+
+    Whole batches at once (gathers with per-image offsets): per-image maps cost
+    0.3-0.4 s of CPU per mnist5k epoch, 8% of the epoch on 2 cores.
+    """
     if kind not in _AUGMENTATIONS:
         raise ValueError(f"Unknown augment '{kind}': use one of {_AUGMENTATIONS}.")
     if kind == "none":
@@ -161,39 +165,55 @@ def _augmenter(kind: str) -> Augmenter | None:
     flip = kind == "crop_flip"
     pad = _CROP_PADDING
 
-    def augment(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    def augment(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         crop_seed, flip_seed = tf.unstack(tf.random.split(seed, 2))
-        padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
-        image = tf.image.stateless_random_crop(padded, image.shape, seed=crop_seed)
+        batch = tf.shape(images)[0]
+        height, width = images.shape[1], images.shape[2]
+        padded = tf.pad(
+            images, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode="REFLECT"
+        )
+        offsets = tf.random.stateless_uniform(
+            [batch, 2], crop_seed, minval=0, maxval=2 * pad + 1, dtype=tf.int32
+        )
+        rows = offsets[:, :1] + tf.range(height)
+        cols = offsets[:, 1:] + tf.range(width)
+        images = tf.gather(padded, rows, axis=1, batch_dims=1)
+        images = tf.gather(images, cols, axis=2, batch_dims=1)
         if flip:
-            image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
-        return image
+            mirror = tf.random.stateless_uniform([batch], flip_seed) < 0.5
+            images = tf.where(
+                mirror[:, None, None, None], tf.reverse(images, axis=[2]), images
+            )
+        return images
 
     return augment
 
 
-def _shuffled(
+def _batches(
     ds: tf.data.Dataset,
     num_examples: int,
+    batch_size: int,
     seed: int,
     augment: Augmenter | None,
     cache: bool,
     shuffle_buffer: int,
     repeat: bool = False,
 ) -> tf.data.Dataset:
-    """Cached, (repeated,) shuffled and augmented examples, unbatched."""
+    """Cached, (repeated,) shuffled, batched and augmented examples. Repeated
+    pipelines drop a last partial batch; one-epoch ones keep it, so that every
+    example is seen once per epoch."""
     if cache:
         ds = ds.cache()  # Before the random ops, so each epoch differs.
     if repeat:
         ds = ds.repeat()
     buffer = num_examples if shuffle_buffer <= 0 else min(shuffle_buffer, num_examples)
     ds = ds.shuffle(max(buffer, 1), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=repeat)
     if augment is not None:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
         ds = tf.data.Dataset.zip(ds, seeds.batch(2)).map(
-            lambda example, pair: (augment(example[0], pair), example[1]),
+            lambda batch, pair: (augment(batch[0], pair), batch[1]),
             num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=False,
         )
     return ds
 
@@ -212,16 +232,21 @@ def _semi_supervised_pipeline(
     """An epoch of batches of every training image (their labels unused), each
     paired with a batch drawn from the labeled subset, cycled as often as needed
     (as JEM's code does)."""
-    unlabeled = _shuffled(
-        all_examples, num_examples, seed, augment, cache, shuffle_buffer
-    ).map(lambda image, _: image)
-    labeled = _shuffled(
-        labeled, num_labeled, seed + 1, augment, cache, shuffle_buffer, repeat=True
+    unlabeled = _batches(
+        all_examples, num_examples, batch_size, seed, augment, cache, shuffle_buffer
+    ).map(lambda images, _: images)
+    labeled = _batches(
+        labeled,
+        num_labeled,
+        batch_size,
+        seed + 1,
+        augment,
+        cache,
+        shuffle_buffer,
+        repeat=True,
     )
-    ds = tf.data.Dataset.zip(
-        unlabeled.batch(batch_size), labeled.batch(batch_size, drop_remainder=True)
-    )
-    ds = ds.map(lambda u, example: ({"images": example[0], "unlabeled": u}, example[1]))
+    ds = tf.data.Dataset.zip(unlabeled, labeled)
+    ds = ds.map(lambda u, batch: ({"images": batch[0], "unlabeled": u}, batch[1]))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -309,11 +334,9 @@ def build_datasets(config: Any, batch_size: int, seed: int = 0) -> DataBundle:
         )
     else:
         num_labeled = num_train
-        train_batches = (
-            _shuffled(train, num_train, seed, augment, cache, shuffle_buffer)
-            .batch(batch_size, drop_remainder=False)
-            .prefetch(tf.data.AUTOTUNE)
-        )
+        train_batches = _batches(
+            train, num_train, batch_size, seed, augment, cache, shuffle_buffer
+        ).prefetch(tf.data.AUTOTUNE)
     autotune = bool(getattr(config, "autotune", False))
     return DataBundle(
         train=set_autotune(train_batches, autotune),
