@@ -47,7 +47,7 @@ import tensorflow as tf
 from absl import logging
 
 from hdge_tf import data as data_lib
-from hdge_tf import training
+from hdge_tf import hardware, training
 from hdge_tf.configs import mnist5k_hdge
 from hdge_tf.evaluation import ood, robustness
 from hdge_tf.model import HDGEClassifier
@@ -650,6 +650,7 @@ def environment() -> dict:
         "processor": platform.processor(),
         "cpus": os.cpu_count(),
         "devices": [d.device_type for d in tf.config.list_physical_devices()],
+        "cpu_native_bf16": hardware.cpu_has_native_bf16(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
@@ -806,6 +807,12 @@ def _target(check: dict) -> str:
     return f"{check['op']} {check['bound']:g}"
 
 
+_BF16_NOTE = {
+    True: " with native bfloat16 (AMX/AVX512-BF16)",
+    False: " without native bfloat16 (no AMX/AVX512-BF16: bf16 is emulated)",
+}
+
+
 def format_report(report: dict) -> str:
     """Markdown tables: training steps, evaluation and PGD, epoch, checks."""
     results = report["configurations"]
@@ -818,6 +825,7 @@ def format_report(report: dict) -> str:
             f"Network {first['network']}, input {shape}, {first['num_classes']} "
             f"classes, K={first['queue_size']}; TF {env['tensorflow']}, "
             f"{env['cpus']} CPUs"
+            + _BF16_NOTE.get(env.get("cpu_native_bf16"), "")
             + ("" if report["isolated"] else "; not isolated: RSS is cumulative"),
             "",
         ]

@@ -28,7 +28,7 @@ import tensorflow as tf
 from absl import logging
 
 from hdge_tf import data as data_lib
-from hdge_tf import distribute, evaluation
+from hdge_tf import distribute, evaluation, hardware
 from hdge_tf.data import ood as ood_data
 from hdge_tf.generation import SampleGrid
 from hdge_tf.model import HDGEClassifier
@@ -153,6 +153,7 @@ def train_model(
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
     keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_global_policy(config.precision)
+    hardware.warn_if_slow_precision(config.precision)
 
     train_cfg = config.train
     if train_cfg.batch_size > config.loss.queue_size:

@@ -1,0 +1,69 @@
+"""What the host can run fast: a warning before a precision policy that it can't.
+
+Mixed precision pays off only where the low-precision math is native: GPUs for
+float16, TPUs and CPUs with AMX or AVX512-BF16 for bfloat16. Elsewhere oneDNN and
+Eigen emulate it; on this project's AVX2-only CI CPU, mixed_bfloat16 trained
+WRN-16-4 12.6-13.9x slower than float32 and the demo CNN 8.9x slower
+(BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tensorflow as tf
+from absl import logging
+
+# /proc/cpuinfo flags of CPUs with bfloat16 arithmetic (Intel AMX, AVX512-BF16).
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str] | None:
+    """The first CPU's feature flags, or None where /proc/cpuinfo is unreadable."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return frozenset(value.split())
+    return None
+
+
+def cpu_has_native_bf16(flags: frozenset[str] | None = None) -> bool | None:
+    """Whether the CPU does bfloat16 math natively; None when unknown."""
+    flags = cpu_flags() if flags is None else flags
+    if flags is None:
+        return None
+    return any(flag in flags for flag in NATIVE_BF16_FLAGS)
+
+
+def slow_precision_reason(
+    policy: str, devices: set[str], native_bf16: bool | None
+) -> str | None:
+    """Why `policy` will be slower than float32 on a host with `devices` (device
+    types, e.g. {"CPU", "GPU"}), or None if it need not be."""
+    if policy == "mixed_float16" and "GPU" not in devices:
+        return "mixed_float16 needs a GPU; CPUs emulate float16 math"
+    if (
+        policy == "mixed_bfloat16"
+        and not devices & {"GPU", "TPU"}
+        and native_bf16 is False
+    ):
+        return (
+            "this CPU has no AMX or AVX512-BF16, so bfloat16 math is emulated "
+            "(measured 9-14x slower than float32 on such a CPU)"
+        )
+    return None
+
+
+def warn_if_slow_precision(policy: str) -> str | None:
+    """Logs (and returns) a warning when `policy` will run slower than float32."""
+    devices = {d.device_type for d in tf.config.list_physical_devices()}
+    reason = slow_precision_reason(policy, devices, cpu_has_native_bf16())
+    if reason:
+        logging.warning(
+            "precision=%s: %s. Use precision=float32 on this host.", policy, reason
+        )
+    return reason
