@@ -237,14 +237,20 @@ def test_report_table_lists_configurations_and_verdicts():
     assert "| 2.000 | <= 1.03 | FAIL |" in text
 
 
-def test_epoch_overhead_on_a_tiny_mnist5k_fit():
+def _tiny_mnist5k(num_train: int):
+    """The demo config, shrunk to a few batches of 32 and a tiny CNN."""
     config = mnist5k_hdge.get_config()
-    config.data.limit_train = 96
+    config.data.limit_train = num_train
     config.backbone.filters = (4, 8)
     config.backbone.dense_units = 16
     config.loss.queue_size = 128
     config.train.batch_size = 32
     config.train.warmup_steps = 0
+    return config
+
+
+def test_epoch_overhead_on_a_tiny_mnist5k_fit():
+    config = _tiny_mnist5k(96)
     result = bench.epoch_overhead(config, epochs=3, warmup=1, pure_epochs=2)
     assert (result["num_train"], result["steps_per_epoch"]) == (96, 3)
     assert len(result["epoch_seconds"]) == 3 and min(result["epoch_seconds"]) > 0
@@ -263,12 +269,7 @@ def test_epoch_overhead_on_a_tiny_mnist5k_fit():
 
 
 def test_autotune_fit_times_epochs_and_the_return_of_fit():
-    config = mnist5k_hdge.get_config()
-    config.data.limit_train = 64
-    config.backbone.filters = (4, 8)
-    config.backbone.dense_units = 16
-    config.loss.queue_size = 64
-    config.train.batch_size = 32
+    config = _tiny_mnist5k(64)
     result = bench.autotune_fit(False, config, epochs=2)
     assert result["autotune"] is False and len(result["epoch_seconds"]) == 2
     assert 0 <= result["fit_return_seconds"] < min(result["epoch_seconds"])
