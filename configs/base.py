@@ -26,8 +26,9 @@ def get_config() -> ml_collections.ConfigDict:
     # log p(x) term (loss.px_sgld_weight) every training image.
     config.data.labels_per_class = 0
     # tf.data autotuning. Off: with it on, deleting an iterator (every epoch in
-    # Keras) waits up to about half the iterator's age for the autotuner's thread
-    # (TF 2.21; hdge_tf/data/autotune.py). Parallel maps run one call per core.
+    # Keras) can wait for the autotuner's thread, seconds to tens of seconds as the
+    # iterator ages (TF 2.21; hdge_tf/data/autotune.py). Parallel maps still run
+    # one call per core.
     config.data.autotune = False
 
     # Passed to hdge_tf.networks.build_backbone: `name` plus that network's arguments.
