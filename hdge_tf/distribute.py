@@ -110,7 +110,11 @@ class CustomLoop:
             for step, batch in enumerate(distributed):
                 callback_list.on_train_batch_begin(step)
                 self._train(batch)
-                callback_list.on_train_batch_end(step, self._results())
+                # Tensors, not floats: reading a value would wait for the step and
+                # keep the next one from being dispatched early.
+                callback_list.on_train_batch_end(
+                    step, {m.name: m.result() for m in self.model.metrics}
+                )
                 if self.model.stop_training:
                     break
             logs = self._results()
