@@ -11,8 +11,10 @@ from hdge_tf import losses, sampling
 from hdge_tf.queue import LogitQueue
 
 LOSS_TERMS = ("ce", "pxy_contrast", "px_contrast", "px_sgld", "pxy_sgld", "energy_l2")
-# Terms that need SGLD samples: computed in train_step only, not in test_step.
-SGLD_TERMS = ("px_sgld", "pxy_sgld", "energy_l2")
+# Stateless random streams of a training step, folded into (seed, step).
+_NOISE_STREAM, _PX_CHAINS_STREAM, _PXY_CHAINS_STREAM = range(3)
+# A final activation that turns the backbone's outputs into probabilities.
+_PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid", "log_softmax")
 
 
 @keras.saving.register_keras_serializable(package="hdge_tf")
@@ -47,7 +49,14 @@ class HDGEClassifier(keras.Model):
         magnitude than this, or whose gradients are non-finite, is not applied
         (weights, optimizer, queue and replay buffer stay as they were) and counts
         in the `skipped_steps` metric; the trainer then restores the last good
-        checkpoint (`hdge_tf.training`). JEM's code uses 1e8.
+        checkpoint (`hdge_tf.training`). JEM's code uses 1e8. Under
+        `mixed_float16` loss scaling, non-finite gradients with a finite loss are
+        an overflow of the loss scale, not a divergence: the step lowers the scale
+        (Keras's `LossScaleOptimizer`), changes nothing else and counts in
+        `loss_scale_overflows`.
+      seed: every random draw of a training step (input noise, SGLD chains) is a
+        stateless function of (seed, optimizer step, replica), so a run resumed
+        from a checkpoint draws what an uninterrupted run would have.
     """
 
     def __init__(
@@ -71,9 +80,11 @@ class HDGEClassifier(keras.Model):
         reinit_freq: float = 0.05,
         energy_l2_weight: float = 0.0,
         divergence_threshold: float = 1e8,
+        seed: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        _check_logit_backbone(backbone)
         if formulation not in losses.FORMULATIONS:
             raise ValueError(
                 f"Unknown contrastive formulation {formulation!r}; expected one of "
@@ -117,6 +128,7 @@ class HDGEClassifier(keras.Model):
                 f"divergence_threshold must be positive, got {divergence_threshold}."
             )
         self.divergence_threshold = float(divergence_threshold)
+        self.seed = int(seed)
         self.replay_buffer = None  # only SGLD training has one: old files load as-is
         if self.loss_weights_["px_sgld"] > 0 or self.loss_weights_["pxy_sgld"] > 0:
             self.replay_buffer = sampling.ReplayBuffer(
@@ -135,6 +147,7 @@ class HDGEClassifier(keras.Model):
         }
         self._accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         self._skipped = keras.metrics.Sum(name="skipped_steps")
+        self._overflows = keras.metrics.Sum(name="loss_scale_overflows")
         self.built = True
 
     # Inference ------------------------------------------------------------------
@@ -162,7 +175,26 @@ class HDGEClassifier(keras.Model):
 
     @property
     def metrics(self):
-        return [*self._trackers.values(), self._accuracy, self._skipped]
+        metrics = [*self._trackers.values(), self._accuracy, self._skipped]
+        return metrics + ([self._overflows] if self._loss_scaling() else [])
+
+    def _loss_scaling(self) -> bool:
+        return isinstance(
+            getattr(self, "optimizer", None), keras.optimizers.LossScaleOptimizer
+        )
+
+    def step_seed(self, stream: int) -> tf.Tensor:
+        """An int64 [2] stateless seed for one random stream of the current
+        training step: a function of (seed, optimizer step, replica, stream)."""
+        seed = tf.stack(
+            [tf.constant(self.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)]
+        )
+        replica = tf.distribute.get_replica_context()
+        if replica is not None and replica.num_replicas_in_sync > 1:
+            seed = tf.random.experimental.stateless_fold_in(
+                seed, tf.cast(replica.replica_id_in_sync_group, tf.int64)
+            )
+        return tf.random.experimental.stateless_fold_in(seed, stream)
 
     def loss_terms(self, logits: tf.Tensor, labels: tf.Tensor) -> dict[str, tf.Tensor]:
         """Batch means of every loss term, against the current queue contents."""
@@ -194,7 +226,9 @@ class HDGEClassifier(keras.Model):
         """(samples, buffer indices) of `num_chains` chains; with `labels` they
         sample p(x|y) for those labels. Runs outside the gradient tape with the
         network in inference mode; the compiled chain works in float32."""
-        seed = sampling.seed_pair()
+        seed = self.step_seed(
+            _PX_CHAINS_STREAM if labels is None else _PXY_CHAINS_STREAM
+        )
         starts, indices = self.replay_buffer.sample(
             num_chains,
             labels=labels,
@@ -243,7 +277,7 @@ class HDGEClassifier(keras.Model):
         images = self.queue.check_batch_size(images)
         images = self._add_input_noise(images)
         if unlabeled is not None:
-            unlabeled = self._add_input_noise(unlabeled)
+            unlabeled = self._add_input_noise(unlabeled, stream=1)
         px_data = images if unlabeled is None else unlabeled
         chains = {}
         if self.loss_weights_["px_sgld"] > 0:
@@ -265,29 +299,50 @@ class HDGEClassifier(keras.Model):
             # Replica gradients are summed; scale so they average the global batch.
             scaled /= tf.distribute.get_strategy().num_replicas_in_sync
         grads = tape.gradient(scaled, self.trainable_variables)
-        healthy = self._step_is_healthy(loss, grads)
-        self._apply_if(healthy, grads)
+        converged, finite_grads = self._step_health(loss, grads)
+        if self._loss_scaling():
+            # The loss scale optimizer lowers the scale on non-finite gradients
+            # (and applies nothing), so an overflow must reach it.
+            self._apply_if(converged, grads)
+            overflow = converged & tf.logical_not(finite_grads)
+        else:
+            self._apply_if(converged & finite_grads, grads)
+            converged, overflow = converged & finite_grads, tf.constant(False)
+        healthy = converged & tf.logical_not(overflow)
         # The batch joins the queue after the loss used the older entries.
         self.queue.enqueue(logits, keep=healthy)
         for samples, indices in chains.values():
             self.replay_buffer.write(indices, samples, keep=healthy)
-        return self._update_metrics(loss, terms, labels, logits, healthy)
+        return self._update_metrics(
+            loss, terms, labels, logits, healthy, converged, overflow
+        )
 
-    def _add_input_noise(self, images: tf.Tensor) -> tf.Tensor:
+    def _add_input_noise(self, images: tf.Tensor, stream: int = 0) -> tf.Tensor:
         if not self.input_noise_std:
             return images
-        return images + self.input_noise_std * tf.random.normal(tf.shape(images))
+        seed = tf.random.experimental.stateless_fold_in(
+            self.step_seed(_NOISE_STREAM), stream
+        )
+        noise = tf.random.stateless_normal(tf.shape(images), seed, dtype=images.dtype)
+        return images + self.input_noise_std * noise
 
-    def _step_is_healthy(self, loss: tf.Tensor, grads) -> tf.Tensor:
-        """True unless the loss or a gradient is non-finite or |loss| exceeds
-        `divergence_threshold` on any replica (so every replica agrees)."""
+    def _step_health(self, loss: tf.Tensor, grads) -> tuple[tf.Tensor, tf.Tensor]:
+        """(converged, finite gradients), each the same on every replica.
+
+        converged: the (unscaled) loss is finite and |loss| <= divergence_threshold
+        on every replica; finite gradients: no replica's gradient is non-finite.
+        """
+        converged = tf.math.is_finite(loss) & (
+            tf.abs(loss) <= self.divergence_threshold
+        )
         finite = tf.math.is_finite(tf.linalg.global_norm(grads))
-        healthy = finite & (tf.abs(loss) <= self.divergence_threshold)
-        failed = tf.cast(tf.logical_not(healthy), tf.float32)
+        failed = tf.cast(
+            tf.stack([tf.logical_not(converged), tf.logical_not(finite)]), tf.float32
+        )
         replica = tf.distribute.get_replica_context()
         if replica is not None and replica.num_replicas_in_sync > 1:
             failed = replica.all_reduce("sum", failed)
-        return tf.equal(failed, 0.0)
+        return tf.equal(failed[0], 0.0), tf.equal(failed[1], 0.0)
 
     def _apply_if(self, healthy: tf.Tensor, grads) -> None:
         """Applies `grads` only when `healthy`; a skipped step leaves the weights and
@@ -320,13 +375,14 @@ class HDGEClassifier(keras.Model):
         return self._update_metrics(self.total_loss(terms), terms, labels, logits)
 
     def _update_metrics(
-        self, loss, terms, labels, logits, healthy=None
+        self, loss, terms, labels, logits, healthy=None, converged=None, overflow=None
     ) -> dict[str, tf.Tensor]:
         """Updates and returns the metrics of the terms computed (evaluation runs no
         SGLD chains, so its loss and metrics leave the SGLD terms out).
 
-        A training step that was skipped (`healthy` False) counts in
-        `skipped_steps` and leaves the other metrics as they were.
+        A training step that was not applied (`healthy` False) leaves the other
+        metrics as they were; it counts in `skipped_steps` when it diverged (not
+        `converged`), in `loss_scale_overflows` when the loss scale overflowed.
         """
         training = healthy is not None
         healthy = tf.constant(True) if healthy is None else healthy
@@ -346,8 +402,12 @@ class HDGEClassifier(keras.Model):
         if training:
             # Every replica counts the (shared) decision; metric sums add replicas.
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            self._skipped.update_state((1.0 - weight) / replicas)
+            diverged = 1.0 - tf.cast(converged, tf.float32)
+            self._skipped.update_state(diverged / replicas)
             updated.append(self._skipped)
+            if self._loss_scaling():
+                self._overflows.update_state(tf.cast(overflow, tf.float32) / replicas)
+                updated.append(self._overflows)
         return {m.name: m.result() for m in updated}
 
     def _unpack(self, data) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | None]:
@@ -383,22 +443,39 @@ class HDGEClassifier(keras.Model):
             tf.debugging.assert_rank(
                 images, 4, "Images must have rank 4 [batch, height, width, channels]."
             )
-            images = tf.ensure_shape(images, (None, *self.image_shape))
+            images = tf.ensure_shape(images, (None, None, None, None))
         if images.shape.rank != 4:
             raise ValueError(
                 f"Images must have rank 4 [batch, height, width, channels], got shape "
                 f"{images.shape}."
             )
         expected = self.image_shape
+        dynamic = []
         for axis, (got, want) in enumerate(
             zip(images.shape[1:], expected, strict=True), start=1
         ):
-            if got is not None and want is not None and got != want:
-                name = ("height", "width", "channels")[axis - 1]
+            name = ("height", "width", "channels")[axis - 1]
+            if want is None:
+                continue
+            if got is None:
+                # Keras relaxes shapes when it retraces for a new input shape, so
+                # the static check alone would let another image size through.
+                dynamic.append(
+                    tf.debugging.assert_equal(
+                        tf.shape(images)[axis],
+                        want,
+                        f"Images have the wrong {name}: the backbone expects "
+                        f"{want} (image shape {expected}).",
+                    )
+                )
+            elif got != want:
                 raise ValueError(
                     f"Images have {name} {got} but the backbone expects {want} "
                     f"(image shape {expected}); got input shape {images.shape}."
                 )
+        if dynamic:
+            with tf.control_dependencies(dynamic):
+                images = tf.identity(images)
         # check_numerics passes the tensor through, so nothing downstream (the
         # update, the queue write) can run on a batch that fails the check.
         return tf.debugging.check_numerics(
@@ -455,6 +532,7 @@ class HDGEClassifier(keras.Model):
             reinit_freq=self.reinit_freq,
             energy_l2_weight=self._energy_l2_weight,
             divergence_threshold=self.divergence_threshold,
+            seed=self.seed,
         )
         return config
 
@@ -463,6 +541,23 @@ class HDGEClassifier(keras.Model):
         config = copy.deepcopy(config)  # deserializing consumes the nested dict
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         return cls(**config)
+
+
+def _check_logit_backbone(backbone: keras.Model) -> None:
+    """Rejects a backbone whose last layer turns logits into probabilities: its
+    outputs would be read as energies, and every log p(x) would be meaningless."""
+    last = backbone.layers[-1] if getattr(backbone, "layers", None) else None
+    if isinstance(last, keras.layers.Softmax):
+        activation = "softmax"
+    else:
+        activation = getattr(getattr(last, "activation", None), "__name__", "")
+    if activation in _PROBABILITY_ACTIVATIONS:
+        raise ValueError(
+            f"The backbone's last layer {last.name!r} applies {activation}: "
+            "HDGEClassifier needs raw logits, which it reads as energies "
+            "(log p(x) = logsumexp of the logits). Remove the final activation "
+            "(e.g. Dense(classes) without activation='softmax')."
+        )
 
 
 def _label_logit(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:

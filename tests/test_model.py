@@ -143,3 +143,47 @@ def test_sgld_arguments_are_in_the_config_and_old_configs_load():
         HDGEClassifier(tiny_backbone(), reinit_freq=2.0)
     with pytest.raises(ValueError, match="sgld_steps must be >= 0"):
         HDGEClassifier(tiny_backbone(), sgld_steps=-1)
+
+
+def test_another_image_size_fails_after_a_retrace(separable_data):
+    """Keras retraces with relaxed shapes for a new input shape; the height/width
+    check must hold there too, for a backbone that would accept any size."""
+    images, labels = separable_data
+    inputs = keras.Input((8, 8, 1))
+    pooled = keras.layers.GlobalAveragePooling2D()(
+        keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    )
+    model = HDGEClassifier(keras.Model(inputs, keras.layers.Dense(4)(pooled)), 40)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    model.fit(images, labels, batch_size=16, epochs=1, verbose=0)
+    bigger = np.pad(images, [(0, 0), (2, 2), (2, 2), (0, 0)])
+    with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match="height"):
+        model.fit(bigger, labels, batch_size=16, epochs=1, verbose=0)
+    # The relaxed trace still checks: a third size after two traces fails too.
+    with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match="height"):
+        model.fit(bigger[:, 1:, 1:], labels, batch_size=16, epochs=1, verbose=0)
+    relaxed = tf.TensorSpec((None, None, None, 1), tf.float32)
+    check = tf.function(model.check_images, input_signature=[relaxed])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="wrong height"):
+        check(tf.zeros((2, 12, 8, 1)))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="wrong width"):
+        check(tf.zeros((2, 8, 12, 1)))
+    assert check(tf.zeros((2, 8, 8, 1))).shape == (2, 8, 8, 1)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        lambda: keras.layers.Dense(4, activation="softmax"),
+        lambda: keras.layers.Dense(4, activation="sigmoid"),
+        keras.layers.Softmax,
+        lambda: keras.layers.Activation("softmax"),
+    ],
+)
+def test_a_probability_head_is_rejected(head):
+    inputs = keras.Input((8, 8, 1))
+    hidden = keras.layers.Dense(4)(keras.layers.Flatten()(inputs))
+    layer = head()
+    outputs = layer(hidden)
+    with pytest.raises(ValueError, match="needs raw logits"):
+        HDGEClassifier(keras.Model(inputs, outputs), 40)
