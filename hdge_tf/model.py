@@ -187,7 +187,10 @@ class HDGEClassifier(keras.Model):
         """An int64 [2] stateless seed for one random stream of the current
         training step: a function of (seed, optimizer step, replica, stream)."""
         seed = tf.stack(
-            [tf.constant(self.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)]
+            [
+                tf.constant(self.seed, tf.int64),
+                tf.cast(self.optimizer.iterations, tf.int64),
+            ]
         )
         replica = tf.distribute.get_replica_context()
         if replica is not None and replica.num_replicas_in_sync > 1:
