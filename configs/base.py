@@ -71,6 +71,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.learning_rate = 1e-4
     config.train.momentum = 0.9  # sgd only
     config.train.weight_decay = 0.0
+    # "l2" (default): PyTorch's coupled weight_decay, g += wd * w before the update,
+    # as torch.optim.SGD/Adam in the published HDGE and JEM code (their paper
+    # configs use wd 0 with Adam anyway). "decoupled": Keras's weight_decay.
+    config.train.weight_decay_mode = "l2"
+    config.train.adam_epsilon = 1e-8  # PyTorch's default (Keras's is 1e-7)
     config.train.warmup_steps = 1000
     config.train.decay_epochs = (160, 180)
     config.train.decay_factor = 0.3

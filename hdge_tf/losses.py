@@ -40,7 +40,11 @@ def normalize_logits(logits: tf.Tensor) -> tf.Tensor:
 def cross_entropy(
     labels: tf.Tensor, logits: tf.Tensor, label_smoothing: float = 0.0
 ) -> tf.Tensor:
-    """Per-example -log p(y|x). labels: [N] int; logits: [N, C]. Returns [N]."""
+    """Per-example -log p(y|x). labels: [N] int; logits: [N, C]. Returns [N].
+
+    With `label_smoothing` s the target is `smooth_labels` (1 - s on the true class,
+    s / (C - 1) on the others), as in the published code.
+    """
     logits = tf.cast(logits, tf.float32)
     num_classes = tf.shape(logits)[-1]
     targets = tf.one_hot(labels, num_classes, dtype=tf.float32)
@@ -50,8 +54,18 @@ def cross_entropy(
 
 
 def smooth_labels(one_hot: tf.Tensor, label_smoothing: float) -> tf.Tensor:
+    """The published code's label smoothing: 1 - s on the true class and s / (C - 1)
+    on each of the other C - 1 classes (rows still sum to 1).
+
+    This is not Keras's form (1 - s + s/C on the true class, s/C elsewhere). The same
+    targets feed the cross-entropy and the label weights of the contrastive
+    log p(x|y) term. Needs C >= 2 and 0 <= s < 1.
+    """
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
     num_classes = tf.cast(tf.shape(one_hot)[-1], one_hot.dtype)
-    return one_hot * (1.0 - label_smoothing) + label_smoothing / num_classes
+    off_value = label_smoothing / (num_classes - 1.0)
+    return one_hot * (1.0 - label_smoothing) + (1.0 - one_hot) * off_value
 
 
 def _masked_queue_logsumexp(scores: tf.Tensor, valid: tf.Tensor | None) -> tf.Tensor:
@@ -114,7 +128,8 @@ def contrastive_log_px_given_y(
         Treated as a constant.
       temperature: τ.
       formulation: "paper" or "reference" (see module docstring).
-      label_smoothing: smooths the label vector used for weighting.
+      label_smoothing: smooths the label vector used for weighting
+        (`smooth_labels`: 1 - s on y, s / (C - 1) on the other classes).
       valid: optional [K] bool, False for queue slots that hold no data yet.
 
     Returns:

@@ -42,11 +42,41 @@ def batch():
     return logits, labels, queue_kc
 
 
+def published_smoothing(labels, num_classes, smoothing):
+    """The published code's smoothed targets, written out entry by entry: 1 - s on
+    the label, s / (C - 1) on every other class."""
+    out = np.empty((len(labels), num_classes))
+    for i, label in enumerate(labels):
+        for c in range(num_classes):
+            out[i, c] = 1 - smoothing if c == label else smoothing / (num_classes - 1)
+    return out
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
+def test_smooth_labels_is_the_published_form(smoothing):
+    labels = np.array([0, 3, 4, 1])
+    got = losses.smooth_labels(tf.one_hot(labels, C), smoothing).numpy()
+    on = got[np.arange(len(labels)), labels]
+    off = got[np.eye(C, dtype=bool)[labels] == 0]
+    np.testing.assert_allclose(on, 1 - smoothing, rtol=1e-6)
+    np.testing.assert_allclose(off, smoothing / (C - 1), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(got, published_smoothing(labels, C, smoothing), 1e-6)
+    if smoothing:  # not Keras's 1 - s + s/C and s/C
+        assert not np.allclose(on, 1 - smoothing + smoothing / C)
+
+
+def test_smooth_labels_rejects_out_of_range():
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="label_smoothing"):
+            losses.smooth_labels(tf.one_hot([0], C), bad)
+
+
 @pytest.mark.parametrize("formulation", ["paper", "reference"])
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 def test_log_px_given_y_matches_numpy(batch, formulation, smoothing):
     logits, labels, queue_kc = batch
-    weights = np.eye(C)[labels] * (1 - smoothing) + smoothing / C
+    weights = published_smoothing(labels, C, smoothing)
     expected = numpy_contrast(logits, weights, queue_kc, TAU, formulation)
     got = losses.contrastive_log_px_given_y(
         logits, labels, queue_kc.T, TAU, formulation, smoothing
@@ -54,17 +84,59 @@ def test_log_px_given_y_matches_numpy(batch, formulation, smoothing):
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_reference_one_hot_positive_counts_masked_classes(batch):
-    """Queue entries equal to the positive give log(1 + K) in both scorings."""
-    logits, labels, _ = batch
-    # A queue that scores -inf-like keeps only the positive: loss -> 0. A queue whose
-    # entries equal the positive's score gives loss log(1 + K).
-    same = np.tile(_unit_rows(logits)[:1], (K, 1)).astype(np.float32)
-    one_label = np.full(N, labels[0], np.int32)
+def test_reference_counts_the_masked_classes_as_exp_0(batch):
+    """Closed form, no oracle: the query's normalized logits point at its class
+    (ẑ = e_y) and every queue entry at another class (q̂_y = 0). Published code
+    (logsumexp of onehot · ẑ): positive log(e + C - 1), negatives log(1 + C - 1), so
+    the loss is log(1 + K (C / (e + C - 1))^(1/τ)). The paper scoring gives
+    log(1 + K exp(-1/τ)); a scoring that dropped the C - 1 exp(0) terms would too.
+    """
+    _, labels, _ = batch
+    y = int(labels[0])
+    logits = 3.0 * np.eye(C, dtype=np.float32)[[y]]
+    other = (y + 1) % C
+    queue_kc = np.tile(np.eye(C, dtype=np.float32)[[other]], (K, 1))
+    reference = losses.contrastive_log_px_given_y(
+        logits, [y], queue_kc.T, TAU, "reference"
+    ).numpy()
+    paper = losses.contrastive_log_px_given_y(
+        logits, [y], queue_kc.T, TAU, "paper"
+    ).numpy()
+    want_reference = np.log1p(K * (C / (np.e + C - 1)) ** (1 / TAU))
+    want_paper = np.log1p(K * np.exp(-1 / TAU))
+    np.testing.assert_allclose(reference, [want_reference], rtol=1e-5)
+    np.testing.assert_allclose(paper, [want_paper], rtol=1e-4)
+    assert want_reference > 100 * want_paper  # 1.07 vs 0.0017: the test can tell
+
+
+@pytest.mark.parametrize("formulation", ["paper", "reference"])
+def test_smoothed_contrast_closed_form(formulation):
+    """One example, one queue entry, smoothing s, written out by hand with the
+    published targets (a = 1 - s on y, b = s / (C - 1) elsewhere); ẑ = e_0, q̂ = e_1.
+
+    reference: scores are logsumexp(w · v) over classes, w the smoothed label:
+      positive log(e^a + (C - 1)), negative log(1 + e^b + (C - 2))
+    paper: Σ_c w_c · (-log softmax([ẑ_c, q̂_c] / τ)[0]).
+    """
+    s = 0.2
+    a, b = 1 - s, s / (C - 1)
+    logits = np.eye(C, dtype=np.float32)[[0]]
+    queue_kc = np.eye(C, dtype=np.float32)[[1]]
     got = losses.contrastive_log_px_given_y(
-        logits[:1], one_label[:1], same.T, TAU, "reference"
-    )
-    np.testing.assert_allclose(got.numpy(), [np.log(1 + K)], rtol=1e-5)
+        logits, [0], queue_kc.T, TAU, formulation, s
+    ).numpy()
+    if formulation == "reference":
+        pos = np.log(np.exp(a) + C - 1) / TAU
+        neg = np.log(1 + np.exp(b) + C - 2) / TAU
+        want = np.log1p(np.exp(neg - pos))
+    else:
+
+        def ce(p, n):
+            return np.log1p(np.exp((n - p) / TAU))
+
+        # class 0: ẑ=1, q̂=0; class 1: ẑ=0, q̂=1; the other C - 2: 0 vs 0.
+        want = a * ce(1, 0) + b * ce(0, 1) + (C - 2) * b * ce(0, 0)
+    np.testing.assert_allclose(got, [want], rtol=1e-5)
 
 
 def test_masked_slots_are_ignored(batch):
@@ -116,11 +188,24 @@ def test_cross_entropy_matches_numpy(batch):
     np.testing.assert_allclose(
         losses.cross_entropy(labels, logits).numpy(), expected, rtol=1e-5
     )
-    smooth = np.eye(C)[labels] * 0.8 + 0.2 / C
-    expected = -(smooth * np.log(softmax(logits, axis=1))).sum(1)
-    np.testing.assert_allclose(
-        losses.cross_entropy(labels, logits, 0.2).numpy(), expected, rtol=1e-5
+
+
+@pytest.mark.parametrize("smoothing", [0.1, 0.2])
+def test_smoothed_cross_entropy_matches_numpy(batch, smoothing):
+    """-(1 - s) log p(y|x) - s/(C - 1) Σ_{c≠y} log p(c|x), per example."""
+    logits, labels, _ = batch
+    log_p = np.log(softmax(logits.astype(np.float64), axis=1))
+    expected = np.array(
+        [
+            -(1 - smoothing) * log_p[i, y]
+            - smoothing / (C - 1) * (log_p[i].sum() - log_p[i, y])
+            for i, y in enumerate(labels)
+        ]
     )
+    got = losses.cross_entropy(labels, logits, smoothing).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    keras_style = np.eye(C)[labels] * (1 - smoothing) + smoothing / C
+    assert not np.allclose(got, -(keras_style * log_p).sum(1), rtol=1e-4)
 
 
 def test_unknown_formulation(batch):
