@@ -38,6 +38,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.backbone.width = 10
     config.backbone.norm = "none"
     config.backbone.dropout = 0.0
+    # "published" (JEM/HDGE's stride on a block's second conv) or "compact"
+    # (stride on the first conv: fewer multiply-adds); see WideResNet.
+    config.backbone.layout = "published"
 
     # Passed to hdge_tf.HDGEClassifier.
     config.loss = ml_collections.ConfigDict()

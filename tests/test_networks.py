@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import zipfile
 from collections.abc import Iterator
 
 import keras
@@ -27,15 +29,15 @@ def mixed_bfloat16() -> Iterator[None]:
 # Each norm paired with a different input size / channel count / activation so
 # all options are covered without the full (slow) cross product.
 @pytest.mark.parametrize(
-    ("norm", "image_shape", "activation", "dropout"),
+    ("norm", "image_shape", "activation", "dropout", "layout"),
     [
-        ("none", (32, 32, 3), "leaky_relu", 0.0),
-        ("batch", (28, 28, 1), "leaky_relu", 0.0),
-        ("layer", (32, 32, 1), "swish", 0.0),
-        ("instance", (28, 28, 3), "leaky_relu", 0.1),
+        ("none", (32, 32, 3), "leaky_relu", 0.0, "published"),
+        ("batch", (28, 28, 1), "leaky_relu", 0.0, "compact"),
+        ("layer", (32, 32, 1), "swish", 0.0, "compact"),
+        ("instance", (28, 28, 3), "leaky_relu", 0.1, "published"),
     ],
 )
-def test_wide_resnet_contract(norm, image_shape, activation, dropout, tmp_path):
+def test_wide_resnet_contract(norm, image_shape, activation, dropout, layout, tmp_path):
     run_backbone_checks(
         lambda: WideResNet(
             num_classes=5,
@@ -45,6 +47,7 @@ def test_wide_resnet_contract(norm, image_shape, activation, dropout, tmp_path):
             dropout=dropout,
             activation=activation,
             image_shape=image_shape,
+            layout=layout,
         ),
         input_shape=image_shape,
         num_classes=5,
@@ -180,6 +183,7 @@ def test_mixed_bfloat16_policy_restored():
         ({"num_classes": 1}, r"num_classes"),
         ({"dropout": 1.0}, r"dropout"),
         ({"image_shape": (32, 32)}, r"image_shape"),
+        ({"layout": "torch"}, r"one of 'published', 'compact', got layout='torch'"),
     ],
 )
 def test_wide_resnet_rejects_bad_arguments(kwargs, match):
@@ -204,9 +208,12 @@ def test_small_cnn_rejects_bad_arguments(kwargs, match):
 
 
 def test_build_backbone_dispatches_and_forwards_kwargs():
-    wrn = build_backbone("wrn", 7, (28, 28, 1), depth=10, width=1, norm="batch")
+    wrn = build_backbone(
+        "wrn", 7, (28, 28, 1), depth=10, width=1, norm="batch", layout="compact"
+    )
     assert isinstance(wrn, WideResNet)
-    assert (wrn.depth, wrn.width, wrn.norm) == (10, 1, "batch")
+    assert (wrn.depth, wrn.width, wrn.norm, wrn.layout) == (10, 1, "batch", "compact")
+    assert wrn.get_layer("group2_block1_conv1").strides == (2, 2)
     assert wrn.output_shape == (None, 7)
     cnn = build_backbone("small_cnn", 4, (32, 32, 1), filters=(8,))
     assert isinstance(cnn, SmallCNN)
@@ -225,3 +232,203 @@ def test_backbones_are_registered_serializables():
         name = keras.saving.get_registered_name(cls)
         assert name == f"hdge_tf>{cls.__name__}"
         assert keras.saving.get_registered_object(name) is cls
+
+
+# Layouts ----------------------------------------------------------------------------
+# "published" strides a block's second conv (JEM/HDGE's wideresnet.py), "compact"
+# its first; the 1x1 shortcut strides in both.
+
+
+def _conv_output_shapes(model: keras.Model) -> dict[str, tuple]:
+    """(H, W, C) out of every conv and residual add, by layer name."""
+    return {
+        layer.name: tuple(layer.output.shape[1:])
+        for layer in model.layers
+        if isinstance(layer, keras.layers.Conv2D | keras.layers.Add)
+    }
+
+
+@pytest.mark.parametrize("layout", ["published", "compact"])
+def test_wrn_layout_block_output_shapes(layout):
+    model = WideResNet(
+        num_classes=3, depth=10, width=2, image_shape=(32, 32, 3), layout=layout
+    )
+    # The first conv of a strided block keeps its input's resolution when published.
+    g2, g3 = {"published": ((32, 32), (16, 16)), "compact": ((16, 16), (8, 8))}[layout]
+    assert _conv_output_shapes(model) == {
+        "stem_conv": (32, 32, 16),
+        "group1_block1_conv1": (32, 32, 32),
+        "group1_block1_conv2": (32, 32, 32),
+        "group1_block1_shortcut": (32, 32, 32),
+        "group1_block1_add": (32, 32, 32),
+        "group2_block1_conv1": (*g2, 64),
+        "group2_block1_conv2": (16, 16, 64),
+        "group2_block1_shortcut": (16, 16, 64),
+        "group2_block1_add": (16, 16, 64),
+        "group3_block1_conv1": (*g3, 128),
+        "group3_block1_conv2": (8, 8, 128),
+        "group3_block1_shortcut": (8, 8, 128),
+        "group3_block1_add": (8, 8, 128),
+    }
+
+
+def _counted_conv_multiply_adds(model: keras.Model) -> int:
+    """Sum over the model's convs of output pixels x kernel size (biases aside)."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            _, height, width, _ = layer.output.shape
+            total += height * width * int(np.prod(layer.kernel.shape))
+    return total
+
+
+def _closed_form_wrn_multiply_adds(
+    depth: int, k: int, image_shape: tuple[int, int, int], layout: str
+) -> int:
+    """Conv multiply-adds of WRN-depth-k on H x W x C0 inputs, written from the
+    architecture (n = (depth - 4) / 6 blocks of widths 16k, 32k, 64k at the pixel
+    counts p1 = HW, p2 = ceil(H/2) ceil(W/2), p3 = ceil(H/4) ceil(W/4))."""
+    h, w, c0 = image_shape
+    n = (depth - 4) // 6
+    c1, c2, c3 = 16 * k, 32 * k, 64 * k
+    p1, p2, p3 = h * w, -(-h // 2) * -(-w // 2), -(-h // 4) * -(-w // 4)
+    stem = 9 * c0 * 16 * p1
+    # All 3x3 convs but each group's first (the widening one) map c -> c.
+    same_width = 9 * (2 * n - 1) * (c1 * c1 * p1 + c2 * c2 * p2 + c3 * c3 * p3)
+    # The widening convs of groups 2 and 3 run before the stride when published.
+    q2, q3 = (p1, p2) if layout == "published" else (p2, p3)
+    widening = 9 * (16 * c1 * p1 + c1 * c2 * q2 + c2 * c3 * q3)
+    shortcuts = (16 * c1 * p1 if k != 1 else 0) + c1 * c2 * p2 + c2 * c3 * p3
+    return stem + same_width + widening + shortcuts
+
+
+@pytest.mark.parametrize("layout", ["published", "compact"])
+@pytest.mark.parametrize(
+    ("depth", "k", "image_shape"),
+    [(10, 1, (32, 32, 3)), (16, 2, (28, 28, 1)), (16, 4, (32, 32, 3))],
+)
+def test_wrn_multiply_adds_match_closed_form(depth, k, image_shape, layout):
+    model = WideResNet(
+        num_classes=10, depth=depth, width=k, image_shape=image_shape, layout=layout
+    )
+    expected = _closed_form_wrn_multiply_adds(depth, k, image_shape, layout)
+    assert _counted_conv_multiply_adds(model) == expected
+
+
+def test_wrn_multiply_adds_of_the_reported_networks():
+    # WRN-16-4 (counted above too) and JEM/HDGE's WRN-28-10 at 32 x 32 x 3.
+    counts = {
+        (depth, k, layout): _closed_form_wrn_multiply_adds(
+            depth, k, (32, 32, 3), layout
+        )
+        for depth, k in ((16, 4), (28, 10))
+        for layout in ("published", "compact")
+    }
+    assert counts == {
+        (16, 4, "published"): 505_856_000,
+        (16, 4, "compact"): 392_609_792,
+        (28, 10, "published"): 5_951_111_168,
+        (28, 10, "compact"): 5_243_322_368,
+    }
+
+
+def _layer_outputs(model: keras.Model, names: tuple[str, ...], x) -> list:
+    probe = keras.Model(model.input, [model.get_layer(n).output for n in names])
+    return [keras.ops.convert_to_numpy(y) for y in probe(x, training=False)]
+
+
+def test_wrn_layouts_share_weights_but_not_outputs():
+    kwargs = {"num_classes": 5, "depth": 10, "width": 1, "image_shape": (16, 16, 3)}
+    keras.utils.set_random_seed(0)
+    compact = WideResNet(layout="compact", **kwargs)
+    published = WideResNet(layout="published", **kwargs)
+    assert [w.shape for w in published.weights] == [w.shape for w in compact.weights]
+    published.set_weights(compact.get_weights())
+    x = random_images(4, (16, 16, 3))
+    names = ("group1_block1_add", "group2_block1_add", "logits")
+    same, differs, logits = (
+        np.abs(a - b).max()
+        for a, b in zip(
+            _layer_outputs(compact, names, x),
+            _layer_outputs(published, names, x),
+            strict=True,
+        )
+    )
+    assert same == 0.0  # nothing strides before group 2
+    assert differs > 1e-3
+    assert logits > 1e-6
+
+
+def _legacy_config(model: WideResNet) -> dict:
+    config = model.get_config()
+    del config["layout"]
+    return config
+
+
+def _assert_same_network(model: keras.Model, clone: keras.Model, x) -> None:
+    assert _conv_output_shapes(clone) == _conv_output_shapes(model)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(clone(x, training=False)),
+        keras.ops.convert_to_numpy(model(x, training=False)),
+        atol=1e-6,
+    )
+
+
+def test_wrn_config_without_layout_loads_compact(tmp_path):
+    image_shape = (16, 16, 3)
+    model = WideResNet(
+        num_classes=5, depth=10, width=1, image_shape=image_shape, layout="compact"
+    )
+    x = random_images(4, image_shape)
+
+    clone = WideResNet.from_config(_legacy_config(model))
+    assert clone.layout == "compact"
+    assert clone.get_config() == model.get_config()
+    clone.set_weights(model.get_weights())
+    _assert_same_network(model, clone, x)
+
+    # The path a nested backbone (HDGEClassifier's) takes.
+    serialized = keras.saving.serialize_keras_object(model)
+    del serialized["config"]["layout"]
+    revived = keras.saving.deserialize_keras_object(serialized)
+    assert isinstance(revived, WideResNet)
+    assert revived.layout == "compact"
+
+    # A .keras file written before `layout` existed: same archive, key removed.
+    new_path, old_path = tmp_path / "new.keras", tmp_path / "old.keras"
+    model.save(new_path)
+    with zipfile.ZipFile(new_path) as src, zipfile.ZipFile(old_path, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "config.json":
+                saved = json.loads(data)
+                del saved["config"]["layout"]
+                data = json.dumps(saved).encode()
+            dst.writestr(item, data)
+    with zipfile.ZipFile(old_path) as archive:
+        assert "layout" not in json.loads(archive.read("config.json"))["config"]
+    loaded = keras.saving.load_model(old_path)
+    assert isinstance(loaded, WideResNet)
+    assert loaded.layout == "compact"
+    _assert_same_network(model, loaded, x)
+
+
+def test_wrn_default_layout_is_published_and_saved():
+    model = WideResNet(num_classes=3, depth=10, width=1, image_shape=(8, 8, 1))
+    assert model.layout == "published"
+    assert model.get_config()["layout"] == "published"
+    # An explicit layout wins over the legacy default.
+    clone = WideResNet.from_config(model.get_config())
+    assert clone.layout == "published"
+    assert clone.get_layer("group2_block1_conv1").strides == (1, 1)
+    assert clone.get_layer("group2_block1_conv2").strides == (2, 2)
+
+
+def test_base_config_builds_the_published_layout():
+    from hdge_tf.configs import base
+
+    kwargs = dict(base.get_config().backbone)
+    assert kwargs["layout"] == "published"
+    kwargs.update(depth=10, width=1)  # WRN-28-10 itself is slow to build here
+    wrn = build_backbone(kwargs.pop("name"), 10, (32, 32, 3), **kwargs)
+    assert wrn.layout == "published"
