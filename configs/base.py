@@ -119,9 +119,17 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval.pgd.random_start = True
     config.eval.pgd.restarts = 1
     config.eval.pgd.num_examples = 200  # test images attacked; 0 skips the attack
-    # JEM's defence: SGLD steps on log p(x) before classifying (0 = off); the attack
-    # differentiates through them.
-    config.eval.pgd.sgld_refine_steps = 0
+    # The attacked model is JEM's defence (its attack_model.py, whose defaults these
+    # follow): logits averaged over `noisy_copies` copies of each image, each copy
+    # x + noise_std * N(0, I) refined by `sgld_refine_steps` SGLD steps on log p(x)
+    # (x <- x + sgld_step_size * grad + sgld_noise_std * N(0, I)) before classifying.
+    # noisy_copies = 1 with noise_std = 0 and 0 steps is the plain model.
+    config.eval.pgd.noisy_copies = 5  # JEM's n_dup_chains
+    config.eval.pgd.noise_std = 0.03  # JEM's sigma ([-1, 1] units; its L2 run used 0)
+    config.eval.pgd.sgld_refine_steps = 0  # JEM's default; its README runs use 1
     config.eval.pgd.sgld_step_size = 1.0
     config.eval.pgd.sgld_noise_std = 0.01
+    # The attack's gradient through the refinement: "bpda" (JEM's: the refinement is
+    # the identity in the backward pass) or "unrolled" (through the SGLD chain).
+    config.eval.pgd.gradient = "bpda"
     return config

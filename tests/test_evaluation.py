@@ -246,7 +246,10 @@ def test_pgd_stays_in_the_ball_and_the_pixel_range(trained_model, norm, epsilon)
         assert np.abs(delta).max() <= epsilon + 1e-6
     else:
         assert np.linalg.norm(delta, axis=1).max() <= epsilon * (1 + 1e-5)
-    assert np.abs(delta).max() > 0.5 * epsilon if norm == "linf" else True
+    if norm == "linf":
+        assert np.abs(delta).max() > 0.5 * epsilon
+    else:  # steps of epsilon reach the sphere unless the pixel range cuts them
+        assert np.median(np.linalg.norm(delta, axis=1)) > 0.9 * epsilon
     assert adversarial.min() >= -1 and adversarial.max() <= 1
 
 
@@ -265,20 +268,147 @@ def test_pgd_lowers_accuracy_and_zero_epsilon_does_nothing(trained_model):
         assert accuracy[2] <= accuracy[1] <= accuracy[0]
 
 
-def test_pgd_through_sgld_refinement(trained_model):
+def _cross_entropy(labels, logits):
+    return tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+
+
+def _input_gradient(images, labels, logits_fn):
+    images = tf.constant(images)
+    with tf.GradientTape() as tape:
+        tape.watch(images)
+        loss = _cross_entropy(labels, logits_fn(images))
+    return tape.gradient(loss, images).numpy()
+
+
+def test_bpda_gradient_is_the_plain_gradient_at_the_refined_point(trained_model):
     model, images, labels = trained_model
-    refine = robustness.Refinement(steps=2, step_size=0.05, noise_std=0.0)
+    images, labels = images[:16], labels[:16]
+    refine = robustness.Refinement(steps=2, step_size=0.5, noise_std=0.01)
+    seed = 3
+
+    def defended(gradient):
+        return lambda x: robustness.defended_logits(model, x, refine, gradient, seed)
+
+    bpda = _input_gradient(images, labels, defended("bpda"))
+    unrolled = _input_gradient(images, labels, defended("unrolled"))
+    # The refined point, with the documented seeds (one copy, so no copy noise).
+    _, sgld_seed = tf.unstack(tf.random.split(tf.constant([seed, 0]), 2))
+    refined = robustness._refine(model, tf.constant(images), refine, sgld_seed)
+    assert np.abs(refined.numpy() - images).max() > 0.05
+    plain_at_refined = _input_gradient(refined.numpy(), labels, model)
+    np.testing.assert_allclose(bpda, plain_at_refined, atol=1e-6)
+    # Differentiating through the chain adds the SGLD step's Jacobian.
+    assert np.abs(unrolled - bpda).max() > 0.05 * np.abs(bpda).max()
+    # And neither is the gradient at the unrefined input.
+    assert np.abs(_input_gradient(images, labels, model) - bpda).max() > 1e-3
+
+
+def _plain_pgd(model, images, labels, norm, epsilon, steps, step_size):
+    """PGD by hand on the undefended model, from the clean images."""
+    x = images.copy()
+    for _ in range(steps):
+        grad = _input_gradient(x, labels, model)
+        if norm == "linf":
+            x = x + step_size * np.sign(grad)
+            delta = np.clip(x - images, -epsilon, epsilon)
+        else:
+            length = np.linalg.norm(grad.reshape(len(x), -1), axis=1)
+            x = x + step_size * grad / (length[:, None, None, None] + 1e-12)
+            delta = x - images
+            length = np.linalg.norm(delta.reshape(len(x), -1), axis=1)
+            delta *= np.minimum(1, epsilon / (length + 1e-12))[:, None, None, None]
+        x = np.clip(images + delta, -1, 1)
+    return x
+
+
+@pytest.mark.parametrize("norm,epsilon", [("linf", 0.2), ("l2", 1.0)])
+def test_both_gradients_without_refinement_are_plain_pgd(trained_model, norm, epsilon):
+    model, images, labels = trained_model
+    expected = _plain_pgd(model, images, labels, norm, epsilon, 3, epsilon / 2)
+    assert np.abs(expected - images).max() > 0.1 * epsilon
+    plain = robustness.Refinement(
+        steps=0, step_size=0.5, noise_std=0.01, noisy_copies=1, copy_noise_std=0.0
+    )
+    for gradient in robustness.GRADIENTS:
+        adversarial = robustness.pgd_attack(
+            model,
+            images,
+            labels,
+            norm,
+            epsilon,
+            steps=3,
+            step_size=epsilon / 2,
+            random_start=False,
+            refinement=plain,
+            gradient=gradient,
+        ).numpy()
+        np.testing.assert_allclose(adversarial, expected, atol=1e-5, err_msg=gradient)
+
+
+@pytest.mark.parametrize("steps", [0, 1])
+def test_noisy_copies_average_the_copies_logits(trained_model, steps):
+    model, images, _ = trained_model
+    images = images[:8]
+    copies, sigma, seed = 3, 0.1, 5
+    refine = robustness.Refinement(
+        steps=steps,
+        step_size=0.5,
+        noise_std=0.01,
+        noisy_copies=copies,
+        copy_noise_std=sigma,
+    )
+    logits = robustness.defended_logits(model, images, refine, seed=seed).numpy()
+    # By hand, with the documented seeds: copy k of image n is row n * copies + k.
+    copy_seed, sgld_seed = tf.unstack(tf.random.split(tf.constant([seed, 0]), 2))
+    noise = tf.random.stateless_normal((8 * copies, 8, 8, 1), copy_seed).numpy()
+    sgld_noise = tf.random.stateless_normal(
+        (8 * copies, 8, 8, 1), tf.random.experimental.stateless_fold_in(sgld_seed, 0)
+    ).numpy()
+    expected = np.zeros_like(logits)
+    for n in range(8):
+        for k in range(copies):
+            row = n * copies + k
+            x = tf.constant(images[n : n + 1] + sigma * noise[row : row + 1])
+            if steps:
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    log_px = tf.reduce_logsumexp(model(x), axis=-1)
+                x = x + 0.5 * tape.gradient(log_px, x) + 0.01 * sgld_noise[row]
+            expected[n] += model(x).numpy()[0] / copies
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
+    assert np.abs(logits - model(images).numpy()).max() > 1e-3
+
+
+@pytest.mark.parametrize("gradient", robustness.GRADIENTS)
+def test_pgd_through_sgld_refinement(trained_model, gradient):
+    model, images, labels = trained_model
+    refine = robustness.Refinement(steps=2, step_size=0.5, noise_std=0.0)
+    unrefined = robustness.pgd_attack(model, images, labels, "linf", 0.2, steps=3)
     adversarial = robustness.pgd_attack(
-        model, images, labels, "linf", 0.2, steps=3, refinement=refine
+        model,
+        images,
+        labels,
+        "linf",
+        0.2,
+        steps=3,
+        refinement=refine,
+        gradient=gradient,
     ).numpy()
     assert np.abs(adversarial - images).max() <= 0.2 + 1e-6
-    # Refinement moves inputs before they are classified.
-    refined = robustness._refine(
-        model, tf.constant(images), refine, tf.constant([0, 0])
-    )
-    assert np.abs(refined.numpy() - images).max() > 0
+    # Same seed and start: only the refinement in the attacked model differs, and
+    # it must change where the attack goes.
+    changed = np.abs(adversarial - unrefined.numpy()) > 1e-4
+    assert changed.mean() > 0.05, changed.mean()
+
+
+def test_defence_settings_are_checked(trained_model):
+    model, images, labels = trained_model
     with pytest.raises(ValueError, match="Unknown PGD norm 'l1'"):
         robustness.pgd_attack(model, images, labels, "l1", 0.1)
+    with pytest.raises(ValueError, match="Unknown PGD gradient 'exact'"):
+        robustness.pgd_attack(model, images, labels, "linf", 0.1, gradient="exact")
+    with pytest.raises(ValueError, match="noisy_copies >= 1"):
+        robustness.predict_labels(model, images, robustness.Refinement(noisy_copies=0))
 
 
 # Report and CLI -------------------------------------------------------------------
@@ -340,11 +470,17 @@ def test_report_files_hold_the_returned_numbers(tmp_path, mnist_model):
     linf = result["robustness"]["accuracy"]["linf"]
     assert [p["epsilon"] for p in linf] == [0.0, 0.2]
     assert len(result["robustness"]["accuracy"]["l2"]) == 2
+    # JEM's defended model and gradient, as configured by default.
+    assert result["robustness"]["gradient"] == "bpda"
+    defence = result["robustness"]["defence"]
+    assert defence["noisy_copies"] == 5 and defence["copy_noise_std"] == 0.03
 
     markdown = (tmp_path / "report.md").read_text()
     assert f"| accuracy | {result['classification']['accuracy']:.4f} |" in markdown
     assert f"{auroc:.4f}" in markdown and "![robustness](robustness.png)" in markdown
     assert "| svhn_cropped | unavailable |" in markdown
+    assert "logits averaged over 5 copies x + 0.03 N(0, I)" in markdown
+    assert "attack gradient BPDA" in markdown
 
 
 def test_report_rejects_unknown_names_before_computing(tmp_path, mnist_model):

@@ -183,8 +183,18 @@ def _robustness(model, config, x_test, y_test, output_dir: Path) -> dict:
     subset = np.sort(np.random.default_rng(cfg.seed).permutation(len(y_test))[:num])
     images, labels = x_test[subset], y_test[subset]
     refinement = robustness.Refinement(
-        int(pgd.sgld_refine_steps), float(pgd.sgld_step_size), float(pgd.sgld_noise_std)
+        steps=int(pgd.sgld_refine_steps),
+        step_size=float(pgd.sgld_step_size),
+        noise_std=float(pgd.sgld_noise_std),
+        noisy_copies=int(pgd.noisy_copies),
+        copy_noise_std=float(pgd.noise_std),
     )
+    gradient = str(pgd.gradient)
+    if gradient not in robustness.GRADIENTS:
+        raise ValueError(
+            f"Unknown PGD gradient {gradient!r}; expected one of "
+            f"{robustness.GRADIENTS}."
+        )
     progress = keras.utils.Progbar(
         sum(len(pgd.epsilons[n]) for n in pgd.norms), unit_name="epsilon"
     )
@@ -206,6 +216,7 @@ def _robustness(model, config, x_test, y_test, output_dir: Path) -> dict:
             random_start=bool(pgd.random_start),
             restarts=int(pgd.restarts),
             refinement=refinement,
+            gradient=gradient,
             batch_size=int(cfg.batch_size),
             seed=int(cfg.seed),
             progress=progress,
@@ -218,7 +229,9 @@ def _robustness(model, config, x_test, y_test, output_dir: Path) -> dict:
         "step_size_fraction_of_epsilon": float(pgd.step_size),
         "random_start": bool(pgd.random_start),
         "restarts": int(pgd.restarts),
-        "sgld_refinement": refinement._asdict(),
+        # JEM's defended model (attack_model.py) and its attack gradient.
+        "defence": refinement._asdict(),
+        "gradient": gradient,
         "epsilon_units": "[-1, 1] input scale (2x the [0, 1] scale)",
         "accuracy": {
             norm: [{"epsilon": e, "accuracy": a} for e, a in zip(*curve, strict=True)]
@@ -365,20 +378,34 @@ def markdown_report(report: dict) -> str:
         lines += [""]
     rob = report["robustness"]
     if not rob.get("skipped"):
-        refine = rob["sgld_refinement"]
-        defence = (
-            f"{refine['steps']} SGLD refinement steps (step {refine['step_size']}, "
-            f"noise {refine['noise_std']}), attacked through"
-            if refine["steps"]
-            else "no SGLD refinement"
+        defence, parts = rob["defence"], []
+        if defence["noisy_copies"] > 1 or defence["copy_noise_std"] > 0:
+            parts.append(
+                f"logits averaged over {defence['noisy_copies']} copies x + "
+                f"{defence['copy_noise_std']} N(0, I) of each image"
+            )
+        if defence["steps"]:
+            parts.append(
+                f"refined by {defence['steps']} SGLD step(s) on log p(x) (step "
+                f"{defence['step_size']}, noise {defence['noise_std']}) before "
+                "classifying"
+            )
+        gradient = (
+            "BPDA (JEM's: the refinement is the identity in the backward pass)"
+            if rob["gradient"] == "bpda"
+            else "through the unrolled SGLD chain"
         )
         lines += [
             "## Adversarial robustness (PGD)",
             "",
             f"{rob['num_examples']} test images, {rob['steps']} steps of "
             f"{rob['step_size_fraction_of_epsilon']} x epsilon, random start "
-            f"{rob['random_start']}, {rob['restarts']} restart(s), {defence}. "
+            f"{rob['random_start']}, {rob['restarts']} restart(s). "
             f"Epsilons in {rob['epsilon_units']}.",
+            "",
+            "Attacked and evaluated model (JEM's defence, see its attack_model.py): "
+            f"{', '.join(parts) or 'the plain classifier'}; attack gradient "
+            f"{gradient}.",
             "",
         ]
         rows = [

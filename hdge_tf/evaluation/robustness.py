@@ -12,10 +12,25 @@ and clips to [-1, 1]. Clipping after projecting stays inside the ball: the origi
 image is inside the box, so clipping only shrinks each coordinate of the
 perturbation.
 
-With `sgld_steps` > 0 the model classifies refine(x) instead of x, where refine runs
-a few SGLD steps on log p(x) (JEM Sec. 5.3). The attack differentiates through the
-refinement (as JEM does), including its sampled noise; the steps are unrolled, so
-keep them few.
+The model under attack can be JEM's test-time defence (JEM Sec. 5.3 and its
+attack_model.py), described by a `Refinement`: each image is copied `noisy_copies`
+times, each copy gets its own x + copy_noise_std * N(0, I), each noisy copy is refined
+by `steps` SGLD steps on log p(x), and the logits of the refined copies are averaged.
+The same defended model classifies the clean and the adversarial images, and its
+randomness is drawn afresh for every attack step (a new seed per step).
+
+Two gradients through the refinement:
+
+- "bpda" (JEM's): the forward pass runs the refinement, the backward pass treats it
+  as the identity (backward-pass differentiable approximation), i.e. the gradient of
+  the loss at the refined copies is handed to the noisy copies unchanged. JEM gets this
+  by updating the chain in place through `.data`, which autograd does not record.
+- "unrolled": differentiates through the unrolled SGLD chain (second derivatives of
+  the network, and the chain's sampled noise as constants); the steps are unrolled,
+  so keep them few.
+
+Both differentiate through the copies' noise (an additive constant, so the identity)
+and average over the copies; with no refinement steps they coincide.
 """
 
 from __future__ import annotations
@@ -30,21 +45,45 @@ import tensorflow as tf
 from hdge_tf import sampling
 
 NORMS = ("linf", "l2")
+GRADIENTS = ("bpda", "unrolled")
 _TINY = 1e-12
 
 
 class Refinement(NamedTuple):
-    """JEM's test-time defence: `steps` SGLD steps on the input before classifying.
+    """JEM's test-time defence: logits averaged over `noisy_copies` copies of each
+    image, copy k being x + copy_noise_std * N(0, I) refined by `steps` SGLD steps
+    (x <- x + step_size * grad log p(x) + noise_std * N(0, I)) before classifying.
 
-    Python numbers, so a compiled attack traces once per refinement setting.
+    The defaults are the plain model (one copy, no noise, no steps); JEM's
+    attack_model.py defaults are 5 copies at copy_noise_std 0.03 (in [-1, 1] units)
+    with SGLD step 1 and noise 0.01, and its published runs use 1 step.
+    Python numbers, so a compiled attack traces once per setting, not per batch.
     """
 
     steps: int = 0
     step_size: float = 1.0
     noise_std: float = 0.01
+    noisy_copies: int = 1
+    copy_noise_std: float = 0.0
 
 
 NO_REFINEMENT = Refinement()
+
+
+def _check_defence(refinement: Refinement, gradient: str) -> None:
+    if gradient not in GRADIENTS:
+        raise ValueError(
+            f"Unknown PGD gradient {gradient!r}; expected one of {GRADIENTS}."
+        )
+    if refinement.steps < 0 or refinement.noisy_copies < 1:
+        raise ValueError(
+            "A refinement needs steps >= 0 and noisy_copies >= 1, got "
+            f"{refinement.steps} and {refinement.noisy_copies}."
+        )
+    if refinement.copy_noise_std < 0:
+        raise ValueError(
+            f"copy_noise_std must be >= 0, got {refinement.copy_noise_std}."
+        )
 
 
 def _per_example_norm(x: tf.Tensor) -> tf.Tensor:
@@ -79,7 +118,8 @@ def _random_start(shape, norm: str, epsilon, seed) -> tf.Tensor:
 
 
 def _refine(model, images, refinement: Refinement, seed) -> tf.Tensor:
-    """Unrolled SGLD (differentiable, including through the gradient step)."""
+    """Unrolled SGLD (differentiable, including through the gradient step); step i
+    draws its noise from fold_in(seed, i)."""
     for i in range(refinement.steps):
         noise = tf.random.stateless_normal(
             tf.shape(images), tf.random.experimental.stateless_fold_in(seed, i)
@@ -90,9 +130,49 @@ def _refine(model, images, refinement: Refinement, seed) -> tf.Tensor:
     return images
 
 
-def _classify(model, images, refinement: Refinement, seed) -> tf.Tensor:
-    logits = model(_refine(model, images, refinement, seed), training=False)
-    return tf.cast(logits, tf.float32)
+def _defended_logits(model, images, refinement: Refinement, gradient: str, seed):
+    copies = refinement.noisy_copies
+    copy_seed, sgld_seed = tf.unstack(tf.random.split(seed, 2))
+    images = tf.cast(images, tf.float32)
+    noisy = tf.repeat(images, copies, axis=0) if copies > 1 else images
+    if refinement.copy_noise_std > 0:
+        noisy = noisy + refinement.copy_noise_std * tf.random.stateless_normal(
+            tf.shape(noisy), copy_seed
+        )
+    if gradient == "bpda" and refinement.steps > 0:
+        # Forward: the refined copies; backward: the identity. The chain runs on a
+        # stopped input, so an outer tape does not record it (no second derivatives).
+        refined = _refine(model, tf.stop_gradient(noisy), refinement, sgld_seed)
+        refined = noisy + tf.stop_gradient(refined - noisy)
+    else:
+        refined = _refine(model, noisy, refinement, sgld_seed)
+    logits = tf.cast(model(refined, training=False), tf.float32)
+    if copies == 1:
+        return logits
+    logits = tf.reshape(logits, [tf.shape(images)[0], copies, tf.shape(logits)[-1]])
+    return tf.reduce_mean(logits, axis=1)
+
+
+def defended_logits(
+    model: keras.Model,
+    images,
+    refinement: Refinement = NO_REFINEMENT,
+    gradient: str = "bpda",
+    seed=0,
+) -> tf.Tensor:
+    """Logits [N, K] of the defended model, differentiable (under a tape) with the
+    chosen `gradient`. images: [N, H, W, C] in [-1, 1].
+
+    Randomness, from the int32 [2] seed pair (an int s means [s, 0]):
+    `copy_seed, sgld_seed = tf.random.split(seed, 2)`; the copies' noise is one
+    stateless_normal([N * noisy_copies, H, W, C], copy_seed) draw, the copies of image
+    n being rows n * noisy_copies ... (n + 1) * noisy_copies - 1; SGLD step i uses
+    fold_in(sgld_seed, i).
+    """
+    _check_defence(refinement, gradient)
+    return _defended_logits(
+        model, images, refinement, gradient, sampling.seed_pair(seed)
+    )
 
 
 @tf.function(reduce_retracing=True)
@@ -107,6 +187,7 @@ def _pgd(
     norm: str,
     random_start: bool,
     refinement: Refinement,
+    gradient: str,
 ):
     start_seed, step_seed = tf.unstack(tf.random.split(seed, 2))
     delta = tf.zeros_like(images)
@@ -117,10 +198,11 @@ def _pgd(
     def body(i, x):
         with tf.GradientTape() as tape:
             tape.watch(x)
-            logits = _classify(
+            logits = _defended_logits(
                 model,
                 x,
                 refinement,
+                gradient,
                 tf.random.experimental.stateless_fold_in(step_seed, i),
             )
             loss = tf.reduce_sum(
@@ -147,6 +229,7 @@ def pgd_attack(
     step_size: float | None = None,
     random_start: bool = True,
     refinement: Refinement = NO_REFINEMENT,
+    gradient: str = "bpda",
     seed: int = 0,
 ) -> tf.Tensor:
     """Adversarial images (float32, same shape) for one batch.
@@ -155,8 +238,11 @@ def pgd_attack(
       images: [N, H, W, C] in [-1, 1]; labels: [N] int, the true classes.
       norm: "linf" or "l2"; epsilon: radius in [-1, 1] input units.
       step_size: absolute step per iteration; default 2.5 * epsilon / steps.
-      refinement: the SGLD defence the attack differentiates through.
+      refinement: the defended model (noisy copies, SGLD refinement) attacked.
+      gradient: "bpda" (JEM's: the refinement is the identity in the backward
+        pass) or "unrolled" (differentiate through the SGLD chain).
     """
+    _check_defence(refinement, gradient)
     if norm not in NORMS:
         raise ValueError(f"Unknown PGD norm {norm!r}; expected one of {NORMS}.")
     if epsilon < 0 or steps < 0:
@@ -176,12 +262,14 @@ def pgd_attack(
         norm,
         bool(random_start),
         refinement,
+        gradient,
     )
 
 
 @tf.function(reduce_retracing=True)
 def _predict(model, images, seed, refinement: Refinement):
-    return tf.argmax(_classify(model, images, refinement, seed), -1, tf.int32)
+    logits = _defended_logits(model, images, refinement, "bpda", seed)
+    return tf.argmax(logits, -1, tf.int32)
 
 
 def predict_labels(
@@ -191,7 +279,9 @@ def predict_labels(
     seed: int = 0,
     batch_size: int = 256,
 ) -> np.ndarray:
-    """argmax_y f(refine(x))[y] per image, batched. [N] int32."""
+    """argmax of the defended model's logits per image, batched. [N] int32.
+    Each batch runs batch_size * noisy_copies copies through the network."""
+    _check_defence(refinement, "bpda")
     images = np.asarray(images, np.float32)
     seed_pair = tf.constant([seed, 2], tf.int32)
     return np.concatenate(
@@ -216,12 +306,15 @@ def robust_accuracy(
     random_start: bool = True,
     restarts: int = 1,
     refinement: Refinement = NO_REFINEMENT,
+    gradient: str = "bpda",
     batch_size: int = 256,
     seed: int = 0,
     progress: keras.utils.Progbar | None = None,
 ) -> list[float]:
     """Accuracy under PGD for each epsilon (an image counts as correct only if every
-    restart fails). The step size is `relative_step_size * epsilon`."""
+    restart fails). The step size is `relative_step_size * epsilon`. The defended
+    model (`refinement`) classifies both the clean and the adversarial images."""
+    _check_defence(refinement, gradient)
     images = np.asarray(images, np.float32)
     labels = np.asarray(labels, np.int32)
     accuracies = []
@@ -242,6 +335,7 @@ def robust_accuracy(
                         relative_step_size * float(epsilon),
                         random_start,
                         refinement,
+                        gradient,
                         seed=seed + 1000 * restart + start,
                     ).numpy()
                 predicted = predict_labels(
