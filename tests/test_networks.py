@@ -343,6 +343,7 @@ def test_wrn_layouts_share_weights_but_not_outputs():
     compact = WideResNet(layout="compact", **kwargs)
     published = WideResNet(layout="published", **kwargs)
     assert [w.shape for w in published.weights] == [w.shape for w in compact.weights]
+    assert [w.path for w in published.weights] == [w.path for w in compact.weights]
     published.set_weights(compact.get_weights())
     x = random_images(4, (16, 16, 3))
     names = ("group1_block1_add", "group2_block1_add", "logits")
@@ -357,6 +358,94 @@ def test_wrn_layouts_share_weights_but_not_outputs():
     assert same == 0.0  # nothing strides before group 2
     assert differs > 1e-3
     assert logits > 1e-6
+
+
+# Padding of strided convs ---------------------------------------------------------
+# PyTorch's padding=1 pads a stride-2 3x3 conv symmetrically; Keras' "same" pads an
+# even-sized input only at the bottom/right. "published" must match PyTorch.
+
+_TORCH_PADDING = [[0, 0], [1, 1], [1, 1], [0, 0]]
+
+
+def _strided_conv_io(layout: str, block: str) -> tuple[str, str]:
+    """(layer feeding the strided 3x3 conv, that conv) of a block, by name."""
+    if layout == "published":
+        return f"{block}_act2", f"{block}_conv2"
+    return f"{block}_act1", f"{block}_conv1"
+
+
+@pytest.mark.parametrize(
+    ("layout", "padding"), [("published", _TORCH_PADDING), ("compact", "SAME")]
+)
+@pytest.mark.parametrize(
+    # (16, 16): every strided conv sees an even size; (14, 14): group 3's published
+    # conv sees 7 x 7, where "same" happens to be symmetric too.
+    "image_shape",
+    [(16, 16, 3), (14, 14, 3)],
+)
+@pytest.mark.parametrize("block", ["group2_block1", "group3_block1"])
+def test_wrn_strided_conv_padding(layout, padding, image_shape, block):
+    import tensorflow as tf
+
+    model = WideResNet(
+        num_classes=3, depth=10, width=1, image_shape=image_shape, layout=layout
+    )
+    source, conv_name = _strided_conv_io(layout, block)
+    conv = model.get_layer(conv_name)
+    assert conv.strides == (2, 2)
+    assert tuple(conv.kernel.shape[:2]) == (3, 3)
+    conv_in, conv_out = _layer_outputs(
+        model, (source, conv_name), random_images(2, image_shape)
+    )
+    kernel, bias = (keras.ops.convert_to_numpy(w) for w in (conv.kernel, conv.bias))
+    expected = tf.nn.conv2d(conv_in, kernel, strides=2, padding=padding) + bias
+    np.testing.assert_allclose(conv_out, expected.numpy(), rtol=1e-5, atol=1e-5)
+
+    if conv_in.shape[1] % 2 == 0:  # the two paddings differ here, so both matter
+        other = "SAME" if layout == "published" else _TORCH_PADDING
+        wrong = tf.nn.conv2d(conv_in, kernel, strides=2, padding=other) + bias
+        assert np.abs(conv_out - wrong.numpy()).max() > 1e-3
+
+
+@pytest.mark.parametrize(("layout", "offset"), [("published", 0), ("compact", 1)])
+def test_wrn_strided_conv_centres(layout, offset):
+    # With a centre-tap kernel the strided conv returns the pixels it is centred
+    # on: 0, 2, 4, ... when published (those the 1x1 shortcut picks), 1, 3, 5, ...
+    # under "same".
+    model = WideResNet(
+        num_classes=3, depth=10, width=1, image_shape=(16, 16, 3), layout=layout
+    )
+    source, conv_name = _strided_conv_io(layout, "group2_block1")
+    conv = model.get_layer(conv_name)
+    in_channels, out_channels = conv.kernel.shape[2:]
+    centre_tap = np.zeros(conv.kernel.shape, "float32")
+    centre_tap[1, 1] = np.eye(in_channels, out_channels)
+    conv.set_weights([centre_tap, np.zeros(out_channels, "float32")])
+    conv_in, conv_out = _layer_outputs(
+        model, (source, conv_name), random_images(2, (16, 16, 3))
+    )
+    channels = min(in_channels, out_channels)
+    np.testing.assert_array_equal(
+        conv_out[..., :channels], conv_in[:, offset::2, offset::2, :channels]
+    )
+
+
+def test_wrn_only_published_strided_convs_are_padded():
+    def paddings(layout: str) -> list[tuple[str, tuple]]:
+        model = WideResNet(
+            num_classes=3, depth=16, width=1, image_shape=(16, 16, 3), layout=layout
+        )
+        return [
+            (layer.name, layer.padding)
+            for layer in model.layers
+            if isinstance(layer, keras.layers.ZeroPadding2D)
+        ]
+
+    assert paddings("compact") == []
+    assert paddings("published") == [
+        ("group2_block1_conv2_pad", ((1, 1), (1, 1))),
+        ("group3_block1_conv2_pad", ((1, 1), (1, 1))),
+    ]
 
 
 def _legacy_config(model: WideResNet) -> dict:

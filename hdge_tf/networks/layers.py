@@ -101,14 +101,20 @@ def torch_default_initializer() -> keras.initializers.Initializer:
 
 
 def conv2d(
-    filters: int, kernel_size: int, strides: int, name: str
+    filters: int, kernel_size: int, strides: int, name: str, padding: str = "same"
 ) -> keras.layers.Conv2D:
-    """A "same"-padded convolution; biases kept as in the JEM reference code."""
+    """A convolution, "same"-padded unless told otherwise; biases kept as in the
+    JEM reference code.
+
+    "same" pads a stride-2 conv on an even-sized input only at the bottom/right,
+    unlike PyTorch's symmetric `padding=1`; callers wanting PyTorch's alignment
+    put a `ZeroPadding2D` in front and pass `padding="valid"`.
+    """
     return keras.layers.Conv2D(
         filters,
         kernel_size,
         strides=strides,
-        padding="same",
+        padding=padding,
         use_bias=True,
         kernel_initializer=torch_default_initializer(),
         name=name,

@@ -17,6 +17,28 @@ LAYOUTS: tuple[str, ...] = ("published", "compact")
 _LEGACY_LAYOUT = "compact"
 
 
+def _conv3x3(
+    x: keras.KerasTensor,
+    filters: int,
+    strides: int,
+    *,
+    symmetric: bool,
+    name: str,
+) -> keras.KerasTensor:
+    """3x3 conv `name`; strided and `symmetric`, it pads one pixel on every side
+    (layer `{name}_pad`) and convolves "valid", as PyTorch's `padding=1` does.
+
+    Keras' "same" pads a stride-2 conv on an even-sized input only at the
+    bottom/right, centring its outputs on pixels 1, 3, 5, ... rather than on
+    0, 2, 4, ..., the pixels the strided 1x1 shortcut picks. At stride 1 "same"
+    is already symmetric. The kernel and bias are the same either way.
+    """
+    if strides == 1 or not symmetric:
+        return nn_layers.conv2d(filters, 3, strides, name)(x)
+    x = keras.layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
+    return nn_layers.conv2d(filters, 3, strides, name, padding="valid")(x)
+
+
 def _wide_basic_block(
     x: keras.KerasTensor,
     filters: int,
@@ -32,20 +54,25 @@ def _wide_basic_block(
     """Pre-activation basic block; the shortcut taps the un-normalized input.
 
     `strides` go on the second conv ("published") or the first ("compact"); the
-    1x1 shortcut conv strides in both.
+    1x1 shortcut conv strides in both. Only "published" pads its strided conv
+    symmetrically (see `_conv3x3`); "compact" keeps the "same" padding it was
+    saved with.
     """
-    conv1_strides, conv2_strides = (
-        (1, strides) if layout == "published" else (strides, 1)
-    )
+    published = layout == "published"
+    conv1_strides, conv2_strides = (1, strides) if published else (strides, 1)
     in_channels = x.shape[-1]
     out = nn_layers.norm_layer(norm, in_channels, f"{name}_norm1")(x)
     out = nn_layers.activation_layer(activation, leak, f"{name}_act1")(out)
-    out = nn_layers.conv2d(filters, 3, conv1_strides, f"{name}_conv1")(out)
+    out = _conv3x3(
+        out, filters, conv1_strides, symmetric=published, name=f"{name}_conv1"
+    )
     if dropout > 0.0:
         out = keras.layers.Dropout(dropout, name=f"{name}_dropout")(out)
     out = nn_layers.norm_layer(norm, filters, f"{name}_norm2")(out)
     out = nn_layers.activation_layer(activation, leak, f"{name}_act2")(out)
-    out = nn_layers.conv2d(filters, 3, conv2_strides, f"{name}_conv2")(out)
+    out = _conv3x3(
+        out, filters, conv2_strides, symmetric=published, name=f"{name}_conv2"
+    )
     if strides != 1 or in_channels != filters:
         shortcut = nn_layers.conv2d(filters, 1, strides, f"{name}_shortcut")(x)
     else:
@@ -70,7 +97,11 @@ class WideResNet(Backbone):
     strides the first conv instead (our old default): fewer multiply-adds,
     22% fewer at WRN-16-4 and 12% at WRN-28-10 on 32x32 inputs. Configs saved before
     this argument existed have no `layout` key and load as "compact", the layout
-    they were built with.
+    they were built with. "published" also pads its strided convs as PyTorch's
+    `padding=1` does, one pixel on every side (a `ZeroPadding2D` named
+    `<conv>_pad`), because Keras' "same" pads even-sized inputs only at the
+    bottom/right, which would shift the strided conv's outputs one pixel off the
+    pixels its 1x1 shortcut samples; "compact" keeps "same", as saved.
 
     Args:
         num_classes: Number of logits.
