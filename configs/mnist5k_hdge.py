@@ -12,6 +12,7 @@ def get_config() -> ml_collections.ConfigDict:
     config = base.get_config()
     config.data.name = "mnist5k"
     config.data.augment = "crop"
+    config.data.validation_size = 500  # 3,500 training images remain
     config.backbone = ml_collections.ConfigDict(
         {"name": "small_cnn", "filters": (32, 64, 128), "convs_per_stage": 1}
     )

@@ -3,15 +3,21 @@
 A workdir holds everything a run produces:
 
     config.json          the resolved config of the latest call
-    checkpoints/         tf.train checkpoints (model incl. queue, optimizer, epoch)
+    checkpoints/         tf.train checkpoints (model incl. queue and replay buffer,
+                         optimizer, epoch, restarts, best validation accuracy)
+    checkpoints/best/    the model of the best validation epoch
     tensorboard/         TensorBoard logs
     history.csv          per-epoch metrics, appended across resumes
     curves.png           those metrics plotted
-    metrics.json         final test metrics
-    model.keras          the trained model (HDGEClassifier, queue included)
+    metrics.json         test metrics of the kept model and of the last epoch
+    model.keras          the kept model (train.select; HDGEClassifier, queue included)
     samples/             SGLD sample grids every train.sample_every_epochs epochs
 
-Calling `train` again on a workdir that holds a checkpoint resumes from it.
+Calling `train` again on a workdir that holds a checkpoint resumes from it. Every
+random draw is a function of (seed, epoch, step): data order and augmentation per
+epoch (`hdge_tf.data`), input noise and SGLD chains per step (`HDGEClassifier`), so
+a run killed at any moment and resumed replays its interrupted epoch exactly as an
+uninterrupted run would (bitwise with `config.deterministic` on CPU).
 """
 
 from __future__ import annotations
@@ -28,13 +34,15 @@ import tensorflow as tf
 from absl import logging
 
 from hdge_tf import data as data_lib
-from hdge_tf import distribute, evaluation, hardware
-from hdge_tf.data import ood as ood_data
+from hdge_tf import distribute, hardware
+from hdge_tf.evaluation import report
 from hdge_tf.generation import SampleGrid
 from hdge_tf.model import HDGEClassifier
 from hdge_tf.networks import build_backbone
 from hdge_tf.optimization import build_optimizer
 from hdge_tf.plots import plot_history
+
+SELECTIONS = ("best_val_accuracy", "last")
 
 
 def build_model(config, num_classes: int, image_shape) -> HDGEClassifier:
@@ -42,7 +50,7 @@ def build_model(config, num_classes: int, image_shape) -> HDGEClassifier:
     backbone = build_backbone(
         backbone_kwargs.pop("name"), num_classes, tuple(image_shape), **backbone_kwargs
     )
-    return HDGEClassifier(backbone, **config.loss)
+    return HDGEClassifier(backbone, seed=config.seed, **config.loss)
 
 
 class TrainingDiverged(RuntimeError):
@@ -91,13 +99,45 @@ class DivergenceGuard(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class RunState:
+    """What a run checkpoints beside the model and optimizer: the epochs done,
+    divergence restarts so far, and the best validation epoch so far."""
+
+    def __init__(self):
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.restarts = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.best_value = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
+        self.best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def checkpoint(self, model: HDGEClassifier) -> tf.train.Checkpoint:
+        return tf.train.Checkpoint(
+            model=model,
+            optimizer=model.optimizer,
+            epoch=self.epoch,
+            restarts=self.restarts,
+            best_value=self.best_value,
+            best_epoch=self.best_epoch,
+        )
+
+
 class EpochCheckpoint(keras.callbacks.Callback):
     """Saves model, queue, buffer and optimizer after every epoch; never an epoch
-    that diverged or ended with a non-finite loss (the last good state stays)."""
+    that diverged or ended with a non-finite loss (the last good state stays).
 
-    def __init__(self, manager: tf.train.CheckpointManager, epoch: tf.Variable):
+    With `best` (a manager of a model-only checkpoint), an epoch whose
+    `val_accuracy` beats the best so far is saved there first, so the run state
+    written next always names a best checkpoint that exists.
+    """
+
+    def __init__(
+        self,
+        manager: tf.train.CheckpointManager,
+        state: RunState,
+        best: tf.train.CheckpointManager | None = None,
+    ):
         super().__init__()
-        self.manager, self.epoch = manager, epoch
+        self.manager, self.state, self.best = manager, state, best
+        self.epoch = state.epoch
 
     def on_epoch_end(self, epoch: int, logs=None):
         logs = logs or {}
@@ -111,6 +151,12 @@ class EpochCheckpoint(keras.callbacks.Callback):
             )
             self.model.stop_training = True
             return
+        value = logs.get("val_accuracy")
+        if self.best is not None and value is not None:
+            if value > float(self.state.best_value.numpy()):
+                self.best.save(checkpoint_number=epoch + 1)
+                self.state.best_value.assign(value)
+                self.state.best_epoch.assign(epoch + 1)
         self.epoch.assign(epoch + 1)
         path = self.manager.save(checkpoint_number=epoch + 1)
         logging.info("Saved checkpoint %s", path)
@@ -144,23 +190,21 @@ def train(config, workdir: str | Path) -> dict:
 def train_model(
     config, workdir: str | Path, extra_callbacks=()
 ) -> tuple[HDGEClassifier, dict]:
-    """`train`, also returning the trained model; `extra_callbacks` join fit's."""
+    """`train`, also returning the kept model; `extra_callbacks` join fit's."""
     strategy = distribute.build_strategy(config.strategy)
     chief = distribute.is_chief(strategy)
     workdir = Path(workdir)
     if chief:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_global_policy(config.precision)
     hardware.warn_if_slow_precision(config.precision)
 
     train_cfg = config.train
-    if train_cfg.batch_size > config.loss.queue_size:
-        raise ValueError(
-            f"train.batch_size={train_cfg.batch_size} exceeds "
-            f"loss.queue_size={config.loss.queue_size}; the queue must hold a batch."
-        )
+    _check_train_config(config)
     data = data_lib.build_datasets(config.data, train_cfg.batch_size, seed=config.seed)
     if data.num_labeled < data.num_train and not config.loss.px_sgld_weight:
         logging.warning(
@@ -169,34 +213,38 @@ def train_model(
             config.data.labels_per_class,
             data.num_train - data.num_labeled,
         )
-    steps_per_epoch = math.ceil(data.num_train / train_cfg.batch_size)
+    state = RunState()
     with strategy.scope():
         model = build_model(config, data.num_classes, data.image_shape)
-        model.compile(optimizer=build_optimizer(train_cfg, steps_per_epoch))
-        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    checkpoint = tf.train.Checkpoint(
-        model=model, optimizer=model.optimizer, epoch=epoch
-    )
+        model.compile(optimizer=_optimizer(config, data.steps_per_epoch))
+    checkpoint = state.checkpoint(model)
+    checkpoint_dir = distribute.writable_dir(str(workdir / "checkpoints"), strategy)
     manager = tf.train.CheckpointManager(
-        checkpoint,
-        distribute.writable_dir(str(workdir / "checkpoints"), strategy),
-        max_to_keep=train_cfg.keep_checkpoints,
+        checkpoint, checkpoint_dir, max_to_keep=train_cfg.keep_checkpoints
     )
+    best = None
+    if train_cfg.select == "best_val_accuracy":
+        best = tf.train.CheckpointManager(
+            tf.train.Checkpoint(model=model), f"{checkpoint_dir}/best", max_to_keep=1
+        )
     restore_latest(checkpoint, manager)
     if manager.latest_checkpoint is None:
         # A good state to return to should the first epoch diverge.
         manager.save(checkpoint_number=0)
-    initial_epoch = int(epoch.numpy())
+    initial_epoch = int(state.epoch.numpy())
+    model.seed = _run_seed(config, state)
+    if chief:
+        _truncate_history(workdir / "history.csv", initial_epoch)
+    validation = _validation_data(data, config)
 
     # model.fit/evaluate fail under MultiWorkerMirroredStrategy (Keras 3.15).
     loop = None
     if config.strategy == "multi_worker":
         loop = distribute.CustomLoop(model, strategy)
     start = time.time()
-    retries = 0
     if initial_epoch < train_cfg.epochs:
-        callbacks = [EpochCheckpoint(manager, epoch)]  # every worker saves
-        if chief:
+        callbacks = []
+        if chief:  # before the checkpoint: a resume drops rows past it
             callbacks += [
                 keras.callbacks.CSVLogger(workdir / "history.csv", append=True),
                 keras.callbacks.TensorBoard(workdir / "tensorboard"),
@@ -204,15 +252,15 @@ def train_model(
             if train_cfg.sample_every_epochs:
                 callbacks.append(_sample_grid(model, config, workdir))
         callbacks += list(extra_callbacks)
+        callbacks.append(EpochCheckpoint(manager, state, best))  # every worker saves
         while True:
             guard = DivergenceGuard()
-            start_epoch = int(epoch.numpy())
-            _fit(model, data, config, loop, start_epoch, [guard, *callbacks], chief)
+            _fit(
+                model, data, config, loop, state, validation, [guard, *callbacks], chief
+            )
             if guard.diverged_at is None:
                 break
-            retries = _restart_after_divergence(
-                model, config, checkpoint, manager, guard, retries
-            )
+            _restart_after_divergence(model, config, checkpoint, manager, guard, state)
             if loop is not None:  # a fresh trace picks up the new seed
                 loop = distribute.CustomLoop(model, strategy)
     else:
@@ -220,12 +268,28 @@ def train_model(
     train_seconds = time.time() - start
 
     metrics = evaluate(model, data, config, loop)
+    selected_epoch = int(state.epoch.numpy())
+    if best is not None and best.latest_checkpoint is not None:
+        selected_epoch = int(state.best_epoch.numpy())
+        if selected_epoch != int(state.epoch.numpy()):
+            last = metrics
+            best.checkpoint.restore(best.latest_checkpoint).expect_partial()
+            metrics = evaluate(model, data, config, loop)
+            metrics["last_epoch"] = last
+    metrics.setdefault("last_epoch", dict(metrics))
     metrics.update(
-        epochs=int(epoch.numpy()),
+        selection=train_cfg.select,
+        selected_epoch=selected_epoch,
+        selected_val_accuracy=float(state.best_value.numpy())
+        if best is not None and best.latest_checkpoint is not None
+        else None,
+        epochs=int(state.epoch.numpy()),
         train_seconds_this_call=round(train_seconds, 1),
         resumed_from_epoch=initial_epoch,
-        divergence_restarts=retries,
+        divergence_restarts=int(state.restarts.numpy()),
         labeled_examples=data.num_labeled,
+        validation_examples=data.num_validation,
+        protocol=_protocol(config),
     )
     if chief:
         (workdir / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -234,6 +298,75 @@ def train_model(
             plot_history(workdir / "history.csv", workdir / "curves.png")
     logging.info("Test metrics: %s", metrics)
     return model, metrics
+
+
+def _check_train_config(config) -> None:
+    train_cfg = config.train
+    if train_cfg.batch_size > config.loss.queue_size:
+        raise ValueError(
+            f"train.batch_size={train_cfg.batch_size} exceeds "
+            f"loss.queue_size={config.loss.queue_size}; the queue must hold a batch."
+        )
+    if train_cfg.select not in SELECTIONS:
+        raise ValueError(
+            f"Unknown train.select {train_cfg.select!r}; expected one of {SELECTIONS}."
+        )
+    if train_cfg.select == "best_val_accuracy" and not (
+        config.data.validation_size and train_cfg.validate
+    ):
+        raise ValueError(
+            "train.select='best_val_accuracy' needs a validation split: set "
+            "data.validation_size > 0 and train.validate=True, or train.select='last'."
+        )
+
+
+def _optimizer(config, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """The configured optimizer; under mixed_float16 wrapped for loss scaling
+    with `train.initial_loss_scale` (compile would wrap it with Keras's default)."""
+    optimizer = build_optimizer(config.train, steps_per_epoch)
+    if config.precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(
+            optimizer, initial_scale=float(config.train.initial_loss_scale)
+        )
+    return optimizer
+
+
+def _protocol(config) -> str:
+    cfg = config.eval
+    return (
+        f"inputs + {cfg.input_noise_std:g} * N(0, I) noise (eval.seed {cfg.seed}); "
+        f"ECE with {cfg.ece_bins} bins; as hdge-eval"
+    )
+
+
+def _validation_data(data: data_lib.DataBundle, config):
+    """The validation split as the protocol scores it (with its input noise), or
+    None without a validation split or per-epoch validation."""
+    if data.validation is None or not config.train.validate:
+        return None
+    images, labels = data_lib.load_arrays(
+        config.data.name,
+        "validation",
+        config.data.data_dir,
+        config.data.download,
+        limit=config.data.limit_train,
+        validation_size=data.num_validation,
+    )
+    noisy = report.protocol_inputs(images, config.eval, report.VALIDATION_STREAM)
+    return tf.data.Dataset.from_tensor_slices((noisy, labels)).batch(
+        config.eval.batch_size
+    )
+
+
+def _truncate_history(path: Path, epochs: int) -> None:
+    """Drops rows of epochs a resumed run will replay (written after the last
+    checkpoint by a run that was then killed)."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = lines[:1] + [row for row in lines[1:] if int(row.split(",")[0]) < epochs]
+    if len(kept) < len(lines):
+        path.write_text("".join(kept))
 
 
 def _sample_grid(model: HDGEClassifier, config, workdir: Path) -> SampleGrid:
@@ -250,41 +383,54 @@ def _sample_grid(model: HDGEClassifier, config, workdir: Path) -> SampleGrid:
     )
 
 
-def _fit(model, data, config, loop, initial_epoch, callbacks, verbose) -> None:
-    """Epochs `initial_epoch`+1 .. config.train.epochs with `callbacks`."""
+def _run_seed(config, state: RunState) -> int:
+    """The seed of every random draw: config.seed, plus the restarts so far when
+    train.retry_with_new_seed (it is checkpointed, so a resume keeps it)."""
+    if not config.train.retry_with_new_seed:
+        return int(config.seed)
+    return int(config.seed) + int(state.restarts.numpy())
+
+
+def _fit(model, data, config, loop, state, validation, callbacks, verbose) -> None:
+    """Epochs state.epoch+1 .. config.train.epochs with `callbacks`; each epoch's
+    batches depend on (seed + restarts, epoch) only."""
     train_cfg = config.train
-    steps_per_epoch = math.ceil(data.num_train / train_cfg.batch_size)
+    initial_epoch = int(state.epoch.numpy())
+    seed = _run_seed(config, state)
     logging.info(
         "Training %s epochs %d-%d, %d steps each.",
         data.name,
         initial_epoch + 1,
         train_cfg.epochs,
-        steps_per_epoch,
+        data.steps_per_epoch,
     )
     fit_kwargs = {
         "epochs": train_cfg.epochs,
         "initial_epoch": initial_epoch,
-        "validation_data": data.test if train_cfg.validate else None,
+        "steps_per_epoch": data.steps_per_epoch,
+        "validation_data": validation,
         "callbacks": callbacks,
         # A progress bar on terminals; one line per epoch in log files, which also
         # spares a per-step wait for the metrics.
         "verbose": (1 if sys.stdout.isatty() else 2) if verbose else 0,
     }
+    batches = data.train_epochs(initial_epoch, train_cfg.epochs, seed)
     if loop is not None:
-        loop.fit(data.train, steps_per_epoch=steps_per_epoch, **fit_kwargs)
+        loop.fit(batches, **fit_kwargs)
     else:
-        model.fit(data.train, shuffle=False, **fit_kwargs)
+        model.fit(batches, shuffle=False, **fit_kwargs)
 
 
 def _restart_after_divergence(
-    model, config, checkpoint, manager, guard: DivergenceGuard, retries: int
-) -> int:
-    """Restores the last good checkpoint for another try (returns the new count of
-    restarts), or raises `TrainingDiverged` once `train.divergence_retries` are
-    used up. Checkpoints are never written from a diverged state, so the newest
-    one is the last good state."""
+    model, config, checkpoint, manager, guard: DivergenceGuard, state: RunState
+) -> None:
+    """Restores the last good checkpoint for another try with seed + restarts, or
+    raises `TrainingDiverged` once `train.divergence_retries` are used up.
+    Checkpoints are never written from a diverged state, so the newest one is the
+    last good state."""
     last_good = manager.latest_checkpoint
     epoch, step = guard.diverged_at
+    retries = int(state.restarts.numpy())
     if retries >= config.train.divergence_retries:
         raise TrainingDiverged(
             f"Training diverged in epoch {epoch} (seen at step {step}): non-finite "
@@ -295,20 +441,19 @@ def _restart_after_divergence(
             "resumes from it. Consider a lower train.learning_rate, a positive "
             "loss.energy_l2_weight, or fewer/smaller SGLD steps."
         )
-    retries += 1
     checkpoint.restore(last_good).assert_existing_objects_matched()
-    seed = config.seed + retries if config.train.retry_with_new_seed else config.seed
+    state.restarts.assign(retries + 1)
+    seed = _run_seed(config, state)
     logging.warning(
         "Restart %d/%d from %s with seed %d.",
-        retries,
+        retries + 1,
         config.train.divergence_retries,
         last_good,
         seed,
     )
-    keras.utils.set_random_seed(seed)
-    # Random ops get their seeds when traced: retrace so the new seed takes effect.
+    model.seed = seed
+    # The step's random draws fold in the seed when traced: retrace.
     model.train_function = None
-    return retries
 
 
 def evaluate(
@@ -317,39 +462,21 @@ def evaluate(
     config,
     loop: distribute.CustomLoop | None = None,
 ) -> dict:
-    """Test loss terms and accuracy; log p(x) OOD AUROC per `config.eval.ood_sets`.
-
-    The OOD sets and the score are those of the full report (`hdge-eval`), without
-    its test-time input noise, so these AUROCs are the noise-free ones. `loop`
-    evaluates where `Model.evaluate` cannot (multi-worker).
+    """Test metrics under the evaluation protocol of `hdge-eval` (its inputs and
+    input noise, `report.headline_metrics`): accuracy, NLL of the true label,
+    Brier score, ECE, log p(x) AUROC per `config.eval.ood_sets`, and the loss
+    terms. `loop` evaluates where `Model.evaluate` cannot (multi-worker).
     """
+    x_test, y_test = report.protocol_test_arrays(config)
+    noisy = report.protocol_inputs(x_test, config.eval, 0)
+    batches = tf.data.Dataset.from_tensor_slices((noisy, y_test)).batch(
+        config.train.batch_size
+    )
     if loop is not None:
-        results = loop.evaluate(data.test)
+        results = loop.evaluate(batches)
     else:
-        results = model.evaluate(data.test, verbose=0, return_dict=True)
+        results = model.evaluate(batches, verbose=0, return_dict=True)
     metrics = {f"test_{name}": float(value) for name, value in results.items()}
-    metrics["test_nll"] = metrics["test_ce"]
-    if config.eval.ood_sets:
-        x_test, _ = data_lib.load_arrays(
-            config.data.name,
-            "test",
-            config.data.data_dir,
-            config.data.download,
-            limit=config.data.limit_test,
-        )
-        in_scores = evaluation.log_px(evaluation.predict_logits(model, x_test))
-        for name in config.eval.ood_sets:
-            images = ood_data.load_ood_set(
-                name,
-                x_test,
-                model.image_shape,
-                config.data.data_dir,
-                config.data.download,
-                limit=len(x_test),
-                seed=config.eval.seed,
-            )
-            out_scores = evaluation.log_px(evaluation.predict_logits(model, images))
-            metrics[f"ood_auroc_log_px_{name}"] = evaluation.auroc(
-                in_scores, out_scores
-            )
+    for name, value in report.headline_metrics(model, config, x_test, y_test).items():
+        metrics[name if name.startswith("ood_") else f"test_{name}"] = value
     return {k: float(np.round(v, 6)) for k, v in metrics.items()}

@@ -197,3 +197,61 @@ def test_trainer_gives_up_with_the_last_good_state_named(tmp_path):
     assert not list((tmp_path / "checkpoints").glob("ckpt-2.*"))
     manager_file = (tmp_path / "checkpoints" / "checkpoint").read_text()
     assert 'model_checkpoint_path: "ckpt-1"' in manager_file
+
+
+@pytest.fixture
+def float16_policy():
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    yield
+    keras.mixed_precision.set_global_policy(previous)
+
+
+def test_a_float16_overflow_lowers_the_loss_scale_and_training_goes_on(
+    separable_data, float16_policy
+):
+    """Scaled float16 gradients overflow at a huge scale; each such step halves
+    the scale, writes nothing else and is not a divergence."""
+    images, labels = separable_data
+    model = HDGEClassifier(tiny_backbone(), queue_size=40, queue_init="data")
+    optimizer = keras.optimizers.LossScaleOptimizer(
+        keras.optimizers.Adam(1e-2), initial_scale=2.0**40
+    )
+    model.compile(optimizer=optimizer)
+    before = [np.array(w) for w in model.backbone.get_weights()]
+    history = _fit_one_step(model, images[:16], labels[:16])
+    assert history["loss_scale_overflows"] == [1.0]
+    assert history["skipped_steps"] == [0.0]
+    assert float(optimizer.dynamic_scale.numpy()) == 2.0**39
+    _assert_same(before, model.backbone.get_weights())
+    assert int(model.queue.pointer.numpy()) == 0
+
+    start_ce = model.evaluate(images, labels, verbose=0, return_dict=True)["ce"]
+    history = model.fit(images, labels, batch_size=16, epochs=8, verbose=0).history
+    overflows = sum(history["loss_scale_overflows"])
+    scale = float(optimizer.dynamic_scale.numpy())
+    assert overflows >= 10 and scale == 2.0 ** (39 - overflows) and scale < 2.0**30
+    assert sum(history["skipped_steps"]) == 0
+    applied = 8 * 6 - overflows
+    assert int(model.optimizer.iterations.numpy()) == applied
+    assert int(model.queue.pointer.numpy()) == (applied * 16) % 40
+    assert history["ce"][-1] < start_ce - 0.3
+
+
+def test_float16_trainer_survives_overflows_but_not_divergence(
+    tmp_path, float16_policy
+):
+    from test_training import smoke_config
+
+    from hdge_tf import training
+
+    config = smoke_config(epochs=2)
+    config.precision = "mixed_float16"
+    config.train.initial_loss_scale = 2.0**40
+    model, metrics = training.train_model(config, tmp_path / "overflow")
+    assert metrics["divergence_restarts"] == 0 and metrics["epochs"] == 2
+    assert float(model.optimizer.dynamic_scale.numpy()) < 2.0**40
+    config.loss.divergence_threshold = 1e-6  # now every step diverges
+    config.train.divergence_retries = 1
+    with pytest.raises(training.TrainingDiverged, match="restarted 1 time"):
+        training.train(config, tmp_path / "diverged")

@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def smoke_config(epochs: int = 1):
     config = mnist5k_hdge.get_config()
-    config.data.limit_train = 96
+    config.data.limit_train = 128
+    config.data.validation_size = 32  # 96 training images: 3 steps of 32
     config.data.limit_test = 64
     config.backbone.filters = (4, 8)
     config.backbone.dense_units = 16
@@ -27,7 +28,6 @@ def smoke_config(epochs: int = 1):
     config.train.epochs = epochs
     config.train.batch_size = 32
     config.train.warmup_steps = 0
-    config.train.validate = False
     return config
 
 
@@ -36,8 +36,14 @@ def _history_rows(workdir):
         return list(csv.DictReader(f))
 
 
+def _last(epochs: int):
+    config = smoke_config(epochs)
+    config.train.select = "last"
+    return config
+
+
 def test_train_writes_outputs_and_resumes(tmp_path):
-    metrics = training.train(smoke_config(epochs=1), tmp_path)
+    metrics = training.train(_last(epochs=1), tmp_path)
     for name in ("config.json", "metrics.json", "model.keras", "curves.png"):
         assert (tmp_path / name).is_file(), name
     assert (tmp_path / "checkpoints" / "checkpoint").is_file()
@@ -45,18 +51,26 @@ def test_train_writes_outputs_and_resumes(tmp_path):
     assert metrics["epochs"] == 1 and metrics["resumed_from_epoch"] == 0
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
 
-    # The saved model reproduces the reported test metrics.
+    # The saved model reproduces the reported test metrics, on the test images
+    # with the protocol's noise (std 0.03, seeded by [eval.seed, 0]).
     model = keras.saving.load_model(tmp_path / "model.keras")
     x_test, y_test = data_lib.load_arrays("mnist5k", "test", limit=64)
-    result = model.evaluate(x_test, y_test, verbose=0, return_dict=True)
+    noise = np.random.default_rng([0, 0]).standard_normal(x_test.shape, np.float32)
+    noisy = x_test + np.float32(0.03) * noise
+    result = model.evaluate(noisy, y_test, verbose=0, return_dict=True)
     np.testing.assert_allclose(metrics["test_accuracy"], result["accuracy"], atol=1e-6)
     np.testing.assert_allclose(metrics["test_ce"], result["ce"], rtol=1e-4)
-    assert 0 <= metrics["ood_auroc_log_px_digits"] <= 1
+    logits = model.predict(noisy, verbose=0)
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    nll = -log_p[np.arange(len(y_test)), y_test].mean()
+    np.testing.assert_allclose(metrics["test_nll"], nll, rtol=1e-4)
+    assert metrics["last_epoch"]["test_accuracy"] == metrics["test_accuracy"]
+    assert metrics["validation_examples"] == 32
     assert int(model.queue.pointer.numpy()) == 96 % 128
 
     # Asking for more epochs continues from the checkpoint: optimizer steps and the
     # queue pointer carry on instead of restarting.
-    metrics = training.train(smoke_config(epochs=2), tmp_path)
+    metrics = training.train(_last(epochs=2), tmp_path)
     assert metrics["resumed_from_epoch"] == 1 and metrics["epochs"] == 2
     assert [r["epoch"] for r in _history_rows(tmp_path)] == ["0", "1"]
     model = keras.saving.load_model(tmp_path / "model.keras")
@@ -65,7 +79,7 @@ def test_train_writes_outputs_and_resumes(tmp_path):
 
     # A finished workdir is evaluated, not retrained.
     before = model.get_weights()
-    metrics = training.train(smoke_config(epochs=2), tmp_path)
+    metrics = training.train(_last(epochs=2), tmp_path)
     assert metrics["resumed_from_epoch"] == 2
     after = keras.saving.load_model(tmp_path / "model.keras").get_weights()
     for a, b in zip(before, after, strict=True):
@@ -117,7 +131,8 @@ def test_cli_applies_overrides_and_rejects_unknown_keys(tmp_path):
     overrides = [
         "--config=configs/mnist5k_hdge.py",
         f"--workdir={tmp_path}",
-        "--config.data.limit_train=64",
+        "--config.data.limit_train=96",
+        "--config.data.validation_size=32",
         "--config.data.limit_test=32",
         "--config.backbone.filters=(4,)",
         "--config.loss.queue_size=64",
@@ -137,3 +152,53 @@ def test_cli_applies_overrides_and_rejects_unknown_keys(tmp_path):
     result = _cli(*overrides, "--config.train.no_such_key=1")
     assert result.returncode != 0
     assert "no_such_key" in result.stderr
+
+
+def test_the_best_validation_epoch_is_kept_and_both_are_reported(tmp_path):
+    config = smoke_config(epochs=4)
+    config.train.learning_rate = 2e-2  # val accuracy moves between epochs
+    model, metrics = training.train_model(config, tmp_path)
+    val = [float(r["val_accuracy"]) for r in _history_rows(tmp_path)]
+    best = int(np.argmax(val)) + 1  # the first of equal maxima
+    assert metrics["selected_epoch"] == best and metrics["epochs"] == 4
+    assert metrics["selected_val_accuracy"] == pytest.approx(val[best - 1])
+    saved = keras.saving.load_model(tmp_path / "model.keras")
+    for a, b in zip(saved.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert set(metrics["last_epoch"]) >= {"test_accuracy", "test_nll"}
+    # The last epoch's metrics come from the last weights: re-derive them.
+    last = smoke_config(epochs=4)
+    last.train.learning_rate, last.train.select = 2e-2, "last"
+    _, last_metrics = training.train_model(last, tmp_path / "last")
+    for key in ("test_accuracy", "test_nll", "test_loss"):
+        assert metrics["last_epoch"][key] == last_metrics[key]
+    if best != 4:
+        assert metrics["test_nll"] != last_metrics["test_nll"]
+
+
+def test_best_selection_needs_a_validation_split(tmp_path):
+    config = smoke_config()
+    config.data.validation_size = 0
+    with pytest.raises(ValueError, match="needs a validation split"):
+        training.train(config, tmp_path)
+    config.train.select = "first"
+    with pytest.raises(ValueError, match="Unknown train.select 'first'"):
+        training.train(config, tmp_path)
+
+
+def test_trainer_and_report_agree_on_one_model(tmp_path):
+    """metrics.json and hdge-eval's report use one protocol (inputs, noise, bins)."""
+    from hdge_tf.evaluation import report
+
+    config = smoke_config(epochs=1)
+    config.eval.pgd.num_examples = 0
+    model, metrics = training.train_model(config, tmp_path)
+    result = report.run_evaluation(model, config, tmp_path / "eval")
+    cls = result["classification"]
+    assert metrics["test_accuracy"] == pytest.approx(cls["accuracy"], abs=1e-6)
+    assert metrics["test_nll"] == pytest.approx(cls["nll"], abs=1e-6)
+    assert metrics["test_ece"] == pytest.approx(result["calibration"]["ece"], abs=1e-6)
+    for name in config.eval.ood_sets:
+        auroc = result["ood"]["sets"][name]["scores"]["log_px"]["auroc"]
+        assert metrics[f"ood_auroc_log_px_{name}"] == pytest.approx(auroc, abs=1e-6)
+    assert "0.03" in metrics["protocol"]

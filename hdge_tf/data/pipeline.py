@@ -3,6 +3,12 @@
 Embedded sets (mnist5k, digits) and TFDS image classification sets share one
 format (float32 NHWC in [-1, 1], int32 labels), so training and evaluation
 code never needs to know where the data came from.
+
+Training epochs are reproducible one by one: epoch e's order and augmentation are
+a function of (seed, e) alone, so a run resumed at epoch e sees the batches an
+uninterrupted run would have. As in the published loaders, a last partial training
+batch is dropped; a stratified validation split can be held out of the training
+split with a fixed seed (independent of the run's seed).
 """
 
 from __future__ import annotations
@@ -22,14 +28,21 @@ _AUGMENTATIONS = ("none", "crop", "crop_flip")
 _CROP_PADDING = 4
 # Fixed, so that runs with any seed and evaluation code see the same subset.
 _SUBSET_SEED = 0
+# Fixed too: every run of an experiment holds out the same validation images.
+_VALIDATION_SEED = 1234
 _ARRAY_BATCH = 1024
+_MAX_SEED = 2**31 - 1
 
 Augmenter = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
 
 @dataclasses.dataclass(frozen=True)
 class DataBundle:
-    """Batched train/test pipelines and the facts models and loops need."""
+    """Batched train/test pipelines and the facts models and loops need.
+
+    `train` is the first epoch; `train_epochs(first, end, seed)` the epochs
+    first..end-1 back to back, `steps_per_epoch` full batches each.
+    """
 
     train: tf.data.Dataset
     test: tf.data.Dataset
@@ -41,6 +54,11 @@ class DataBundle:
     # Semi-supervised runs (labels_per_class > 0) train on batches of
     # ({"images": labeled, "unlabeled": any training images}, labels).
     num_labeled: int = 0
+    steps_per_epoch: int = 0
+    train_epochs: Callable[[int, int, int], tf.data.Dataset] | None = None
+    # Held out of the training split (data.validation_size), or None.
+    validation: tf.data.Dataset | None = None
+    num_validation: int = 0
 
 
 def _check_name(name: str) -> None:
@@ -109,19 +127,50 @@ def _load_split(
     return ds, len(indices)
 
 
+def validation_indices(labels: np.ndarray, size: int) -> np.ndarray:
+    """`size` indices of `labels`, stratified by class (each class's share of the
+    split, largest remainders first) and drawn with a fixed seed; sorted."""
+    if size < 0 or size >= len(labels):
+        raise ValueError(
+            f"validation_size must be in [0, {len(labels)}) for a training split of "
+            f"{len(labels)} images, got {size}."
+        )
+    if size == 0:
+        return np.zeros((0,), np.int64)
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = size * counts / len(labels)
+    taken = np.floor(quota).astype(int)
+    extra = np.argsort(-(quota - taken), kind="stable")[: size - taken.sum()]
+    taken[extra] += 1
+    rng = np.random.default_rng(_VALIDATION_SEED)
+    chosen = [
+        rng.permutation(np.flatnonzero(labels == c))[:k]
+        for c, k in zip(classes, taken, strict=True)
+    ]
+    return np.sort(np.concatenate(chosen))
+
+
 def load_arrays(
     name: str,
     split: str,
     data_dir: str | None = None,
     download: bool = True,
     limit: int = 0,
+    validation_size: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A whole split as numpy (images, labels), for evaluation code.
 
     With `limit`, it holds the same examples as the pipeline built with the
-    same `limit_train`/`limit_test`.
+    same `limit_train`/`limit_test`. Split "validation" is the held-out part of
+    the (limited) training split for `validation_size`, "train" the rest.
     """
     _check_name(name)
+    if split == "validation" or (split == "train" and validation_size):
+        images, labels = load_arrays(name, "train", data_dir, download, limit)
+        held_out = np.zeros(len(labels), bool)
+        held_out[validation_indices(labels, validation_size)] = True
+        keep = held_out if split == "validation" else ~held_out
+        return images[keep], labels[keep]
     if name in embedded.EMBEDDED_LOADERS:
         images, labels = _embedded_arrays(name, split)
         indices = _subset_indices(len(labels), limit)
@@ -189,65 +238,46 @@ def _augmenter(kind: str) -> Augmenter | None:
     return augment
 
 
-def _batches(
+def _epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
+    """The seed of one epoch's shuffle and augmentation, from (seed, epoch)."""
+    return ((seed * 1_000_003 + stream) * 10_007 + epoch) % _MAX_SEED + 1
+
+
+def _epoch_batches(
     ds: tf.data.Dataset,
     num_examples: int,
     batch_size: int,
-    seed: int,
+    epoch_seed: int,
     augment: Augmenter | None,
-    cache: bool,
     shuffle_buffer: int,
     repeat: bool = False,
 ) -> tf.data.Dataset:
-    """Cached, (repeated,) shuffled, batched and augmented examples. Repeated
-    pipelines drop a last partial batch; one-epoch ones keep it, so that every
-    example is seen once per epoch."""
-    if cache:
-        ds = ds.cache()  # Before the random ops, so each epoch differs.
+    """One epoch of shuffled, batched and augmented examples, drawn from
+    `epoch_seed` alone; a last partial batch is dropped. With `repeat`, endless
+    passes, each shuffled anew (still a function of `epoch_seed`)."""
+    buffer = num_examples if shuffle_buffer <= 0 else min(shuffle_buffer, num_examples)
+    ds = ds.shuffle(max(buffer, 1), seed=epoch_seed, reshuffle_each_iteration=repeat)
     if repeat:
         ds = ds.repeat()
-    buffer = num_examples if shuffle_buffer <= 0 else min(shuffle_buffer, num_examples)
-    ds = ds.shuffle(max(buffer, 1), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=repeat)
+    ds = ds.batch(batch_size, drop_remainder=True)
     if augment is not None:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        ds = tf.data.Dataset.zip(ds, seeds.batch(2)).map(
-            lambda batch, pair: (augment(batch[0], pair), batch[1]),
+        ds = ds.enumerate().map(
+            lambda index, batch: (
+                augment(batch[0], tf.stack([tf.constant(epoch_seed, tf.int64), index])),
+                batch[1],
+            ),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     return ds
 
 
-def _semi_supervised_pipeline(
-    all_examples: tf.data.Dataset,
-    labeled: tf.data.Dataset,
-    num_examples: int,
-    num_labeled: int,
-    batch_size: int,
-    seed: int,
-    augment: Augmenter | None,
-    cache: bool,
-    shuffle_buffer: int,
-) -> tf.data.Dataset:
-    """An epoch of batches of every training image (their labels unused), each
-    paired with a batch drawn from the labeled subset, cycled as often as needed
-    (as JEM's code does)."""
-    unlabeled = _batches(
-        all_examples, num_examples, batch_size, seed, augment, cache, shuffle_buffer
-    ).map(lambda images, _: images)
-    labeled = _batches(
-        labeled,
-        num_labeled,
-        batch_size,
-        seed + 1,
-        augment,
-        cache,
-        shuffle_buffer,
-        repeat=True,
-    )
-    ds = tf.data.Dataset.zip(unlabeled, labeled)
-    ds = ds.map(lambda u, batch: ({"images": batch[0], "unlabeled": u}, batch[1]))
-    return ds.prefetch(tf.data.AUTOTUNE)
+def _concatenate(datasets: list[tf.data.Dataset]) -> tf.data.Dataset:
+    """The datasets one after another, concatenated as a balanced tree (a chain of
+    hundreds of epochs would be as deep)."""
+    if len(datasets) == 1:
+        return datasets[0]
+    middle = len(datasets) // 2
+    return _concatenate(datasets[:middle]).concatenate(_concatenate(datasets[middle:]))
 
 
 def _labeled_indices(labels: np.ndarray, per_class: int) -> np.ndarray:
@@ -308,12 +338,29 @@ def build_datasets(config: Any, batch_size: int, seed: int = 0) -> DataBundle:
     test, num_test = _load_split(
         name, "test", data_dir, download, getattr(config, "limit_test", 0)
     )
+    validation, num_validation = None, int(getattr(config, "validation_size", 0) or 0)
+    labels = None
+    if num_validation:
+        labels = _split_labels(name, train, config)
+        held_out = validation_indices(labels, num_validation)
+        kept = np.setdiff1d(np.arange(len(labels)), held_out)
+        validation = _tfds_subset(train, held_out)
+        train, labels, num_train = _tfds_subset(train, kept), labels[kept], len(kept)
+    if cache:
+        train = train.cache()  # before the random ops, so each epoch differs
+    if num_train < batch_size:
+        raise ValueError(
+            f"The training split has {num_train} images, fewer than one batch of "
+            f"{batch_size}; a last partial batch is dropped, so no step would run."
+        )
     shuffle_buffer = int(getattr(config, "shuffle_buffer", 0))
     per_class = int(getattr(config, "labels_per_class", 0) or 0)
     if per_class < 0:
         raise ValueError(f"labels_per_class must be >= 0, got {per_class}.")
+    num_labeled, labeled = num_train, None
     if per_class:
-        labels = _split_labels(name, train, config)
+        if labels is None:
+            labels = _split_labels(name, train, config)
         indices = _labeled_indices(labels, per_class)
         num_labeled = len(indices)
         if num_labeled < batch_size:
@@ -321,30 +368,59 @@ def build_datasets(config: Any, batch_size: int, seed: int = 0) -> DataBundle:
                 f"labels_per_class={per_class} gives {num_labeled} labeled images, "
                 f"fewer than one batch of {batch_size}."
             )
-        train_batches = _semi_supervised_pipeline(
+        labeled = _tfds_subset(train, indices)
+        if cache:
+            labeled = labeled.cache()
+    autotune = bool(getattr(config, "autotune", False))
+
+    def one_epoch(epoch: int, seed_value: int) -> tf.data.Dataset:
+        batches = _epoch_batches(
             train,
-            _tfds_subset(train, indices),
             num_train,
-            num_labeled,
             batch_size,
-            seed,
+            _epoch_seed(seed_value, epoch),
             augment,
-            cache,
             shuffle_buffer,
         )
-    else:
-        num_labeled = num_train
-        train_batches = _batches(
-            train, num_train, batch_size, seed, augment, cache, shuffle_buffer
-        ).prefetch(tf.data.AUTOTUNE)
-    autotune = bool(getattr(config, "autotune", False))
+        if labeled is None:
+            return batches
+        # The labeled subset is cycled as often as the epoch needs, as in JEM.
+        cycle = _epoch_batches(
+            labeled,
+            num_labeled,
+            batch_size,
+            _epoch_seed(seed_value, epoch, stream=1),
+            augment,
+            shuffle_buffer,
+            repeat=True,
+        )
+        return tf.data.Dataset.zip(batches, cycle).map(
+            lambda u, batch: ({"images": batch[0], "unlabeled": u[0]}, batch[1])
+        )
+
+    def train_epochs(first: int, end: int, seed_value: int = seed) -> tf.data.Dataset:
+        if not first < end:
+            raise ValueError(f"No epochs in [{first}, {end}).")
+        epochs = _concatenate([one_epoch(e, seed_value) for e in range(first, end)])
+        return set_autotune(epochs.prefetch(tf.data.AUTOTUNE), autotune)
+
+    eval_data = [
+        None
+        if ds is None
+        else set_autotune(_eval_pipeline(ds, batch_size, cache), autotune)
+        for ds in (test, validation)
+    ]
     return DataBundle(
-        train=set_autotune(train_batches, autotune),
-        test=set_autotune(_eval_pipeline(test, batch_size, cache), autotune),
+        train=train_epochs(0, 1),
+        test=eval_data[0],
         num_classes=_num_classes(name, data_dir),
         image_shape=tuple(train.element_spec[0].shape.as_list()),
         num_train=num_train,
         num_test=num_test,
         name=name,
         num_labeled=num_labeled,
+        steps_per_epoch=num_train // batch_size,
+        train_epochs=train_epochs,
+        validation=eval_data[1],
+        num_validation=num_validation,
     )

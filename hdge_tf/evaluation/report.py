@@ -65,6 +65,66 @@ def add_input_noise(images: np.ndarray, std: float, seed) -> np.ndarray:
     return images + np.float32(std) * noise
 
 
+# Noise streams of the evaluation protocol: the test split is stream 0, the OOD sets
+# 1, 2, ... in config order, the validation split this one.
+VALIDATION_STREAM = 10_000
+
+
+def protocol_inputs(images: np.ndarray, eval_config, stream: int) -> np.ndarray:
+    """`images` as every evaluation scores them: with the protocol's Gaussian noise
+    (`eval.input_noise_std`, seeded by `eval.seed` and the set's stream)."""
+    return add_input_noise(
+        images, float(eval_config.input_noise_std), [int(eval_config.seed), stream]
+    )
+
+
+def protocol_test_arrays(config) -> tuple[np.ndarray, np.ndarray]:
+    """The evaluated test images: `eval.max_examples` of them, else the run's
+    `data.limit_test` (0 = all)."""
+    return data_lib.load_arrays(
+        config.data.name,
+        "test",
+        config.data.data_dir,
+        config.data.download,
+        limit=int(config.eval.max_examples) or int(config.data.limit_test),
+    )
+
+
+def protocol_ood_set(model, config, name: str, index: int, x_clean) -> np.ndarray:
+    """OOD set `name` (the `index`-th of `eval.ood_sets`, from 1) with the
+    protocol's noise, capped at the size of the in-distribution set."""
+    images = ood_data.load_ood_set(
+        name,
+        x_clean,
+        model_image_shape(model),
+        config.data.data_dir,
+        config.data.download,
+        limit=len(x_clean),
+        seed=config.eval.seed,
+    )
+    return protocol_inputs(images, config.eval, index)
+
+
+def headline_metrics(model: keras.Model, config, x_test, y_test) -> dict[str, float]:
+    """Accuracy, NLL, Brier score, ECE and the log p(x) AUROC of each OOD set, under
+    the protocol of `run_evaluation` (same inputs, noise and bins): the numbers
+    the trainer writes to metrics.json, equal to those of the full report."""
+    cfg = config.eval
+    logits = ood.predict_logits(
+        model, protocol_inputs(x_test, cfg, 0), int(cfg.batch_size)
+    )
+    metrics = calibration.classification_metrics(logits, y_test)
+    metrics["ece"] = calibration.expected_calibration_error(
+        logits, y_test, int(cfg.ece_bins)
+    )
+    in_scores = ood.log_px(logits)
+    for index, name in enumerate(cfg.ood_sets, start=1):
+        images = protocol_ood_set(model, config, name, index, x_test)
+        out_scores = ood.log_px(ood.predict_logits(model, images, int(cfg.batch_size)))
+        metrics[f"ood_auroc_log_px_{name}"] = ood.auroc(in_scores, out_scores)
+    return metrics
+
+
 def model_image_shape(model: keras.Model) -> tuple[int, int, int]:
     shape = getattr(model, "image_shape", None) or model.input_shape[1:]
     return tuple(int(d) for d in shape)
@@ -129,23 +189,14 @@ def _ood(model, config, x_clean, x_noisy, logits, output_dir: Path) -> dict:
     for index, name in enumerate(cfg.ood_sets, start=1):
         start = time.time()
         try:
-            images = ood_data.load_ood_set(
-                name,
-                x_clean,
-                model_image_shape(model),
-                config.data.data_dir,
-                config.data.download,
-                limit=len(x_clean),
-                seed=cfg.seed,
-            )
+            noisy = protocol_ood_set(model, config, name, index, x_clean)
         except data_lib.DatasetUnavailableError as error:
             logging.error("OOD set %s skipped: %s", name, error)
             sets[name] = {"error": str(error)}
             continue
-        noisy = add_input_noise(images, cfg.input_noise_std, [cfg.seed, index])
         out_scores[name] = ood.compute_scores(model, noisy, scores, cfg.batch_size)
         sets[name] = {
-            "num_examples": len(images),
+            "num_examples": len(noisy),
             "scores": {
                 s: ood.detection_metrics(in_scores[s], out_scores[name][s])
                 for s in scores
@@ -154,7 +205,7 @@ def _ood(model, config, x_clean, x_noisy, logits, output_dir: Path) -> dict:
         logging.info(
             "OOD %s (%d images, %.1fs): AUROC %s",
             name,
-            len(images),
+            len(noisy),
             time.time() - start,
             {s: round(m["auroc"], 4) for s, m in sets[name]["scores"].items()},
         )
@@ -260,14 +311,8 @@ def run_evaluation(model: keras.Model, config, output_dir: str | Path) -> dict:
     seconds, start = {}, time.time()
 
     logging.info("Loading the %s test split.", config.data.name)
-    x_test, y_test = data_lib.load_arrays(
-        config.data.name,
-        "test",
-        config.data.data_dir,
-        config.data.download,
-        limit=int(cfg.max_examples),
-    )
-    x_noisy = add_input_noise(x_test, cfg.input_noise_std, [cfg.seed, 0])
+    x_test, y_test = protocol_test_arrays(config)
+    x_noisy = protocol_inputs(x_test, cfg, 0)
     logits = ood.predict_logits(model, x_noisy, cfg.batch_size)
     metrics, calibration_report = _classification(
         logits, y_test, int(cfg.ece_bins), output_dir
