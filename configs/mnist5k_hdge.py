@@ -14,7 +14,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.augment = "crop"
     config.data.validation_size = 500  # 3,500 training images remain
     config.backbone = ml_collections.ConfigDict(
-        {"name": "small_cnn", "filters": (32, 64, 128), "convs_per_stage": 1}
+        {
+            "name": "small_cnn",
+            "filters": (32, 64, 128),
+            "convs_per_stage": 1,
+            "dropout": 0.0,
+        }
     )
     config.loss.queue_size = 4096
     config.train.epochs = 20

@@ -8,6 +8,7 @@ logic (loss, queue writes, metrics) is the same code either way.
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 
@@ -102,12 +103,20 @@ class CustomLoop:
             steps=steps_per_epoch,
         )
         distributed = self.strategy.experimental_distribute_dataset(dataset)
+        # With steps_per_epoch, one iterator runs through every epoch (the dataset
+        # holds them back to back), as in Model.fit.
+        iterator = iter(distributed) if steps_per_epoch else None
         self.model.stop_training = False
         callback_list.on_train_begin()
         for epoch in range(initial_epoch, epochs):
             self._reset()
             callback_list.on_epoch_begin(epoch)
-            for step, batch in enumerate(distributed):
+            batches = (
+                distributed
+                if iterator is None
+                else itertools.islice(iterator, steps_per_epoch)
+            )
+            for step, batch in enumerate(batches):
                 callback_list.on_train_batch_begin(step)
                 self._train(batch)
                 # Tensors, not floats: reading a value would wait for the step and

@@ -110,6 +110,13 @@ class RunState:
         self.best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
 
     def checkpoint(self, model: HDGEClassifier) -> tf.train.Checkpoint:
+        # Keras seed generators (dropout) are not tracked by tf.train.Checkpoint
+        # through the model; without them a resumed run would drop other units.
+        seed_states = [
+            v.value
+            for v in model.non_trainable_variables
+            if v.path.endswith("seed_generator_state")
+        ]
         return tf.train.Checkpoint(
             model=model,
             optimizer=model.optimizer,
@@ -117,6 +124,7 @@ class RunState:
             restarts=self.restarts,
             best_value=self.best_value,
             best_epoch=self.best_epoch,
+            seed_states=seed_states,
         )
 
 
