@@ -4,16 +4,20 @@
 
 Reads `WORKDIR/model.keras` (written by `hdge-train`) unless --model is given and
 writes `WORKDIR/export/saved_model` unless --output is given. The signatures
-(`serving_default`, `energy`) are documented in `hdge_tf.export.export_saved_model`.
+(`serving_default`, `energy`, and `gate`) are documented in
+`hdge_tf.export.export_saved_model`. The `gate` signature's log p(x) threshold is
+chosen on the run's validation split (its config.json's data.validation_size) at
+--gate_tpr; runs without a validation split are exported without it.
 """
 
+import json
 from pathlib import Path
 
 import keras
 from absl import app, flags, logging
 
 import hdge_tf  # noqa: F401  (registers the custom classes for load_model)
-from hdge_tf import export
+from hdge_tf import data, export
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training run directory.")
 _MODEL = flags.DEFINE_string(
@@ -22,7 +26,38 @@ _MODEL = flags.DEFINE_string(
 _OUTPUT = flags.DEFINE_string(
     "output", None, "SavedModel directory; default WORKDIR/export/saved_model."
 )
+_GATE_TPR = flags.DEFINE_float(
+    "gate_tpr",
+    0.95,
+    "True-positive rate on the validation split at which the OOD gate's log p(x) "
+    "threshold is set; 0 exports no gate.",
+)
 flags.mark_flag_as_required("workdir")
+
+
+def _validation_images(workdir: Path):
+    """The run's held-out validation images, or None (with the reason logged)."""
+    config_path = workdir / "config.json"
+    if not config_path.is_file():
+        logging.warning("No %s: exporting without an OOD gate.", config_path)
+        return None
+    cfg = json.loads(config_path.read_text()).get("data", {})
+    size = int(cfg.get("validation_size") or 0)
+    if not size:
+        logging.warning(
+            "The run has no validation split (data.validation_size=0): exporting "
+            "without an OOD gate, whose threshold is set on held-out images."
+        )
+        return None
+    images, _ = data.load_arrays(
+        cfg["name"],
+        "validation",
+        cfg.get("data_dir"),
+        cfg.get("download", True),
+        limit=int(cfg.get("limit_train") or 0),
+        validation_size=size,
+    )
+    return images
 
 
 def main(argv):
@@ -35,7 +70,18 @@ def main(argv):
         raise app.UsageError(f"No model file {model_path}; train first or --model.")
     # The optimizer is not exported, so there is no need to rebuild it.
     model = keras.saving.load_model(model_path, compile=False)
-    export.export_saved_model(model, output)
+    gate = None
+    if _GATE_TPR.value:
+        images = _validation_images(workdir)
+        if images is not None:
+            gate = export.fit_gate(model, images, _GATE_TPR.value)
+            logging.info(
+                "OOD gate: log p(x) >= %.4f keeps %.0f%% of %d validation images.",
+                gate.threshold,
+                100 * gate.tpr,
+                gate.num_validation,
+            )
+    export.export_saved_model(model, output, gate)
     logging.info(
         "Exported %s to %s with signatures:\n%s",
         model_path,

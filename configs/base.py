@@ -120,6 +120,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval.input_noise_std = 0.03
     config.eval.ece_bins = 20  # equal-width, as in the JEM/HDGE code
     config.eval.scores = ("log_px", "max_softmax", "grad_norm", "contrast")
+    # The OOD gate of hdge-export and the report: a log p(x) threshold that keeps
+    # this fraction of the validation split (data.validation_size); 0 = none.
+    config.eval.gate_tpr = 0.95
     config.eval.seed = 0
     # PGD (hdge_tf.evaluation.robustness); epsilons and steps in [-1, 1] input
     # units, i.e. twice their usual [0, 1]-scale values (8/255 there is 16/255 here).

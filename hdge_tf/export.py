@@ -3,10 +3,17 @@
 Only the classifier (the backbone) is written: the logit queue, replay buffer and
 optimizer are training state and stay behind. Reload with `tf.saved_model.load`, or
 serve with TF Serving; `saved_model_cli show --all --dir DIR` lists the signatures.
+
+With an `OODGate` (beyond the published code) a third signature, `gate`, flags
+inputs as in-distribution when log p(x) >= a threshold chosen on held-out
+validation images at a stated true-positive rate; the threshold is a constant of
+the SavedModel and is also written to `assets.extra/gate.json`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import keras
@@ -19,9 +26,38 @@ SIGNATURES = {
     "serving_default": ("logits", "probabilities"),
     "energy": ("log_px", "max_softmax"),
 }
+GATE_SIGNATURE = (
+    "gate",
+    ("logits", "probabilities", "log_px", "in_distribution", "threshold"),
+)
 
 
-def export_saved_model(model: keras.Model, export_dir: str | Path) -> str:
+@dataclasses.dataclass(frozen=True)
+class OODGate:
+    """Accepts an input as in-distribution when log p(x) >= `threshold`, the
+    log p(x) that a fraction `tpr` of `num_validation` held-out images reach."""
+
+    threshold: float
+    tpr: float
+    num_validation: int
+    score: str = "log_px"
+    inputs: str = "raw images, no test-time noise (as the signature receives them)"
+
+
+def fit_gate(
+    model: keras.Model, validation_images, tpr: float = 0.95, batch_size: int = 256
+) -> OODGate:
+    """The gate whose threshold is the (1 - tpr) quantile of log p(x) over
+    `validation_images` (in-distribution images the model did not train on)."""
+    scores = ood.log_px(ood.predict_logits(model, validation_images, batch_size))
+    return OODGate(
+        ood.threshold_at_tpr(scores, tpr), float(tpr), len(validation_images)
+    )
+
+
+def export_saved_model(
+    model: keras.Model, export_dir: str | Path, gate: OODGate | None = None
+) -> str:
     """Writes `model`'s classifier as a TF SavedModel in `export_dir`; returns it.
 
     `model` is an `HDGEClassifier` (only its `.backbone` is exported) or a bare
@@ -40,6 +76,10 @@ def export_saved_model(model: keras.Model, export_dir: str | Path) -> str:
         log_px         [batch]  log p(x) up to a constant: logsumexp_y f(x)[y].
                                 Higher means more in-distribution.
         max_softmax    [batch]  max_y p(y|x), the classifier's confidence.
+      gate (only with `gate`):
+        logits, probabilities, log_px  as above.
+        in_distribution  [batch] bool  log_px >= threshold.
+        threshold        [batch]  the gate's threshold, repeated per input.
     """
     backbone = model.backbone if isinstance(model, HDGEClassifier) else model
     image_shape = _image_shape(backbone)
@@ -75,8 +115,38 @@ def export_saved_model(model: keras.Model, export_dir: str | Path) -> str:
     archive.track(backbone)
     archive.add_endpoint("serving_default", serving_default, [spec])
     archive.add_endpoint("energy", energy, [spec])
+    if gate is not None:
+        threshold = tf.constant(gate.threshold, tf.float32)
+
+        def gate_fn(images):
+            """images: float32 [batch, H, W, C] in [-1, 1]. Returns logits,
+            probabilities, log_px, `in_distribution` = log_px >= threshold (bool),
+            and the threshold (per input)."""
+            logits = logits_fn(images)
+            density = ood.log_px(logits)
+            return {
+                "logits": logits,
+                "probabilities": tf.nn.softmax(logits, axis=-1),
+                "log_px": density,
+                "in_distribution": density >= threshold,
+                "threshold": tf.fill(tf.shape(density), threshold),
+            }
+
+        archive.add_endpoint(GATE_SIGNATURE[0], gate_fn, [spec])
     archive.write_out(export_dir, verbose=False)
+    if gate is not None:
+        extra = Path(export_dir) / "assets.extra"
+        extra.mkdir(exist_ok=True)
+        (extra / "gate.json").write_text(json.dumps(dataclasses.asdict(gate), indent=2))
     return export_dir
+
+
+def read_gate(export_dir: str | Path) -> OODGate | None:
+    """The gate a SavedModel was exported with, or None."""
+    path = Path(export_dir) / "assets.extra" / "gate.json"
+    if not path.is_file():
+        return None
+    return OODGate(**json.loads(path.read_text()))
 
 
 def describe_signatures(export_dir: str | Path) -> str:

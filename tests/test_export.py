@@ -1,5 +1,6 @@
 """SavedModel export: signatures reproduce the in-memory model, no training state."""
 
+import json
 import re
 import subprocess
 import sys
@@ -12,7 +13,8 @@ import tensorflow as tf
 from conftest import tiny_backbone
 from scipy.special import logsumexp, softmax
 
-from hdge_tf import HDGEClassifier, SmallCNN, evaluation
+from hdge_tf import HDGEClassifier, SmallCNN, evaluation, export
+from hdge_tf import data as data_lib
 from hdge_tf.export import SIGNATURES, export_saved_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -229,3 +231,66 @@ def test_bad_models_name_the_problem(make_model, error, match, tmp_path):
         export_saved_model(make_model(), tmp_path / "sm")
     assert re.search(match, str(info.value)), str(info.value)
     assert not (tmp_path / "sm").exists()
+
+
+def test_gate_threshold_is_the_validation_quantile(exported):
+    model = exported[0]
+    validation = _images(50, seed=7)
+    gate = export.fit_gate(model, validation, tpr=0.9)
+    scores = logsumexp(model.predict(validation, verbose=0).astype(np.float64), -1)
+    assert gate.threshold == pytest.approx(np.quantile(scores, 0.1), abs=1e-5)
+    assert (gate.tpr, gate.num_validation) == (0.9, 50)
+    assert np.mean(scores >= gate.threshold) == pytest.approx(0.9, abs=0.02)
+    with pytest.raises(ValueError, match="true-positive rate must be in"):
+        export.fit_gate(model, validation, tpr=1.5)
+
+
+def test_cli_exports_a_gate_set_on_the_validation_split(tmp_path):
+    """The CLI takes the run's validation split; the SavedModel, loaded in another
+    process than the one that wrote it, flags inputs as the in-memory model does."""
+    keras.utils.set_random_seed(0)
+    backbone = SmallCNN(10, filters=(4,), dense_units=8, image_shape=(32, 32, 1))
+    model = HDGEClassifier(backbone, queue_size=QUEUE_SIZE)
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    model.save(workdir / "model.keras")
+    run_config = {"data": {"name": "mnist5k", "validation_size": 200}}
+    (workdir / "config.json").write_text(json.dumps(run_config))
+    process = _run_cli(workdir)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
+
+    validation, _ = data_lib.load_arrays("mnist5k", "validation", validation_size=200)
+    scores = logsumexp(model.predict(validation, verbose=0).astype(np.float64), -1)
+    export_dir = workdir / "export" / "saved_model"
+    gate = export.read_gate(export_dir)
+    assert gate.threshold == pytest.approx(np.quantile(scores, 0.05), abs=1e-5)
+    assert (gate.tpr, gate.num_validation) == (0.95, 200)
+
+    loaded = tf.saved_model.load(str(export_dir))
+    test, _ = data_lib.load_arrays("mnist5k", "test", limit=64)
+    noise = np.random.default_rng(0).uniform(-1, 1, (64, 32, 32, 1))
+    images = np.concatenate([test, noise.astype(np.float32)])
+    outputs = loaded.signatures["gate"](images=tf.constant(images))
+    assert sorted(outputs) == sorted(export.GATE_SIGNATURE[1])
+    in_memory = logsumexp(model.predict(images, verbose=0).astype(np.float64), -1)
+    np.testing.assert_allclose(outputs["log_px"].numpy(), in_memory, atol=1e-5)
+    flags = outputs["in_distribution"].numpy()
+    assert flags.dtype == bool
+    near = np.abs(in_memory - gate.threshold) < 1e-4  # float rounding at the edge
+    np.testing.assert_array_equal(flags[~near], (in_memory >= gate.threshold)[~near])
+    np.testing.assert_allclose(outputs["threshold"].numpy(), gate.threshold)
+
+
+def test_no_validation_split_exports_no_gate(exported, tmp_path):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    exported[0].save(workdir / "model.keras")
+    (workdir / "config.json").write_text(json.dumps({"data": {"validation_size": 0}}))
+    process = _run_cli(workdir)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
+    assert "without an OOD gate" in stderr
+    export_dir = workdir / "export" / "saved_model"
+    assert export.read_gate(export_dir) is None
+    assert "gate" not in tf.saved_model.load(str(export_dir)).signatures

@@ -202,3 +202,14 @@ def test_trainer_and_report_agree_on_one_model(tmp_path):
         auroc = result["ood"]["sets"][name]["scores"]["log_px"]["auroc"]
         assert metrics[f"ood_auroc_log_px_{name}"] == pytest.approx(auroc, abs=1e-6)
     assert "0.03" in metrics["protocol"]
+    # The report states the OOD gate of hdge-export, set on the validation split.
+    gate = result["gate"]
+    validation, _ = data_lib.load_arrays(
+        "mnist5k", "validation", limit=128, validation_size=32
+    )
+    logits = model.predict(validation, verbose=0).astype(np.float64)
+    scores = np.log(np.exp(logits).sum(-1))
+    assert gate["threshold"] == pytest.approx(np.quantile(scores, 0.05), abs=1e-5)
+    assert set(gate["fpr"]) == set(config.eval.ood_sets)
+    assert all(0 <= rate <= 1 for rate in gate["fpr"].values())
+    assert "## OOD gate" in (tmp_path / "eval" / "report.md").read_text()

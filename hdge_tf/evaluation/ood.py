@@ -183,6 +183,18 @@ def fpr_at_tpr(in_scores, out_scores, tpr: float = 0.95) -> float:
     return float(fprs[np.searchsorted(tprs, tpr, side="left")])
 
 
+def threshold_at_tpr(in_scores, tpr: float = 0.95) -> float:
+    """The score above which a fraction `tpr` of `in_scores` lies: their (1 - tpr)
+    quantile (linear interpolation), the threshold of an OOD gate that accepts
+    score >= threshold."""
+    if not 0.0 < tpr <= 1.0:
+        raise ValueError(f"The gate's true-positive rate must be in (0, 1], got {tpr}.")
+    scores = np.asarray(in_scores, np.float64).ravel()
+    if not len(scores):
+        raise ValueError("The gate's threshold needs in-distribution scores.")
+    return float(np.quantile(scores, 1.0 - tpr))
+
+
 def detection_metrics(in_scores, out_scores) -> dict[str, float]:
     """AUROC, AUPR-in, AUPR-out and FPR at 95% TPR, in-distribution = positive."""
     return {

@@ -27,6 +27,7 @@ import numpy as np
 from absl import logging
 
 from hdge_tf import data as data_lib
+from hdge_tf import export
 from hdge_tf.data import ood as ood_data
 from hdge_tf.evaluation import calibration, figures, ood, robustness
 
@@ -90,10 +91,9 @@ def protocol_test_arrays(config) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
-def protocol_ood_set(model, config, name: str, index: int, x_clean) -> np.ndarray:
-    """OOD set `name` (the `index`-th of `eval.ood_sets`, from 1) with the
-    protocol's noise, capped at the size of the in-distribution set."""
-    images = ood_data.load_ood_set(
+def _ood_set(model, config, name: str, x_clean) -> np.ndarray:
+    """OOD set `name`, capped at the size of the in-distribution set."""
+    return ood_data.load_ood_set(
         name,
         x_clean,
         model_image_shape(model),
@@ -102,7 +102,12 @@ def protocol_ood_set(model, config, name: str, index: int, x_clean) -> np.ndarra
         limit=len(x_clean),
         seed=config.eval.seed,
     )
-    return protocol_inputs(images, config.eval, index)
+
+
+def protocol_ood_set(model, config, name: str, index: int, x_clean) -> np.ndarray:
+    """OOD set `name` (the `index`-th of `eval.ood_sets`, from 1) with the
+    protocol's noise, capped at the size of the in-distribution set."""
+    return protocol_inputs(_ood_set(model, config, name, x_clean), config.eval, index)
 
 
 def headline_metrics(model: keras.Model, config, x_test, y_test) -> dict[str, float]:
@@ -226,6 +231,43 @@ def _ood(model, config, x_clean, x_noisy, logits, output_dir: Path) -> dict:
     }
 
 
+def _gate(model, config, x_test, sets: dict) -> dict:
+    """The deployable OOD gate of `hdge-export`: its log p(x) threshold at
+    `eval.gate_tpr` on the validation split, and what it accepts of the test
+    split and of each OOD set. Raw inputs, as the exported signature sees them."""
+    tpr = float(config.eval.gate_tpr)
+    size = int(config.data.get("validation_size", 0) or 0)
+    if not tpr or not size:
+        return {"skipped": "no validation split" if tpr else "eval.gate_tpr = 0"}
+    validation, _ = data_lib.load_arrays(
+        config.data.name,
+        "validation",
+        config.data.data_dir,
+        config.data.download,
+        limit=int(config.data.limit_train),
+        validation_size=size,
+    )
+    gate = export.fit_gate(model, validation, tpr, int(config.eval.batch_size))
+
+    def accepted(images) -> float:
+        scores = ood.log_px(ood.predict_logits(model, images, config.eval.batch_size))
+        return float(np.mean(scores.numpy() >= gate.threshold))
+
+    return {
+        "score": gate.score,
+        "threshold": gate.threshold,
+        "validation_tpr": gate.tpr,
+        "validation_examples": gate.num_validation,
+        "inputs": gate.inputs,
+        "test_tpr": accepted(x_test),
+        "fpr": {
+            name: accepted(_ood_set(model, config, name, x_test))
+            for name, entry in sets.items()
+            if "error" not in entry
+        },
+    }
+
+
 def _robustness(model, config, x_test, y_test, output_dir: Path) -> dict:
     cfg, pgd = config.eval, config.eval.pgd
     num = min(int(pgd.num_examples), len(y_test))
@@ -326,6 +368,10 @@ def run_evaluation(model: keras.Model, config, output_dir: str | Path) -> dict:
     seconds["ood"] = time.time() - stage
 
     stage = time.time()
+    gate_report = _gate(model, config, x_test, ood_report["sets"])
+    seconds["gate"] = time.time() - stage
+
+    stage = time.time()
     logging.info("PGD on %d test images.", min(cfg.pgd.num_examples, len(y_test)))
     robustness_report = _robustness(model, config, x_test, y_test, output_dir)
     seconds["robustness"] = time.time() - stage
@@ -339,6 +385,7 @@ def run_evaluation(model: keras.Model, config, output_dir: str | Path) -> dict:
             "classification": metrics,
             "calibration": calibration_report,
             "ood": ood_report,
+            "gate": gate_report,
             "robustness": robustness_report,
             "figures": sorted(p.name for p in output_dir.glob("*.png")),
             "seconds": {k: round(v, 1) for k, v in seconds.items()},
@@ -421,6 +468,25 @@ def markdown_report(report: dict) -> str:
         lines += [""]
         lines += [f"![{s} histograms](ood_{s}.png)" for s in scores]
         lines += [""]
+    gate = report.get("gate", {})
+    if "threshold" in gate:
+        lines += [
+            "## OOD gate (`hdge-export`'s `gate` signature)",
+            "",
+            f"Accepts an input when {gate['score']} >= {gate['threshold']:.4f}, the "
+            f"threshold that keeps {100 * gate['validation_tpr']:.0f}% of "
+            f"{gate['validation_examples']} validation images; {gate['inputs']}.",
+            "",
+            *_table(
+                ["set", "accepted"],
+                [["test (true-positive rate)", _fmt(gate["test_tpr"])]]
+                + [
+                    [f"{name} (false-positive rate)", _fmt(rate)]
+                    for name, rate in gate["fpr"].items()
+                ],
+            ),
+            "",
+        ]
     rob = report["robustness"]
     if not rob.get("skipped"):
         defence, parts = rob["defence"], []
