@@ -114,9 +114,9 @@ def get_config() -> ml_collections.ConfigDict:
     # In-distribution test images to evaluate (0 = all); each OOD set is capped at
     # the same number so AUPR's base rate stays at most 50%.
     config.eval.max_examples = 0
-    # Gaussian noise added to every evaluated input, as in the published protocol
-    # (not to PGD inputs: noise there would act as a randomized defence). The one
-    # protocol of hdge-eval, the trainer's metrics.json and per-epoch validation.
+    # Gaussian noise added to every evaluated input, as in the published protocol:
+    # the one protocol of hdge-eval, the trainer's metrics.json and per-epoch
+    # validation. (PGD's attacked model has its own noisy copies, eval.pgd.)
     config.eval.input_noise_std = 0.03
     config.eval.ece_bins = 20  # equal-width, as in the JEM/HDGE code
     config.eval.scores = ("log_px", "max_softmax", "grad_norm", "contrast")

@@ -28,7 +28,6 @@ import contextlib
 import dataclasses
 import gc
 import json
-import math
 import os
 import platform
 import re
@@ -437,14 +436,15 @@ def epoch_overhead(
     OOD scoring or sample grids, which are separate passes over other data. The
     pure time is then measured on the trained model with `time_train_steps`: the
     median over `pure_epochs` runs of steps-per-epoch back-to-back steps on one
-    fixed batch (a smaller last batch counts as a whole step), so both sides span
+    fixed batch, so both sides span
     seconds and this VM's slow spells hit them alike.
     """
     config = (config or mnist5k_hdge.get_config()).copy_and_resolve_references()
     if epochs < 2:
         raise ValueError(f"epochs must be >= 2 (the first one traces), got {epochs}.")
     config.train.epochs = epochs
-    config.train.validate = False
+    config.train.validate, config.train.select = False, "last"
+    config.data.validation_size = 0
     config.train.sample_every_epochs = 0
     config.eval.ood_sets = ()
     batch_size = config.train.batch_size
@@ -452,7 +452,7 @@ def epoch_overhead(
     with tempfile.TemporaryDirectory() as workdir:
         model, _ = training.train_model(config, workdir, extra_callbacks=[timer])
     data = data_lib.build_datasets(config.data, batch_size, seed=config.seed)
-    steps = math.ceil(data.num_train / batch_size)
+    steps = data.steps_per_epoch
     images, labels = random_batch(
         batch_size, data.image_shape, data.num_classes, config.seed
     )
@@ -505,11 +505,12 @@ def autotune_fit(autotune: bool, config=None, epochs: int = FIT_END_EPOCHS) -> d
     (repeated data, `steps_per_epoch`) so that its age is the fit's length."""
     config = (config or mnist5k_hdge.get_config()).copy_and_resolve_references()
     config.data.autotune = autotune
+    config.data.validation_size = 0
     keras.utils.set_random_seed(config.seed)
     batch_size = config.train.batch_size
     data = data_lib.build_datasets(config.data, batch_size, seed=config.seed)
     model = training.build_model(config, data.num_classes, data.image_shape)
-    steps = math.ceil(data.num_train / batch_size)
+    steps = data.steps_per_epoch
     model.compile(optimizer=build_optimizer(config.train, steps))
     timer = _FitEndTimer()
     model.fit(

@@ -488,7 +488,12 @@ def test_report_rejects_unknown_names_before_computing(tmp_path, mnist_model):
     config.eval.ood_sets = ("digits", "cifar-10")
     with pytest.raises(ValueError, match="Unknown OOD set 'cifar-10'"):
         report.run_evaluation(mnist_model, config, tmp_path)
+    config = tiny_eval_config()
+    config.eval.pgd.gradient = "straight_through"
+    with pytest.raises(ValueError, match="Unknown PGD gradient 'straight_through'"):
+        report.run_evaluation(mnist_model, config, tmp_path)
     assert not (tmp_path / "report.json").exists()
+    assert not list(tmp_path.glob("*.png"))  # nothing was computed
 
 
 def test_resolve_config_layers_defaults_run_and_overrides():

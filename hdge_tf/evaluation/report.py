@@ -283,11 +283,6 @@ def _robustness(model, config, x_test, y_test, output_dir: Path) -> dict:
         copy_noise_std=float(pgd.noise_std),
     )
     gradient = str(pgd.gradient)
-    if gradient not in robustness.GRADIENTS:
-        raise ValueError(
-            f"Unknown PGD gradient {gradient!r}; expected one of "
-            f"{robustness.GRADIENTS}."
-        )
     progress = keras.utils.Progbar(
         sum(len(pgd.epsilons[n]) for n in pgd.norms), unit_name="epsilon"
     )
@@ -348,6 +343,11 @@ def run_evaluation(model: keras.Model, config, output_dir: str | Path) -> dict:
     unknown = sorted(set(cfg.scores) - set(ood.SCORES))
     if unknown:
         raise ValueError(f"Unknown OOD scores {unknown}; valid scores: {ood.SCORES}.")
+    if cfg.pgd.gradient not in robustness.GRADIENTS:
+        raise ValueError(
+            f"Unknown PGD gradient {cfg.pgd.gradient!r}; expected one of "
+            f"{robustness.GRADIENTS}."
+        )
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     seconds, start = {}, time.time()
@@ -417,7 +417,8 @@ def markdown_report(report: dict) -> str:
         f"# Evaluation of {report['model']['class']} on {report['data']['name']}",
         "",
         f"Test images: {cls['num_examples']}; Gaussian input noise std "
-        f"{settings['input_noise_std']} on every evaluated input (not on PGD inputs).",
+        f"{settings['input_noise_std']} on every evaluated input (the attacked "
+        "model's noisy copies are part of the defence below).",
         "",
         "## Classification and calibration",
         "",
