@@ -24,7 +24,6 @@ its second epoch's wall time with the pure step time times the steps per epoch.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import gc
 import json
@@ -49,6 +48,7 @@ from hdge_tf import data as data_lib
 from hdge_tf import hardware, training
 from hdge_tf.configs import mnist5k_hdge
 from hdge_tf.evaluation import ood, robustness
+from hdge_tf.hardware import precision_policy
 from hdge_tf.model import HDGEClassifier
 from hdge_tf.networks import build_backbone
 from hdge_tf.optimization import build_optimizer
@@ -177,17 +177,6 @@ def random_batch(
     images = rng.uniform(-1.0, 1.0, (batch_size, *image_shape)).astype(np.float32)
     labels = rng.integers(0, num_classes, batch_size).astype(np.int32)
     return images, labels
-
-
-@contextlib.contextmanager
-def precision_policy(name: str):
-    """Sets the global Keras dtype policy, restoring the previous one on exit."""
-    previous = keras.mixed_precision.global_policy().name
-    keras.mixed_precision.set_global_policy(name)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
 
 
 def build_model(config: BenchConfig) -> HDGEClassifier:

@@ -1,4 +1,5 @@
-"""What the host can run fast: a warning before a precision policy that it can't.
+"""Precision policies: set one for a block of work, and warn before a policy that
+the host cannot run fast.
 
 Mixed precision pays off only where the low-precision math is native: GPUs for
 float16, TPUs and CPUs with AMX or AVX512-BF16 for bfloat16. Elsewhere oneDNN and
@@ -9,13 +10,26 @@ WRN-16-4 12.6-13.9x slower than float32 and the demo CNN 8.9x slower
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
+import keras
 import tensorflow as tf
 from absl import logging
 
 # /proc/cpuinfo flags of CPUs with bfloat16 arithmetic (Intel AMX, AVX512-BF16).
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+@contextlib.contextmanager
+def precision_policy(name: str):
+    """Sets the global Keras dtype policy, restoring the previous one on exit."""
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str] | None:
