@@ -32,41 +32,112 @@ def _keys(images: np.ndarray) -> list[bytes]:
     return [image.tobytes() for image in images]
 
 
+def _semi_epochs(bundle, first: int, end: int, seed: int) -> list[dict]:
+    """`train_epochs(first, end, seed)` read by one iterator, cut into epochs of
+    `steps_per_epoch` batches: per epoch the stacked images, unlabeled and labels."""
+    batches = list(bundle.train_epochs(first, end, seed).as_numpy_iterator())
+    steps = bundle.steps_per_epoch
+    assert len(batches) == (end - first) * steps
+    epochs = []
+    for i in range(0, len(batches), steps):
+        epoch = batches[i : i + steps]
+        for inputs, _ in epoch:
+            assert set(inputs) == {"images", "unlabeled"}
+        epochs.append(
+            {
+                "images": np.stack([inputs["images"] for inputs, _ in epoch]),
+                "unlabeled": np.stack([inputs["unlabeled"] for inputs, _ in epoch]),
+                "labels": np.stack([labels for _, labels in epoch]),
+            }
+        )
+    return epochs
+
+
 def test_batches_pair_every_image_with_the_fixed_labeled_subset():
     bundle = data.build_datasets(_config(), 16, seed=0)
     digits = data.load_digits()
     label_of = dict(zip(_keys(digits.x_train), digits.y_train, strict=True))
     assert (bundle.num_train, bundle.num_labeled) == (len(digits.y_train), 30)
+    # 1433 images in full batches of 16: 89 steps, the last 9 images dropped.
+    assert bundle.steps_per_epoch == len(digits.y_train) // 16 == 89
 
-    epochs = []
-    for _ in range(2):
-        unlabeled, labeled, labels = [], [], []
-        for inputs, batch_labels in bundle.train.as_numpy_iterator():
-            assert set(inputs) == {"images", "unlabeled"}
-            assert len(inputs["images"]) == len(batch_labels) == 16
-            unlabeled.append(inputs["unlabeled"])
-            labeled.append(inputs["images"])
-            labels.append(batch_labels)
-        unlabeled, labeled = np.concatenate(unlabeled), np.concatenate(labeled)
-        labels = np.concatenate(labels)
-        # The unlabeled side is one pass over every training image.
-        assert collections.Counter(_keys(unlabeled)) == collections.Counter(
-            _keys(digits.x_train)
-        )
-        assert len(labeled) == 16 * -(-len(digits.y_train) // 16)
-        # The labeled side cycles through 3 images per class, with their labels.
+    subsets, orders, dropped = [], [], []
+    for epoch in _semi_epochs(bundle, 0, 2, seed=0):
+        assert epoch["images"].shape == epoch["unlabeled"].shape == (89, 16, 32, 32, 1)
+        assert epoch["labels"].shape == (89, 16)
+        unlabeled = epoch["unlabeled"].reshape(-1, 32, 32, 1)
+        labeled = epoch["images"].reshape(-1, 32, 32, 1)
+        labels = epoch["labels"].ravel()
+        # The unlabeled side is one pass over the training images, less the
+        # dropped partial batch.
+        unlabeled_keys = collections.Counter(_keys(unlabeled))
+        assert len(unlabeled_keys) == 89 * 16
+        assert not unlabeled_keys - collections.Counter(_keys(digits.x_train))
+        dropped.append(set(label_of) - set(unlabeled_keys))
+        # The labeled side cycles through 3 images per class, with their labels,
+        # each pass of 30 a new order of the whole subset.
         keys = _keys(labeled)
         assert [label_of[k] for k in keys] == list(labels)
         subset = set(keys)
         assert len(subset) == 30
         per_class = collections.Counter(label_of[k] for k in subset)
         assert per_class == dict.fromkeys(range(10), 3)
-        epochs.append(subset)
-    assert epochs[0] == epochs[1]  # the subset does not change between epochs
+        passes = [keys[i : i + 30] for i in range(0, len(keys) - 29, 30)]
+        assert len(passes) == 47
+        assert all(set(one_pass) == subset for one_pass in passes)
+        assert len({tuple(one_pass) for one_pass in passes}) > 40
+        subsets.append(subset)
+        orders.append((_keys(unlabeled), keys))
+    assert subsets[0] == subsets[1]  # the subset does not change between epochs
+    # Both sides are reshuffled between epochs.
+    assert orders[0][0] != orders[1][0] and dropped[0] != dropped[1]
+    assert orders[0][1] != orders[1][1]
     # ... nor with the training seed.
     other = data.build_datasets(_config(), 16, seed=5)
-    inputs, _ = next(iter(other.train.repeat(4).as_numpy_iterator()))
-    assert set(_keys(inputs["images"])) <= epochs[0]
+    inputs, _ = next(iter(other.train.as_numpy_iterator()))
+    assert set(_keys(inputs["images"])) <= subsets[0]
+    other_keys = _keys(
+        _semi_epochs(other, 0, 1, seed=5)[0]["images"].reshape(-1, 32, 32, 1)
+    )
+    assert set(other_keys) == subsets[0]
+    assert other_keys != orders[0][1]
+
+
+def test_semi_supervised_epochs_are_reproducible_one_by_one():
+    config = _config(augment="crop", limit_train=400)
+    bundle = data.build_datasets(config, 16, seed=2)
+    assert (bundle.num_train, bundle.num_labeled, bundle.steps_per_epoch) == (
+        400,
+        30,
+        25,
+    )
+    epochs = _semi_epochs(bundle, 0, 3, seed=2)
+    for e, epoch in enumerate(epochs):
+        alone = _semi_epochs(bundle, e, e + 1, seed=2)[0]
+        for key in ("images", "unlabeled", "labels"):
+            np.testing.assert_array_equal(epoch[key], alone[key], err_msg=key)
+    # The same batches however often an epoch is read, and from another bundle.
+    rebuilt = data.build_datasets(config, 16, seed=2)
+    for again in (
+        _semi_epochs(bundle, 1, 2, seed=2)[0],
+        _semi_epochs(rebuilt, 1, 2, seed=2)[0],
+    ):
+        for key in ("images", "unlabeled", "labels"):
+            np.testing.assert_array_equal(epochs[1][key], again[key], err_msg=key)
+    train = [list(bundle.train.as_numpy_iterator()) for _ in range(2)]
+    for first, second in zip(*train, strict=True):
+        np.testing.assert_array_equal(first[0]["images"], second[0]["images"])
+        np.testing.assert_array_equal(first[0]["unlabeled"], second[0]["unlabeled"])
+        np.testing.assert_array_equal(first[1], second[1])
+    np.testing.assert_array_equal(
+        np.stack([inputs["images"] for inputs, _ in train[0]]), epochs[0]["images"]
+    )
+    # Epochs differ from each other and from another seed's, on both sides.
+    other = _semi_epochs(bundle, 1, 2, seed=3)[0]
+    for key in ("images", "unlabeled", "labels"):
+        assert not np.array_equal(epochs[0][key], epochs[1][key]), key
+        assert not np.array_equal(epochs[1][key], epochs[2][key]), key
+        assert not np.array_equal(epochs[1][key], other[key]), key
 
 
 def test_bad_labels_per_class_names_the_problem():

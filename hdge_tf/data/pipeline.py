@@ -256,9 +256,27 @@ def _epoch_batches(
     `epoch_seed` alone; a last partial batch is dropped. With `repeat`, endless
     passes, each shuffled anew (still a function of `epoch_seed`)."""
     buffer = num_examples if shuffle_buffer <= 0 else min(shuffle_buffer, num_examples)
-    ds = ds.shuffle(max(buffer, 1), seed=epoch_seed, reshuffle_each_iteration=repeat)
+    buffer = max(buffer, 1)
     if repeat:
-        ds = ds.repeat()
+        source = ds
+
+        def passes(_: tf.Tensor) -> tf.data.Dataset:
+            return source.shuffle(
+                buffer, seed=epoch_seed, reshuffle_each_iteration=True
+            ).repeat()
+
+        # Built anew for each iteration of the epoch: a reshuffling dataset keeps its
+        # shuffle state between iterations, so reading the same epoch twice would
+        # otherwise give other passes the second time.
+        ds = (
+            tf.data.Dataset.range(1)
+            .flat_map(passes)
+            .apply(
+                tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY)
+            )
+        )
+    else:
+        ds = ds.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
     ds = ds.batch(batch_size, drop_remainder=True)
     if augment is not None:
         ds = ds.enumerate().map(
@@ -312,9 +330,11 @@ def build_datasets(config: Any, batch_size: int, seed: int = 0) -> DataBundle:
         cache, shuffle_buffer (<= 0 means the whole split), limit_train and
         limit_test (0 = all), labels_per_class (0 = all labeled; otherwise a
         fixed subset of that many labeled images per class, see DataBundle),
-        autotune (tf.data autotuning; off by default, see `data.autotune`).
-      batch_size: examples per batch; the last batch of an epoch may be
-        smaller so that every example is seen once per epoch.
+        autotune (tf.data autotuning; off by default, see `data.autotune`),
+        validation_size (0 = none; otherwise that many training images held
+        out as `validation`, see `validation_indices`).
+      batch_size: examples per batch; a last partial training batch is
+        dropped (test and validation batches keep theirs).
       seed: drives shuffling and augmentation; the limited subsets do not
         depend on it.
 
