@@ -17,13 +17,16 @@ A quick look (booleans are absl's: --noeval, --nopgd, --noepoch, --noautotune,
     hdge-bench --modes=ce,hdge --precisions=float32 --warmup=2 --repeats=3 \
         --noeval --nopgd --noepoch --noautotune
 
-Prints markdown tables and writes everything measured to --output (JSON); see
-hdge_tf.bench. Run it on an otherwise idle machine: the numbers are wall times.
+The epoch check and the autotuning comparison train the mnist5k demo
+(configs/mnist5k_hdge.py). Prints markdown tables and writes everything measured to
+--output (JSON); see hdge_tf.bench. Run it on an otherwise idle machine: the numbers
+are wall times.
 """
 
 from absl import app, flags
 
 from hdge_tf import bench
+from hdge_tf.configs import mnist5k_hdge
 
 _NETWORK = flags.DEFINE_string(
     "network", "wrn-16-4", "wrn-DEPTH-WIDTH (wrn-16-4, wrn-28-10) or small_cnn."
@@ -96,6 +99,7 @@ def main(argv):
         epoch=_EPOCH.value,
         isolate=_ISOLATE.value,
         autotune=_AUTOTUNE.value,
+        fit_config=mnist5k_hdge.get_config(),
     )
     bench.write_report(report, _OUTPUT.value)
     print(bench.format_report(report))
