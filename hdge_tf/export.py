@@ -17,9 +17,10 @@ import json
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from hdge_tf.evaluation import ood
+from hdge_tf import energy
 from hdge_tf.model import HDGEClassifier
 
 SIGNATURES = {
@@ -49,10 +50,21 @@ def fit_gate(
 ) -> OODGate:
     """The gate whose threshold is the (1 - tpr) quantile of log p(x) over
     `validation_images` (in-distribution images the model did not train on)."""
-    scores = ood.log_px(ood.predict_logits(model, validation_images, batch_size))
-    return OODGate(
-        ood.threshold_at_tpr(scores, tpr), float(tpr), len(validation_images)
-    )
+    logits = energy.predict_logits(model, validation_images, batch_size)
+    threshold = threshold_at_tpr(energy.log_px(logits), tpr)
+    return OODGate(threshold, float(tpr), len(validation_images))
+
+
+def threshold_at_tpr(in_scores, tpr: float = 0.95) -> float:
+    """The score above which a fraction `tpr` of `in_scores` lies: their (1 - tpr)
+    quantile (linear interpolation), the threshold of an OOD gate that accepts
+    score >= threshold."""
+    if not 0.0 < tpr <= 1.0:
+        raise ValueError(f"The gate's true-positive rate must be in (0, 1], got {tpr}.")
+    scores = np.asarray(in_scores, np.float64).ravel()
+    if not len(scores):
+        raise ValueError("The gate's threshold needs in-distribution scores.")
+    return float(np.quantile(scores, 1.0 - tpr))
 
 
 def export_saved_model(
@@ -67,7 +79,7 @@ def export_saved_model(
     Every signature takes one input, `images`: float32 [batch, H, W, C] with a
     dynamic batch size and pixel values in [-1, 1] (x / 127.5 - 1 for uint8
     pixels), the range the model was trained on. Outputs, all float32 even when the
-    model computes under a mixed-precision policy:
+    model computes under a mixed-precision policy (`hdge_tf.energy`'s read-outs):
 
       serving_default:
         logits         [batch, classes]  f(x)[y], the negated energies E(x, y).
@@ -85,36 +97,34 @@ def export_saved_model(
     image_shape = _image_shape(backbone)
     export_dir = str(export_dir)
 
-    def logits_fn(images):
-        # Scores are computed from float32 logits: a bfloat16 logsumexp/softmax
-        # would lose the small differences in log p(x) that OOD detection uses.
-        return tf.cast(backbone(images, training=False), tf.float32)
-
     def serving_default(images):
         """images: float32 [batch, H, W, C] in [-1, 1] (uint8 pixels: x / 127.5 - 1).
 
         Returns float32 `logits` [batch, classes] and `probabilities` = softmax of
         the logits, p(y|x), [batch, classes].
         """
-        logits = logits_fn(images)
-        return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1)}
+        logits = energy.logits(backbone, images)
+        return {"logits": logits, "probabilities": energy.probabilities(logits)}
 
-    def energy(images):
+    def energy_fn(images):
         """images: float32 [batch, H, W, C] in [-1, 1] (uint8 pixels: x / 127.5 - 1).
 
         Returns float32 `log_px` [batch], logsumexp of the logits: the energy model's
         unnormalized log p(x), higher = more in-distribution; and `max_softmax`
         [batch], max_y p(y|x).
         """
-        logits = logits_fn(images)
-        return {"log_px": ood.log_px(logits), "max_softmax": ood.max_softmax(logits)}
+        logits = energy.logits(backbone, images)
+        return {
+            "log_px": energy.log_px(logits),
+            "max_softmax": energy.max_softmax(logits),
+        }
 
     spec = tf.TensorSpec((None, *image_shape), tf.float32, name="images")
     archive = keras.export.ExportArchive()
     # Tracking the backbone alone keeps the queue and optimizer out of the archive.
     archive.track(backbone)
     archive.add_endpoint("serving_default", serving_default, [spec])
-    archive.add_endpoint("energy", energy, [spec])
+    archive.add_endpoint("energy", energy_fn, [spec])
     if gate is not None:
         threshold = tf.constant(gate.threshold, tf.float32)
 
@@ -122,11 +132,11 @@ def export_saved_model(
             """images: float32 [batch, H, W, C] in [-1, 1]. Returns logits,
             probabilities, log_px, `in_distribution` = log_px >= threshold (bool),
             and the threshold (per input)."""
-            logits = logits_fn(images)
-            density = ood.log_px(logits)
+            logits = energy.logits(backbone, images)
+            density = energy.log_px(logits)
             return {
                 "logits": logits,
-                "probabilities": tf.nn.softmax(logits, axis=-1),
+                "probabilities": energy.probabilities(logits),
                 "log_px": density,
                 "in_distribution": density >= threshold,
                 "threshold": tf.fill(tf.shape(density), threshold),

@@ -1,5 +1,10 @@
 """The loss terms of HDGE, one function each, all in float32.
 
+Every term is a loss to minimize and is named for what it returns: `cross_entropy`
+is -log p(y|x), `contrastive_nll_x_given_y` -log p(x|y), `contrastive_nll_x`
+-log p(x), `sgld_nll_x` JEM's SGLD surrogate of -log p(x), and
+`energy_l2` JEM's energy penalty.
+
 Notation (paper, Sec. 3): f(x) are the logits of the classifier read as energies,
 ẑ = f(x) / ‖f(x)‖ its L2-normalized version, q̂_k the normalized logits of the K past
 inputs held in the logit queue, τ the temperature.
@@ -81,7 +86,7 @@ def _contrast(positive: tf.Tensor, log_negatives: tf.Tensor) -> tf.Tensor:
     return tf.math.softplus(log_negatives - positive)
 
 
-def contrastive_log_px_given_each_y(
+def contrastive_nll_x_given_each_y(
     logits: tf.Tensor,
     queue: tf.Tensor,
     temperature: float,
@@ -93,7 +98,7 @@ def contrastive_log_px_given_each_y(
     Row c of the queue gives the negatives of class c; they do not depend on the
     example, so each class needs one logsumexp over the queue.
     """
-    _check_formulation(formulation)
+    check_formulation(formulation)
     queue = tf.stop_gradient(tf.cast(queue, tf.float32))
     z = normalize_logits(logits)
     inv_tau = 1.0 / temperature
@@ -110,7 +115,7 @@ def contrastive_log_px_given_each_y(
     return _contrast(z * inv_tau, log_neg[tf.newaxis, :])
 
 
-def contrastive_log_px_given_y(
+def contrastive_nll_x_given_y(
     logits: tf.Tensor,
     labels: tf.Tensor,
     queue: tf.Tensor,
@@ -135,7 +140,7 @@ def contrastive_log_px_given_y(
     Returns:
       [N] float32 loss.
     """
-    _check_formulation(formulation)
+    check_formulation(formulation)
     num_classes = tf.shape(logits)[-1]
     weights = tf.one_hot(labels, num_classes, dtype=tf.float32)
     if formulation == "reference" and label_smoothing:
@@ -149,7 +154,7 @@ def contrastive_log_px_given_y(
         )  # [N, K]
         log_neg = _masked_queue_logsumexp(scores * inv_tau, valid)  # [N]
         return _contrast(positive * inv_tau, log_neg)
-    per_class = contrastive_log_px_given_each_y(
+    per_class = contrastive_nll_x_given_each_y(
         logits, queue, temperature, formulation, valid
     )
     if label_smoothing:  # paper: the loss is linear in the label weights
@@ -157,7 +162,7 @@ def contrastive_log_px_given_y(
     return tf.reduce_sum(weights * per_class, axis=-1)
 
 
-def contrastive_log_px(
+def contrastive_nll_x(
     logits: tf.Tensor,
     queue: tf.Tensor,
     temperature: float,
@@ -169,7 +174,7 @@ def contrastive_log_px(
     of the normalized energies), against the same score of each queue entry. Both
     formulations agree here: with an all-ones label vector nothing is masked.
 
-    Args: as `contrastive_log_px_given_y`. Returns: [N] float32.
+    Args: as `contrastive_nll_x_given_y`. Returns: [N] float32.
     """
     queue = tf.stop_gradient(tf.cast(queue, tf.float32))
     inv_tau = 1.0 / temperature
@@ -180,7 +185,8 @@ def contrastive_log_px(
     return _contrast(positive, log_neg)
 
 
-def _check_formulation(formulation: str) -> None:
+def check_formulation(formulation: str) -> None:
+    """Raises ValueError naming the choices unless `formulation` is one of them."""
     if formulation not in FORMULATIONS:
         raise ValueError(
             f"Unknown contrastive formulation {formulation!r}; expected one of "
@@ -188,8 +194,9 @@ def _check_formulation(formulation: str) -> None:
         )
 
 
-def sgld_log_px(log_density_data: tf.Tensor, log_density_samples: tf.Tensor):
-    """JEM's maximum-likelihood term for log p(x) (or log p(x|y)), a scalar.
+def sgld_nll_x(log_density_data: tf.Tensor, log_density_samples: tf.Tensor):
+    """JEM's maximum-likelihood term, a scalar whose gradient estimates that of
+    the negative log-likelihood -E_data[log p(x)] (or of -log p(x|y)).
 
     With E(x) = -log_density(x), the gradient of -E_data[log p(x)] is
     E_data[∇E] - E_model[∇E]; the model expectation is estimated with SGLD samples:

@@ -1,4 +1,10 @@
-"""The energy classifier: a backbone's logits read as energies, trained with HDGE."""
+"""The energy classifier: a backbone's logits read as energies, trained with HDGE.
+
+The loss is HDGE's (paper, Eq. 6), `ce_weight * CE + pxy_contrast_weight *
+-log p(x|y)`, optionally with the unconditional contrastive -log p(x) and JEM's SGLD
+terms; each term is one function of `hdge_tf.losses`. The batch checks live in
+`hdge_tf.input_checks`, the skipping of unhealthy steps in `hdge_tf.distribute`.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ import copy
 import keras
 import tensorflow as tf
 
-from hdge_tf import losses, sampling
+from hdge_tf import distribute, energy, input_checks, losses, sampling
 from hdge_tf.queue import LogitQueue
 
 LOSS_TERMS = ("ce", "pxy_contrast", "px_contrast", "px_sgld", "pxy_sgld", "energy_l2")
@@ -39,12 +45,13 @@ class HDGEClassifier(keras.Model):
       input_noise_std: std of Gaussian noise added to training inputs (0.03 in JEM).
       queue_init: "random" or "data", see `LogitQueue`.
       px_sgld_weight, pxy_sgld_weight: weights of JEM's SGLD maximum-likelihood
-        terms for log p(x) and log p(x|y) (`losses.sgld_log_px`); either > 0 adds a
+        terms for log p(x) and log p(x|y) (`losses.sgld_nll_x`); either > 0 adds a
         `ReplayBuffer` sub-layer `replay_buffer` (class-split when pxy_sgld is on).
       sgld_steps, sgld_step_size, sgld_noise_std: the SGLD chain run per step.
       replay_buffer_size: chain states kept (divisible by the classes for pxy_sgld).
       reinit_freq: fraction of chains restarted from uniform noise each step.
-      energy_l2_weight: weight of mean(E_data² + E_sample²) over the SGLD terms.
+      energy_l2_weight: weight of mean(E_data² + E_sample²) over the SGLD terms;
+        without an SGLD term there is nothing to penalize and it is 0.
       divergence_threshold: a training step whose loss is non-finite or larger in
         magnitude than this, or whose gradients are non-finite, is not applied
         (weights, optimizer, queue and replay buffer stay as they were) and counts
@@ -85,17 +92,17 @@ class HDGEClassifier(keras.Model):
     ):
         super().__init__(**kwargs)
         _check_logit_backbone(backbone)
-        if formulation not in losses.FORMULATIONS:
-            raise ValueError(
-                f"Unknown contrastive formulation {formulation!r}; expected one of "
-                f"{losses.FORMULATIONS}."
-            )
+        losses.check_formulation(formulation)
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}.")
         if sgld_steps < 0:
             raise ValueError(f"sgld_steps must be >= 0, got {sgld_steps}.")
         if not 0.0 <= reinit_freq <= 1.0:
             raise ValueError(f"reinit_freq must be in [0, 1], got {reinit_freq}.")
+        if not divergence_threshold > 0:
+            raise ValueError(
+                f"divergence_threshold must be positive, got {divergence_threshold}."
+            )
         self.backbone = backbone
         self.image_shape = tuple(backbone.input_shape[1:])
         self.num_classes = int(backbone.output_shape[-1])
@@ -122,11 +129,6 @@ class HDGEClassifier(keras.Model):
         self.sgld_noise_std = float(sgld_noise_std)
         self.replay_buffer_size = int(replay_buffer_size)
         self.reinit_freq = float(reinit_freq)
-        self._energy_l2_weight = float(energy_l2_weight)
-        if not divergence_threshold > 0:
-            raise ValueError(
-                f"divergence_threshold must be positive, got {divergence_threshold}."
-            )
         self.divergence_threshold = float(divergence_threshold)
         self.seed = int(seed)
         self.replay_buffer = None  # only SGLD training has one: old files load as-is
@@ -154,7 +156,7 @@ class HDGEClassifier(keras.Model):
 
     def call(self, images, training=False):
         """Returns float32 logits, [N, classes]."""
-        return tf.cast(self.backbone(images, training=training), tf.float32)
+        return energy.logits(self.backbone, images, training)
 
     # Training -------------------------------------------------------------------
 
@@ -179,9 +181,7 @@ class HDGEClassifier(keras.Model):
         return metrics + ([self._overflows] if self._loss_scaling() else [])
 
     def _loss_scaling(self) -> bool:
-        return isinstance(
-            getattr(self, "optimizer", None), keras.optimizers.LossScaleOptimizer
-        )
+        return distribute.scales_loss(getattr(self, "optimizer", None))
 
     def step_seed(self, stream: int) -> tf.Tensor:
         """An int64 [2] stateless seed for one random stream of the current
@@ -204,7 +204,7 @@ class HDGEClassifier(keras.Model):
         queue, valid = self.queue.logits, self.queue.valid_mask()
         terms = {"ce": losses.cross_entropy(labels, logits, self.label_smoothing)}
         if self.loss_weights_["pxy_contrast"]:
-            terms["pxy_contrast"] = losses.contrastive_log_px_given_y(
+            terms["pxy_contrast"] = losses.contrastive_nll_x_given_y(
                 logits,
                 labels,
                 queue,
@@ -214,7 +214,7 @@ class HDGEClassifier(keras.Model):
                 valid,
             )
         if self.loss_weights_["px_contrast"]:
-            terms["px_contrast"] = losses.contrastive_log_px(
+            terms["px_contrast"] = losses.contrastive_nll_x(
                 logits, queue, self.temperature, valid
             )
         return {name: tf.reduce_mean(value) for name, value in terms.items()}
@@ -260,12 +260,12 @@ class HDGEClassifier(keras.Model):
             sample_logits = self(samples, training=True)
             if name == "px_sgld":
                 data_logits = logits if px_logits is None else px_logits
-                data_density = tf.reduce_logsumexp(data_logits, axis=-1)
-                sample_density = tf.reduce_logsumexp(sample_logits, axis=-1)
-            else:  # log p(x, y) = f(x)[y], for the batch labels
-                data_density = _label_logit(logits, labels)
-                sample_density = _label_logit(sample_logits, labels)
-            terms[name] = losses.sgld_log_px(data_density, sample_density)
+                data_density = energy.log_px(data_logits)
+                sample_density = energy.log_px(sample_logits)
+            else:  # log p(x, y), for the batch labels
+                data_density = energy.log_pxy(logits, labels)
+                sample_density = energy.log_pxy(sample_logits, labels)
+            terms[name] = losses.sgld_nll_x(data_density, sample_density)
             penalty.append(losses.energy_l2(data_density, sample_density))
         if self.loss_weights_["energy_l2"]:
             terms["energy_l2"] = tf.add_n(penalty)
@@ -276,7 +276,9 @@ class HDGEClassifier(keras.Model):
         ({"images": labeled images, "unlabeled": images}, labels): CE and the
         contrastive terms see the labeled batch, the SGLD log p(x) term the
         unlabeled one (JEM's `labels_per_class` setting)."""
-        images, labels, unlabeled = self._unpack(data)
+        images, labels, unlabeled = input_checks.unpack_batch(
+            data, self.image_shape, self.num_classes
+        )
         images = self.queue.check_batch_size(images)
         images = self._add_input_noise(images)
         if unlabeled is not None:
@@ -302,23 +304,18 @@ class HDGEClassifier(keras.Model):
             # Replica gradients are summed; scale so they average the global batch.
             scaled /= tf.distribute.get_strategy().num_replicas_in_sync
         grads = tape.gradient(scaled, self.trainable_variables)
-        converged, finite_grads = self._step_health(loss, grads)
-        if self._loss_scaling():
-            # The loss scale optimizer lowers the scale on non-finite gradients
-            # (and applies nothing), so an overflow must reach it.
-            self._apply_if(converged, grads)
-            overflow = converged & tf.logical_not(finite_grads)
-        else:
-            self._apply_if(converged & finite_grads, grads)
-            converged, overflow = converged & finite_grads, tf.constant(False)
-        healthy = converged & tf.logical_not(overflow)
-        # The batch joins the queue after the loss used the older entries.
-        self.queue.enqueue(logits, keep=healthy)
-        for samples, indices in chains.values():
-            self.replay_buffer.write(indices, samples, keep=healthy)
-        return self._update_metrics(
-            loss, terms, labels, logits, healthy, converged, overflow
+        step = distribute.apply_if_healthy(
+            self.optimizer,
+            grads,
+            self.trainable_variables,
+            loss,
+            self.divergence_threshold,
         )
+        # The batch joins the queue after the loss used the older entries.
+        self.queue.enqueue(logits, keep=step.applied)
+        for samples, indices in chains.values():
+            self.replay_buffer.write(indices, samples, keep=step.applied)
+        return self._update_metrics(loss, terms, labels, logits, step)
 
     def _add_input_noise(self, images: tf.Tensor, stream: int = 0) -> tf.Tensor:
         if not self.input_noise_std:
@@ -329,66 +326,26 @@ class HDGEClassifier(keras.Model):
         noise = tf.random.stateless_normal(tf.shape(images), seed, dtype=images.dtype)
         return images + self.input_noise_std * noise
 
-    def _step_health(self, loss: tf.Tensor, grads) -> tuple[tf.Tensor, tf.Tensor]:
-        """(converged, finite gradients), each the same on every replica.
-
-        converged: the (unscaled) loss is finite and |loss| <= divergence_threshold
-        on every replica; finite gradients: no replica's gradient is non-finite.
-        """
-        converged = tf.math.is_finite(loss) & (
-            tf.abs(loss) <= self.divergence_threshold
-        )
-        finite = tf.math.is_finite(tf.linalg.global_norm(grads))
-        failed = tf.cast(
-            tf.stack([tf.logical_not(converged), tf.logical_not(finite)]), tf.float32
-        )
-        replica = tf.distribute.get_replica_context()
-        if replica is not None and replica.num_replicas_in_sync > 1:
-            failed = replica.all_reduce("sum", failed)
-        return tf.equal(failed[0], 0.0), tf.equal(failed[1], 0.0)
-
-    def _apply_if(self, healthy: tf.Tensor, grads) -> None:
-        """Applies `grads` only when `healthy`; a skipped step leaves the weights and
-        the optimizer state (moments, iteration count) untouched.
-
-        Distribution strategies cannot run a replica-context `cond` whose branch
-        merges across replicas (the optimizer's update does), so the `cond` runs in
-        cross-replica context, as Keras's LossScaleOptimizer does it.
-        """
-        variables = self.trainable_variables
-
-        def in_cross_replica(strategy, healthy, grads):
-            healthy = strategy.experimental_local_results(healthy)[0]
-
-            def apply():
-                strategy.extended.call_for_each_replica(
-                    self.optimizer.apply, args=(grads, variables)
-                )
-
-            tf.cond(healthy, apply, lambda: None)
-
-        tf.distribute.get_replica_context().merge_call(
-            in_cross_replica, args=(healthy, grads)
-        )
-
     def test_step(self, data):
-        images, labels, _ = self._unpack(data)
+        images, labels, _ = input_checks.unpack_batch(
+            data, self.image_shape, self.num_classes
+        )
         logits = self(images, training=False)
         terms = self.loss_terms(logits, labels)
         return self._update_metrics(self.total_loss(terms), terms, labels, logits)
 
     def _update_metrics(
-        self, loss, terms, labels, logits, healthy=None, converged=None, overflow=None
+        self, loss, terms, labels, logits, step: distribute.StepOutcome | None = None
     ) -> dict[str, tf.Tensor]:
         """Updates and returns the metrics of the terms computed (evaluation runs no
         SGLD chains, so its loss and metrics leave the SGLD terms out).
 
-        A training step that was not applied (`healthy` False) leaves the other
-        metrics as they were; it counts in `skipped_steps` when it diverged (not
-        `converged`), in `loss_scale_overflows` when the loss scale overflowed.
+        A training `step` that was not applied leaves the other metrics as they
+        were; it counts in `skipped_steps` when it diverged, in
+        `loss_scale_overflows` when the loss scale overflowed.
         """
-        training = healthy is not None
-        healthy = tf.constant(True) if healthy is None else healthy
+        training = step is not None
+        healthy = tf.constant(True) if step is None else step.applied
         weight = tf.cast(healthy, tf.float32)
 
         def kept(value):  # a zero weight alone would still let NaN through
@@ -405,111 +362,14 @@ class HDGEClassifier(keras.Model):
         if training:
             # Every replica counts the (shared) decision; metric sums add replicas.
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            diverged = 1.0 - tf.cast(converged, tf.float32)
+            diverged = 1.0 - tf.cast(step.converged, tf.float32)
             self._skipped.update_state(diverged / replicas)
             updated.append(self._skipped)
             if self._loss_scaling():
-                self._overflows.update_state(tf.cast(overflow, tf.float32) / replicas)
+                overflow = tf.cast(step.overflow, tf.float32)
+                self._overflows.update_state(overflow / replicas)
                 updated.append(self._overflows)
         return {m.name: m.result() for m in updated}
-
-    def _unpack(self, data) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | None]:
-        """(images, labels, unlabeled images or None), checked."""
-        images, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        if labels is None:
-            raise ValueError("HDGEClassifier needs (images, labels) to train/evaluate.")
-        if sample_weight is not None:
-            raise ValueError("HDGEClassifier does not support sample weights.")
-        unlabeled = None
-        if isinstance(images, dict):
-            unknown = set(images) - {"images", "unlabeled"}
-            if "images" not in images or unknown:
-                raise ValueError(
-                    'Semi-supervised inputs are a dict {"images": labeled images, '
-                    f'"unlabeled": images}}; got keys {sorted(images)}.'
-                )
-            if images.get("unlabeled") is not None:
-                unlabeled = self.check_images(images["unlabeled"])
-            images = images["images"]
-        return self.check_images(images), self.check_labels(labels), unlabeled
-
-    def check_images(self, images) -> tf.Tensor:
-        """Fails with a message naming the problem for inputs that are not
-        [N, H, W, C] float images of the backbone's shape, or that hold NaN/Inf."""
-        images = tf.convert_to_tensor(images)
-        if not images.dtype.is_floating:
-            raise TypeError(
-                "Images must be floating point in [-1, 1], got dtype "
-                f"{images.dtype.name}; convert with x / 127.5 - 1."
-            )
-        if images.shape.rank is None:  # a retraced step with relaxed shapes
-            tf.debugging.assert_rank(
-                images, 4, "Images must have rank 4 [batch, height, width, channels]."
-            )
-            images = tf.ensure_shape(images, (None, None, None, None))
-        if images.shape.rank != 4:
-            raise ValueError(
-                f"Images must have rank 4 [batch, height, width, channels], got shape "
-                f"{images.shape}."
-            )
-        expected = self.image_shape
-        dynamic = []
-        for axis, (got, want) in enumerate(
-            zip(images.shape[1:], expected, strict=True), start=1
-        ):
-            name = ("height", "width", "channels")[axis - 1]
-            if want is None:
-                continue
-            if got is None:
-                # Keras relaxes shapes when it retraces for a new input shape, so
-                # the static check alone would let another image size through.
-                dynamic.append(
-                    tf.debugging.assert_equal(
-                        tf.shape(images)[axis],
-                        want,
-                        f"Images have the wrong {name}: the backbone expects "
-                        f"{want} (image shape {expected}).",
-                    )
-                )
-            elif got != want:
-                raise ValueError(
-                    f"Images have {name} {got} but the backbone expects {want} "
-                    f"(image shape {expected}); got input shape {images.shape}."
-                )
-        if dynamic:
-            with tf.control_dependencies(dynamic):
-                images = tf.identity(images)
-        # check_numerics passes the tensor through, so nothing downstream (the
-        # update, the queue write) can run on a batch that fails the check.
-        return tf.debugging.check_numerics(
-            tf.cast(images, tf.float32), "Input images contain NaN or Inf."
-        )
-
-    def check_labels(self, labels) -> tf.Tensor:
-        """Integer class indices in [0, classes), as [N]."""
-        labels = tf.convert_to_tensor(labels)
-        if labels.shape.rank == 2 and labels.shape[-1] == 1:
-            labels = tf.squeeze(labels, -1)
-        if labels.shape.rank != 1:
-            raise ValueError(
-                f"Labels must be integer class indices of shape [batch], got shape "
-                f"{labels.shape}."
-            )
-        if not labels.dtype.is_integer:
-            raise TypeError(
-                f"Labels must be integer class indices, got dtype {labels.dtype.name}."
-            )
-        labels = tf.cast(labels, tf.int32)
-        checks = [
-            tf.debugging.assert_non_negative(labels, "Labels must be >= 0."),
-            tf.debugging.assert_less(
-                labels,
-                self.num_classes,
-                f"Labels must be < num_classes={self.num_classes}.",
-            ),
-        ]
-        with tf.control_dependencies(checks):
-            return tf.identity(labels)
 
     # Serialization --------------------------------------------------------------
 
@@ -533,7 +393,7 @@ class HDGEClassifier(keras.Model):
             sgld_noise_std=self.sgld_noise_std,
             replay_buffer_size=self.replay_buffer_size,
             reinit_freq=self.reinit_freq,
-            energy_l2_weight=self._energy_l2_weight,
+            energy_l2_weight=self.loss_weights_["energy_l2"],
             divergence_threshold=self.divergence_threshold,
             seed=self.seed,
         )
@@ -561,8 +421,3 @@ def _check_logit_backbone(backbone: keras.Model) -> None:
             "(log p(x) = logsumexp of the logits). Remove the final activation "
             "(e.g. Dense(classes) without activation='softmax')."
         )
-
-
-def _label_logit(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-    """f(x)[y], [N], from logits [N, C] and labels [N]."""
-    return tf.gather(logits, labels[:, tf.newaxis], batch_dims=1)[:, 0]

@@ -1,8 +1,9 @@
 """Stochastic gradient Langevin dynamics (SGLD) on the classifier's energy.
 
 JEM reads the logits f(x) as energies: log p(x) = logsumexp_y f(x)[y] - log Z and
-log p(x, y) = f(x)[y] - log Z, i.e. the energy is E(x) = -logsumexp_y f(x)[y]. SGLD
-climbs the unnormalized log density (descends the energy):
+log p(x, y) = f(x)[y] - log Z, i.e. the energy is E(x) = -logsumexp_y f(x)[y]
+(`hdge_tf.energy.log_density`). SGLD climbs the unnormalized log density (descends
+the energy):
 
     x <- x + step_size * ∇x log p(x) + noise_std * N(0, I)
 
@@ -22,6 +23,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from hdge_tf.energy import log_density
+
 _SEED_MAX = 2**31 - 1
 
 
@@ -33,16 +36,6 @@ def seed_pair(seed=None) -> tf.Tensor:
     if not tf.is_tensor(seed) and np.ndim(seed) == 0:
         return tf.constant([int(seed), 0], tf.int32)
     return tf.cast(seed, tf.int32)
-
-
-def log_density(model: keras.Model, images: tf.Tensor, labels=None) -> tf.Tensor:
-    """Unnormalized log p(x) = logsumexp_y f(x)[y] = -E(x), or log p(x, y) = f(x)[y]
-    when `labels` ([N] int) are given. images: [N, H, W, C]. Returns [N] float32."""
-    logits = tf.cast(model(images, training=False), tf.float32)
-    if labels is None:
-        return tf.reduce_logsumexp(logits, axis=-1)
-    labels = tf.cast(labels, tf.int32)
-    return tf.gather(logits, labels[:, tf.newaxis], batch_dims=1)[:, 0]
 
 
 def log_density_gradient(

@@ -1,7 +1,13 @@
-"""Reusable contract checks for Keras models built by hdge_tf.
+"""Reusable contract checks for the Keras models and layers of hdge_tf.
 
 Import from a test module as `from keras_checks import run_backbone_checks`
 (pytest puts `tests/` on `sys.path` because it is not a package).
+
+    run_backbone_checks  a backbone: output, training, config, `.keras` round trip
+    run_layer_checks     a stateful layer (LogitQueue, ReplayBuffer): config, its
+                         state in `.keras`, state dtypes under every precision policy
+The pieces (`check_config_round_trip`, `check_save_load`, `check_precision`, ...)
+serve models such as HDGEClassifier that train with their own loss.
 """
 
 from __future__ import annotations
@@ -12,6 +18,10 @@ from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
+
+from hdge_tf.hardware import precision_policy
+
+MIXED_POLICIES = ("mixed_float16", "mixed_bfloat16")
 
 
 def random_images(
@@ -44,13 +54,81 @@ def check_config_round_trip(model: keras.Model, x: np.ndarray) -> None:
     )
 
 
+def _as_json(config: dict) -> dict:
+    """`config` as a `.keras` file stores it (tuples become lists)."""
+    return json.loads(json.dumps(config))
+
+
+def check_layer_config(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """The config survives JSON and rebuilds an equal config, and the registered
+    name alone (no custom_objects) deserializes the layer. Returns the clone."""
+    config = layer.get_config()
+    json.dumps(config)
+    clone = type(layer).from_config(config)
+    assert clone.get_config() == config
+    serialized = json.loads(json.dumps(keras.saving.serialize_keras_object(layer)))
+    again = keras.saving.deserialize_keras_object(serialized)
+    assert type(again) is type(layer)
+    assert again.get_config() == config
+    return clone
+
+
+def assert_same_weights(got: keras.layers.Layer, want: keras.layers.Layer) -> None:
+    """Every weight, trainable or not (state, statistics), equal in order. Seed
+    generator states are variables but no weights: `.keras` files do not keep them
+    (training checkpoints do)."""
+    assert len(got.weights) == len(want.weights)
+    for restored, saved in zip(got.weights, want.weights, strict=True):
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(restored),
+            keras.ops.convert_to_numpy(saved),
+            err_msg=saved.path,
+        )
+
+
+def check_state_saved(
+    layer: keras.layers.Layer, tmp_path: pathlib.Path
+) -> keras.layers.Layer:
+    """A `.keras` file of `layer` loads (registration alone) with every weight as
+    it was saved. Returns the loaded layer."""
+    path = tmp_path / f"{layer.name}.keras"
+    keras.saving.save_model(layer, path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded) is type(layer)
+    assert _as_json(loaded.get_config()) == _as_json(layer.get_config())
+    assert_same_weights(loaded, layer)
+    return loaded
+
+
+def check_precision(
+    make: Callable[[], keras.layers.Layer],
+    policies: Sequence[str] = MIXED_POLICIES,
+    x: np.ndarray | None = None,
+) -> None:
+    """Under each dtype policy, `make()`'s non-trainable state keeps the dtypes it
+    has under float32 (state never follows a compute dtype), and with inputs `x`
+    its call returns float32."""
+    with precision_policy("float32"):
+        expected = [(v.name, v.dtype) for v in make().non_trainable_weights]
+    for policy in policies:
+        with precision_policy(policy):
+            layer = make()
+            state = [(v.name, v.dtype) for v in layer.non_trainable_weights]
+            assert state == expected, policy
+            if x is not None:
+                out = layer(x, training=False)
+                assert keras.backend.standardize_dtype(out.dtype) == "float32", policy
+                assert np.all(np.isfinite(keras.ops.convert_to_numpy(out))), policy
+
+
 def check_save_load(model: keras.Model, x: np.ndarray, tmp_path: pathlib.Path) -> None:
     path = tmp_path / f"{model.name}.keras"
     model.save(path)
     # No custom_objects: registration alone must be enough to deserialize.
     loaded = keras.saving.load_model(path)
     assert type(loaded) is type(model)
-    assert loaded.get_config() == model.get_config()
+    assert _as_json(loaded.get_config()) == _as_json(model.get_config())
+    assert_same_weights(loaded, model)
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(loaded(x, training=False)),
         keras.ops.convert_to_numpy(model(x, training=False)),
@@ -126,3 +204,31 @@ def run_backbone_checks(
     check_config_round_trip(model, x)
     check_save_load(model, x, tmp_path)
     return model
+
+
+def run_layer_checks(
+    make: Callable[[], keras.layers.Layer],
+    tmp_path: pathlib.Path,
+    update: Callable[[keras.layers.Layer], None] | None = None,
+    policies: Sequence[str] = (*MIXED_POLICIES, "bfloat16"),
+) -> keras.layers.Layer:
+    """Runs the layer checks on `make()`; returns it.
+
+    `update(layer)` moves its state away from the initial values first, so a save
+    that dropped the state (or reinitialized it on load) is caught. `policies`
+    include the plain "bfloat16" policy, under which a layer that did not pin its
+    state's dtype would store it in bfloat16.
+    """
+    check_precision(make, policies)
+    layer = make()
+    initial = [keras.ops.convert_to_numpy(v).copy() for v in layer.weights]
+    if update is not None:
+        update(layer)
+        changed = [
+            not np.array_equal(keras.ops.convert_to_numpy(v), old)
+            for v, old in zip(layer.weights, initial, strict=True)
+        ]
+        assert any(changed), "update() left the state as it was"
+    check_layer_config(layer)
+    check_state_saved(layer, tmp_path)
+    return layer

@@ -1,4 +1,4 @@
-"""The contrastive terms against a slow, independent numpy computation."""
+"""Every loss term against a slow, independent numpy computation or a closed form."""
 
 import numpy as np
 import pytest
@@ -74,11 +74,11 @@ def test_smooth_labels_rejects_out_of_range():
 
 @pytest.mark.parametrize("formulation", ["paper", "reference"])
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
-def test_log_px_given_y_matches_numpy(batch, formulation, smoothing):
+def test_nll_x_given_y_matches_numpy(batch, formulation, smoothing):
     logits, labels, queue_kc = batch
     weights = published_smoothing(labels, C, smoothing)
     expected = numpy_contrast(logits, weights, queue_kc, TAU, formulation)
-    got = losses.contrastive_log_px_given_y(
+    got = losses.contrastive_nll_x_given_y(
         logits, labels, queue_kc.T, TAU, formulation, smoothing
     )
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-5)
@@ -96,10 +96,10 @@ def test_reference_counts_the_masked_classes_as_exp_0(batch):
     logits = 3.0 * np.eye(C, dtype=np.float32)[[y]]
     other = (y + 1) % C
     queue_kc = np.tile(np.eye(C, dtype=np.float32)[[other]], (K, 1))
-    reference = losses.contrastive_log_px_given_y(
+    reference = losses.contrastive_nll_x_given_y(
         logits, [y], queue_kc.T, TAU, "reference"
     ).numpy()
-    paper = losses.contrastive_log_px_given_y(
+    paper = losses.contrastive_nll_x_given_y(
         logits, [y], queue_kc.T, TAU, "paper"
     ).numpy()
     want_reference = np.log1p(K * (C / (np.e + C - 1)) ** (1 / TAU))
@@ -122,7 +122,7 @@ def test_smoothed_contrast_closed_form(formulation):
     a, b = 1 - s, s / (C - 1)
     logits = np.eye(C, dtype=np.float32)[[0]]
     queue_kc = np.eye(C, dtype=np.float32)[[1]]
-    got = losses.contrastive_log_px_given_y(
+    got = losses.contrastive_nll_x_given_y(
         logits, [0], queue_kc.T, TAU, formulation, s
     ).numpy()
     if formulation == "reference":
@@ -143,26 +143,26 @@ def test_masked_slots_are_ignored(batch):
     logits, labels, queue_kc = batch
     valid = np.arange(K) < 10
     for formulation in ("paper", "reference"):
-        got = losses.contrastive_log_px_given_y(
+        got = losses.contrastive_nll_x_given_y(
             logits, labels, queue_kc.T, TAU, formulation, valid=valid
         )
         want = numpy_contrast(
             logits, np.eye(C)[labels], queue_kc[:10], TAU, formulation
         )
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-5)
-    empty = losses.contrastive_log_px_given_y(
+    empty = losses.contrastive_nll_x_given_y(
         logits, labels, queue_kc.T, TAU, valid=np.zeros(K, bool)
     )
     np.testing.assert_allclose(empty.numpy(), 0.0, atol=1e-7)
 
 
-def test_log_px_matches_numpy(batch):
+def test_nll_x_matches_numpy(batch):
     logits, _, queue_kc = batch
     z = _unit_rows(logits)
     pos = logsumexp(z, axis=1) / TAU
     neg = logsumexp(queue_kc, axis=1) / TAU
     expected = [-np.log(softmax(np.concatenate([[p], neg]))[0]) for p in pos]
-    got = losses.contrastive_log_px(logits, queue_kc.T, TAU)
+    got = losses.contrastive_nll_x(logits, queue_kc.T, TAU)
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -173,9 +173,9 @@ def test_gradient_flows_through_batch_only(batch, formulation):
     queue = tf.Variable(queue_kc.T)
     with tf.GradientTape(persistent=True) as tape:
         pxy = tf.reduce_sum(
-            losses.contrastive_log_px_given_y(logits, labels, queue, TAU, formulation)
+            losses.contrastive_nll_x_given_y(logits, labels, queue, TAU, formulation)
         )
-        px = tf.reduce_sum(losses.contrastive_log_px(logits, queue, TAU))
+        px = tf.reduce_sum(losses.contrastive_nll_x(logits, queue, TAU))
     for loss in (pxy, px):
         grad_logits, grad_queue = tape.gradient(loss, [logits, queue])
         assert grad_queue is None
@@ -211,15 +211,41 @@ def test_smoothed_cross_entropy_matches_numpy(batch, smoothing):
 def test_unknown_formulation(batch):
     logits, labels, queue_kc = batch
     with pytest.raises(ValueError, match="formulation 'moco'"):
-        losses.contrastive_log_px_given_y(logits, labels, queue_kc.T, TAU, "moco")
+        losses.contrastive_nll_x_given_y(logits, labels, queue_kc.T, TAU, "moco")
 
 
 @pytest.mark.parametrize("formulation", ["paper", "reference"])
 def test_each_class_column_matches_numpy(batch, formulation):
     logits, _, queue_kc = batch
-    got = losses.contrastive_log_px_given_each_y(logits, queue_kc.T, TAU, formulation)
+    got = losses.contrastive_nll_x_given_each_y(logits, queue_kc.T, TAU, formulation)
     for c in range(C):
         expected = numpy_contrast(
             logits, np.eye(C)[[c] * N], queue_kc, TAU, formulation
         )
         np.testing.assert_allclose(got.numpy()[:, c], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_sgld_nll_x_matches_numpy():
+    """-(mean log p(x_data) - mean log p(x_sample)) for 6 data points and 9
+    samples; its gradient is -1/6 on each data density, +1/9 on each sample's."""
+    rng = np.random.default_rng(3)
+    data = tf.Variable(rng.normal(size=6) * 4)
+    samples = tf.Variable(rng.normal(size=9) * 4)
+    with tf.GradientTape() as tape:
+        term = losses.sgld_nll_x(data, samples)
+    assert term.dtype == tf.float32
+    want = -(data.numpy().mean() - samples.numpy().mean())
+    np.testing.assert_allclose(term, want, rtol=1e-5)
+    grad_data, grad_samples = tape.gradient(term, [data, samples])
+    np.testing.assert_allclose(grad_data, np.full(6, -1 / 6), rtol=1e-6)
+    np.testing.assert_allclose(grad_samples, np.full(9, 1 / 9), rtol=1e-6)
+
+
+def test_energy_l2_matches_numpy():
+    """mean(E_data²) + mean(E_sample²): each set averaged on its own (4 data
+    points, 10 samples)."""
+    rng = np.random.default_rng(4)
+    data, samples = rng.normal(size=4) * 3, rng.normal(size=10) * 3
+    got = losses.energy_l2(data, samples)
+    assert got.dtype == tf.float32
+    np.testing.assert_allclose(got, np.mean(data**2) + np.mean(samples**2), rtol=1e-5)

@@ -5,8 +5,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import tiny_backbone
+from keras_checks import (
+    MIXED_POLICIES,
+    check_config_round_trip,
+    check_output,
+    check_precision,
+    check_save_load,
+)
 
-from hdge_tf import losses
+from hdge_tf import input_checks, losses
 from hdge_tf.model import HDGEClassifier
 
 
@@ -63,26 +70,31 @@ def test_total_loss_is_the_weighted_sum(separable_data):
     np.testing.assert_allclose(result["loss"], weighted, rtol=1e-5)
 
 
-def test_keras_round_trip_keeps_weights_queue_and_pointer(separable_data, tmp_path):
+def test_passes_the_keras_checks_with_its_training_state(separable_data, tmp_path):
+    """Config round trip, and a `.keras` file that carries the weights, the queue
+    (rows and pointer), the replay buffer and the optimizer state, after training
+    moved them all; float32 logits and state under mixed precision."""
     images, labels = separable_data
-    model = _model(formulation="reference", input_noise_std=0.03)
+    kwargs = {
+        "formulation": "reference",
+        "input_noise_std": 0.03,
+        "px_sgld_weight": 1.0,
+        "sgld_steps": 2,
+        "replay_buffer_size": 40,
+    }
+    model = _model(**kwargs)
     model.fit(images, labels, batch_size=16, epochs=1, verbose=0)
-    path = tmp_path / "model.keras"
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    assert isinstance(loaded, HDGEClassifier)
-    assert loaded.formulation == "reference" and loaded.input_noise_std == 0.03
-    np.testing.assert_array_equal(
-        loaded.queue.logits.numpy(), model.queue.logits.numpy()
+    x = images[:8]
+    check_output(model, x, num_classes=4)
+    check_config_round_trip(model, x)
+    check_save_load(model, x, tmp_path)
+    assert int(model.queue.pointer.numpy()) == 96 % 40
+    assert int(model.optimizer.iterations.numpy()) == 6
+    check_precision(
+        lambda: HDGEClassifier(tiny_backbone(), queue_size=40, **kwargs),
+        MIXED_POLICIES,
+        x,
     )
-    assert (
-        int(loaded.queue.pointer.numpy()) == int(model.queue.pointer.numpy()) == 96 % 40
-    )
-    np.testing.assert_allclose(
-        loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6
-    )
-    # The optimizer state comes back too, so training continues where it stopped.
-    assert int(loaded.optimizer.iterations.numpy()) == 6
 
 
 def test_bad_inputs_name_the_problem(separable_data):
@@ -163,7 +175,10 @@ def test_another_image_size_fails_after_a_retrace(separable_data):
     with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match="height"):
         model.fit(bigger[:, 1:, 1:], labels, batch_size=16, epochs=1, verbose=0)
     relaxed = tf.TensorSpec((None, None, None, 1), tf.float32)
-    check = tf.function(model.check_images, input_signature=[relaxed])
+    check = tf.function(
+        lambda images: input_checks.check_images(images, model.image_shape),
+        input_signature=[relaxed],
+    )
     with pytest.raises(tf.errors.InvalidArgumentError, match="wrong height"):
         check(tf.zeros((2, 12, 8, 1)))
     with pytest.raises(tf.errors.InvalidArgumentError, match="wrong width"):

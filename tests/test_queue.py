@@ -1,8 +1,9 @@
-"""The circular logit queue: pointer, wrap-around, contents, limits."""
+"""The circular logit queue: pointer, wrap-around, contents, limits, saving."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from keras_checks import run_layer_checks
 
 from hdge_tf.queue import LogitQueue
 
@@ -57,3 +58,19 @@ def test_bad_arguments():
         LogitQueue(size=4, num_classes=2, init="zeros")
     with pytest.raises(ValueError, match="Queue size must be positive"):
         LogitQueue(size=0, num_classes=2)
+
+
+@pytest.mark.parametrize("init", ["random", "data"])
+def test_queue_passes_the_keras_layer_checks(init, tmp_path):
+    """Config round trip, the rows, pointer and fill count in `.keras`, and float32
+    rows under any policy."""
+
+    def enqueue(queue):
+        queue.enqueue(np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32))
+
+    queue = run_layer_checks(
+        lambda: LogitQueue(size=7, num_classes=4, init=init, name="queue"),
+        tmp_path,
+        update=enqueue,
+    )
+    assert int(queue.pointer.numpy()) == 3

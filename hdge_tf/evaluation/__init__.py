@@ -8,9 +8,11 @@
     report       run_evaluation(model, config, output_dir): all of the above
 
 The OOD sets themselves live in `hdge_tf.data.ood`, the SGLD sampler in
-`hdge_tf.sampling`.
+`hdge_tf.sampling`, the logits' read-outs (log p(x), max softmax, batched float32
+logits) in `hdge_tf.energy`.
 """
 
+from hdge_tf.energy import log_px, max_softmax, predict_logits
 from hdge_tf.evaluation.calibration import (
     classification_metrics,
     expected_calibration_error,
@@ -25,9 +27,6 @@ from hdge_tf.evaluation.ood import (
     detection_metrics,
     fpr_at_tpr,
     grad_norm,
-    log_px,
-    max_softmax,
-    predict_logits,
 )
 from hdge_tf.evaluation.report import load_model, run_evaluation
 from hdge_tf.evaluation.robustness import (

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from hdge_tf import losses
+from hdge_tf import energy, losses
 
 
 def classification_metrics(logits, labels) -> dict[str, float]:
@@ -19,7 +19,7 @@ def classification_metrics(logits, labels) -> dict[str, float]:
     (mean over examples of Σ_c (p(c|x) - 1[c = y])², in [0, 2])."""
     logits = tf.cast(logits, tf.float32)
     labels = tf.cast(labels, tf.int32)
-    probs = tf.nn.softmax(logits)
+    probs = energy.probabilities(logits)
     one_hot = tf.one_hot(labels, tf.shape(logits)[-1], dtype=tf.float32)
     correct = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels)
     return {
@@ -49,7 +49,7 @@ def expected_calibration_error(logits, labels, num_bins: int = 15) -> float:
 def reliability_bins(logits, labels, num_bins: int = 15) -> dict[str, np.ndarray]:
     """Per-bin data of a reliability diagram, each [num_bins]: lower and upper edge,
     count, accuracy and mean confidence (NaN in empty bins)."""
-    probs = tf.nn.softmax(tf.cast(logits, tf.float32)).numpy()
+    probs = energy.probabilities(logits).numpy()
     confidence = probs.max(-1)
     correct = probs.argmax(-1) == np.asarray(labels)
     index = np.clip(np.floor(confidence * num_bins).astype(int), 0, num_bins - 1)

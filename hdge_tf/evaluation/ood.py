@@ -10,7 +10,10 @@ Scores (JEM Sec. 5.2, HDGE Sec. 4.2):
   max_softmax  max_y p(y|x)
   grad_norm    -‖∇x log p(x)‖, JEM's "approximate mass"
   contrast     max_c log p(x|c) of HDGE's contrastive estimate against the logit
-               queue, i.e. -min_c contrastive_log_px_given_each_y
+               queue, i.e. -min_c contrastive_nll_x_given_each_y
+
+log_px and max_softmax are `hdge_tf.energy`'s read-outs, the ones the exported
+model serves.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import tensorflow as tf
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from hdge_tf import losses, sampling
+from hdge_tf.energy import log_px, max_softmax, predict_logits
 
 SCORES = ("log_px", "max_softmax", "grad_norm", "contrast")
 # Scores that are a function of the logits alone (one forward pass).
@@ -30,39 +34,6 @@ _LOGIT_SCORES = ("log_px", "max_softmax", "contrast")
 
 
 # Scores ---------------------------------------------------------------------------
-
-
-@tf.function(reduce_retracing=True)
-def _inference_logits(model: keras.Model, images: tf.Tensor) -> tf.Tensor:
-    # One function for every call: traced once per model (and once more for a
-    # smaller last batch, after which the batch dimension is relaxed).
-    return tf.cast(model(images, training=False), tf.float32)
-
-
-def predict_logits(model: keras.Model, images, batch_size: int = 256) -> np.ndarray:
-    """float32 logits in inference mode, batched. Unlike `Model.predict` this also
-    works on a model built under MultiWorkerMirroredStrategy."""
-    batches = [
-        _inference_logits(
-            model, tf.convert_to_tensor(images[i : i + batch_size])
-        ).numpy()
-        for i in range(0, len(images), batch_size)
-    ]
-    return np.concatenate(batches) if batches else np.zeros((0, 0), np.float32)
-
-
-def log_px(logits) -> tf.Tensor:
-    """log p(x) up to a constant: logsumexp of the logits read as energies. [N].
-
-    Tensor in, tensor out, so the exported serving graph uses this same function.
-    Computed in float32: a bfloat16 logsumexp loses the differences that matter.
-    """
-    return tf.reduce_logsumexp(tf.cast(logits, tf.float32), axis=-1)
-
-
-def max_softmax(logits) -> tf.Tensor:
-    """max_y p(y|x), the classifier's confidence. [N]."""
-    return tf.reduce_max(tf.nn.softmax(tf.cast(logits, tf.float32)), axis=-1)
 
 
 def contrast(
@@ -73,10 +44,10 @@ def contrast(
     valid=None,
 ) -> np.ndarray:
     """HDGE's similarity score max_c log p(x|c) against a [C, K] logit queue. [N]."""
-    neg_log_px_given_c = losses.contrastive_log_px_given_each_y(
+    nll_x_given_c = losses.contrastive_nll_x_given_each_y(
         tf.cast(logits, tf.float32), queue, temperature, formulation, valid
     )
-    return (-tf.reduce_min(neg_log_px_given_c, axis=-1)).numpy()
+    return (-tf.reduce_min(nll_x_given_c, axis=-1)).numpy()
 
 
 @tf.function(reduce_retracing=True)
@@ -95,6 +66,13 @@ def grad_norm(model: keras.Model, images, batch_size: int = 256) -> np.ndarray:
     return -np.concatenate(norms) if norms else np.zeros((0,), np.float32)
 
 
+def check_scores(scores: Sequence[str]) -> None:
+    """Raises ValueError naming the valid scores unless every one of `scores` is."""
+    unknown = sorted(set(scores) - set(SCORES))
+    if unknown:
+        raise ValueError(f"Unknown OOD scores {unknown}; valid scores: {SCORES}.")
+
+
 def has_logit_queue(model: keras.Model) -> bool:
     return hasattr(model, "queue") and hasattr(model, "temperature")
 
@@ -111,9 +89,7 @@ def compute_scores(
     `contrast` needs a model with a logit queue (an HDGEClassifier); pass `logits`
     when they are already computed to save a forward pass.
     """
-    unknown = sorted(set(scores) - set(SCORES))
-    if unknown:
-        raise ValueError(f"Unknown OOD scores {unknown}; valid scores: {SCORES}.")
+    check_scores(scores)
     if "contrast" in scores and not has_logit_queue(model):
         raise ValueError(
             "The 'contrast' score needs a model with a logit queue (HDGEClassifier); "
@@ -181,18 +157,6 @@ def fpr_at_tpr(in_scores, out_scores, tpr: float = 0.95) -> float:
     labels, scores = _labelled(in_scores, out_scores)
     fprs, tprs, _ = roc_curve(labels, scores, drop_intermediate=False)
     return float(fprs[np.searchsorted(tprs, tpr, side="left")])
-
-
-def threshold_at_tpr(in_scores, tpr: float = 0.95) -> float:
-    """The score above which a fraction `tpr` of `in_scores` lies: their (1 - tpr)
-    quantile (linear interpolation), the threshold of an OOD gate that accepts
-    score >= threshold."""
-    if not 0.0 < tpr <= 1.0:
-        raise ValueError(f"The gate's true-positive rate must be in (0, 1], got {tpr}.")
-    scores = np.asarray(in_scores, np.float64).ravel()
-    if not len(scores):
-        raise ValueError("The gate's threshold needs in-distribution scores.")
-    return float(np.quantile(scores, 1.0 - tpr))
 
 
 def detection_metrics(in_scores, out_scores) -> dict[str, float]:

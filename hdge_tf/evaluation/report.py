@@ -340,9 +340,7 @@ def run_evaluation(model: keras.Model, config, output_dir: str | Path) -> dict:
     cfg = config.eval
     for name in cfg.ood_sets:
         ood_data.check_ood_set_name(name)
-    unknown = sorted(set(cfg.scores) - set(ood.SCORES))
-    if unknown:
-        raise ValueError(f"Unknown OOD scores {unknown}; valid scores: {ood.SCORES}.")
+    ood.check_scores(cfg.scores)
     if cfg.pgd.gradient not in robustness.GRADIENTS:
         raise ValueError(
             f"Unknown PGD gradient {cfg.pgd.gradient!r}; expected one of "

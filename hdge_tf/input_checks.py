@@ -1,0 +1,133 @@
+"""Checks of the batches an `HDGEClassifier` trains and evaluates on.
+
+A batch is (images, labels), or for semi-supervised training
+({"images": labeled images, "unlabeled": images}, labels). Every check fails with a
+message naming the problem and, where there is one, the fix; the checks that can only
+run on values (NaN, label range, a dynamic image size) run inside the compiled step
+and hold back everything downstream of a failing batch.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import keras
+import tensorflow as tf
+
+_AXES = ("height", "width", "channels")
+
+
+class Batch(NamedTuple):
+    """A checked batch: float32 images [N, H, W, C], int32 labels [N], and the
+    unlabeled images of a semi-supervised batch (float32 [M, H, W, C]) or None."""
+
+    images: tf.Tensor
+    labels: tf.Tensor
+    unlabeled: tf.Tensor | None
+
+
+def unpack_batch(data, image_shape, num_classes: int) -> Batch:
+    """Splits what `fit`/`evaluate` pass to a step into a checked `Batch`.
+
+    image_shape: (H, W, C) the backbone expects (None for a free axis).
+    """
+    images, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    if labels is None:
+        raise ValueError("HDGEClassifier needs (images, labels) to train/evaluate.")
+    if sample_weight is not None:
+        raise ValueError("HDGEClassifier does not support sample weights.")
+    unlabeled = None
+    if isinstance(images, dict):
+        unknown = set(images) - {"images", "unlabeled"}
+        if "images" not in images or unknown:
+            raise ValueError(
+                'Semi-supervised inputs are a dict {"images": labeled images, '
+                f'"unlabeled": images}}; got keys {sorted(images)}.'
+            )
+        if images.get("unlabeled") is not None:
+            unlabeled = check_images(images["unlabeled"], image_shape)
+        images = images["images"]
+    return Batch(
+        check_images(images, image_shape),
+        check_labels(labels, num_classes),
+        unlabeled,
+    )
+
+
+def check_images(images, image_shape) -> tf.Tensor:
+    """`images` as float32 [N, H, W, C]; fails with a message naming the problem for
+    inputs that are not floating point, not of `image_shape` (H, W, C; None for a
+    free axis) or that hold NaN/Inf."""
+    images = tf.convert_to_tensor(images)
+    if not images.dtype.is_floating:
+        raise TypeError(
+            "Images must be floating point in [-1, 1], got dtype "
+            f"{images.dtype.name}; convert with x / 127.5 - 1."
+        )
+    if images.shape.rank is None:  # a retraced step with relaxed shapes
+        tf.debugging.assert_rank(
+            images, 4, "Images must have rank 4 [batch, height, width, channels]."
+        )
+        images = tf.ensure_shape(images, (None, None, None, None))
+    if images.shape.rank != 4:
+        raise ValueError(
+            f"Images must have rank 4 [batch, height, width, channels], got shape "
+            f"{images.shape}."
+        )
+    expected = tuple(image_shape)
+    dynamic = []
+    for axis, (name, got, want) in enumerate(
+        zip(_AXES, images.shape[1:], expected, strict=True), start=1
+    ):
+        if want is None:
+            continue
+        if got is None:
+            # Keras relaxes shapes when it retraces for a new input shape, so
+            # the static check alone would let another image size through.
+            dynamic.append(
+                tf.debugging.assert_equal(
+                    tf.shape(images)[axis],
+                    want,
+                    f"Images have the wrong {name}: the backbone expects "
+                    f"{want} (image shape {expected}).",
+                )
+            )
+        elif got != want:
+            raise ValueError(
+                f"Images have {name} {got} but the backbone expects {want} "
+                f"(image shape {expected}); got input shape {images.shape}."
+            )
+    if dynamic:
+        with tf.control_dependencies(dynamic):
+            images = tf.identity(images)
+    # check_numerics passes the tensor through, so nothing downstream (the
+    # update, the queue write) can run on a batch that fails the check.
+    return tf.debugging.check_numerics(
+        tf.cast(images, tf.float32), "Input images contain NaN or Inf."
+    )
+
+
+def check_labels(labels, num_classes: int) -> tf.Tensor:
+    """`labels` as int32 class indices in [0, num_classes), [N] (an [N, 1] column
+    is squeezed)."""
+    labels = tf.convert_to_tensor(labels)
+    if labels.shape.rank == 2 and labels.shape[-1] == 1:
+        labels = tf.squeeze(labels, -1)
+    if labels.shape.rank != 1:
+        raise ValueError(
+            f"Labels must be integer class indices of shape [batch], got shape "
+            f"{labels.shape}."
+        )
+    if not labels.dtype.is_integer:
+        raise TypeError(
+            f"Labels must be integer class indices, got dtype {labels.dtype.name}."
+        )
+    labels = tf.cast(labels, tf.int32)
+    checks = [
+        tf.debugging.assert_non_negative(labels, "Labels must be >= 0."),
+        tf.debugging.assert_less(
+            labels, num_classes, f"Labels must be < num_classes={num_classes}."
+        ),
+    ]
+    with tf.control_dependencies(checks):
+        return tf.identity(labels)
