@@ -48,59 +48,116 @@ def _train_config(**overrides):
     return config
 
 
+def _rates_at(optimizer, steps) -> list[float]:
+    """The learning rate the optimizer applies at each optimizer step."""
+    rates = []
+    for step in steps:
+        optimizer.iterations.assign(step)
+        rates.append(float(optimizer.learning_rate))
+    optimizer.iterations.assign(0)
+    return rates
+
+
 def test_build_optimizer_converts_epochs_to_steps():
+    """decay_epochs (160, 180) at 100 steps per epoch: ×0.3 from step 16,000 and
+    again from 18,000; SGD with (heavy-ball) momentum; Adam without decay leaves
+    a weight with a zero gradient where it is."""
     optimizer = build_optimizer(_train_config(), steps_per_epoch=100)
-    assert isinstance(optimizer, keras.optimizers.SGD)
-    assert optimizer.momentum == 0.9 and not optimizer.nesterov
-    assert optimizer._learning_rate.boundaries == [16000, 18000]
+    rates = _rates_at(optimizer, [0, 15999, 16000, 17999, 18000, 10**6])
+    np.testing.assert_allclose(rates, [0.1, 0.1, 0.03, 0.03, 0.009, 0.009], 1e-6)
+    grads = [G1.astype(np.float64), G2.astype(np.float64)]
+    np.testing.assert_allclose(
+        _run(optimizer, [G1, G2]),
+        torch_sgd(W0.astype(np.float64), grads, 0.1, 0.9, 5e-4),
+        rtol=1e-6,
+        atol=1e-7,
+    )
     adam = build_optimizer(_train_config(optimizer="adam", weight_decay=0.0), 10)
-    assert isinstance(adam, keras.optimizers.Adam) and adam.weight_decay is None
-    assert adam.coupled_weight_decay == 0.0
+    assert isinstance(adam, keras.optimizers.Adam)
+    np.testing.assert_array_equal(_run(adam, [np.zeros_like(G1)] * 2), W0)
     with pytest.raises(ValueError, match="optimizer 'rmsprop'"):
         build_optimizer(_train_config(optimizer="rmsprop"), 10)
 
 
 def test_build_optimizer_weight_decay_modes():
+    """Each mode's update, not its attributes: "l2" is torch's coupled decay for
+    SGD and Adam, "decoupled" Keras's w - lr·wd·w beside the SGD step."""
+    grads = [G1.astype(np.float64), G2.astype(np.float64)]
     coupled = build_optimizer(_train_config(weight_decay_mode="l2"), 10)
-    assert isinstance(coupled, CoupledL2SGD)
-    assert coupled.coupled_weight_decay == pytest.approx(5e-4)
-    assert coupled.weight_decay is None
+    np.testing.assert_allclose(
+        _run(coupled, [G1, G2]),
+        torch_sgd(W0.astype(np.float64), grads, 0.1, 0.9, 5e-4),
+        rtol=1e-6,
+        atol=1e-7,
+    )
     decoupled = build_optimizer(_train_config(weight_decay_mode="decoupled"), 10)
-    assert decoupled.weight_decay == pytest.approx(5e-4)
-    assert decoupled.coupled_weight_decay == 0.0
-    adam = build_optimizer(_train_config(optimizer="adam"), 10)
-    assert isinstance(adam, CoupledL2Adam)
-    assert adam.coupled_weight_decay == pytest.approx(5e-4)
+    np.testing.assert_allclose(
+        _run(decoupled, [G1]), W0 - 0.1 * 5e-4 * W0 - 0.1 * G1, rtol=1e-6
+    )
+    adam = build_optimizer(
+        _train_config(optimizer="adam", learning_rate=1e-2, weight_decay=WD), 10
+    )
+    np.testing.assert_allclose(
+        _run(adam, [G1, G2]),
+        torch_adam(W0.astype(np.float64), grads, 1e-2, WD),
+        rtol=0,
+        atol=1e-6,
+    )
     with pytest.raises(ValueError, match="weight_decay_mode 'L2'.*'l2', 'decoupled'"):
         build_optimizer(_train_config(weight_decay_mode="L2"), 10)
 
 
+def _first_adam_step(optimizer, gradient: float) -> float:
+    """The first update of a zero weight (no decay to add) by `gradient`."""
+    var = keras.Variable(np.zeros((1,), np.float32))
+    optimizer.apply([tf.constant([gradient], tf.float32)], [var])
+    return float(var.numpy()[0])
+
+
 def test_the_base_config_defaults_to_coupled_l2_and_torch_epsilon():
+    """epsilon 1e-8 reaches the update: with a gradient of 1e-8 the first Adam step
+    differs by 10x between torch's epsilon and Keras's default 1e-7."""
     from hdge_tf.configs import base
 
     train = base.get_config().train
     assert train.weight_decay_mode == "l2" and train.adam_epsilon == 1e-8
     adam = build_optimizer(train.copy_and_resolve_references(), 10)
     assert isinstance(adam, CoupledL2Adam)
-    assert adam.epsilon == 1e-8  # reached the optimizer (Keras's default is 1e-7)
+    rate = float(adam.learning_rate)
+
+    def plain(epsilon):
+        return _first_adam_step(keras.optimizers.Adam(rate, epsilon=epsilon), 1e-8)
+
+    step = _first_adam_step(adam, 1e-8)
+    np.testing.assert_allclose(step, plain(1e-8), rtol=1e-6)
+    assert abs(step) > 5 * abs(plain(1e-7))
     other = build_optimizer(_train_config(optimizer="adam", adam_epsilon=1e-3), 10)
-    assert other.epsilon == 1e-3
+    np.testing.assert_allclose(
+        _first_adam_step(other, 1e-8),
+        _first_adam_step(keras.optimizers.Adam(0.1, epsilon=1e-3), 1e-8),
+        rtol=1e-6,
+    )
 
 
 def test_the_sgd_recipe_config():
+    """The SGD recipe's schedule (0.1, ×0.3 at epochs 160 and 180, no warmup) and
+    its coupled-L2 momentum update, read off what the optimizer does."""
     from hdge_tf.configs import cifar10_hdge_sgd
 
     config = cifar10_hdge_sgd.get_config()
     assert (config.backbone.norm, config.backbone.dropout) == ("batch", 0.3)
-    assert config.train.batch_size == 128
+    assert config.train.batch_size == 128 and config.train.epochs == 200
     optimizer = build_optimizer(config.train, steps_per_epoch=351)
-    assert isinstance(optimizer, CoupledL2SGD) and optimizer.momentum == 0.9
-    assert optimizer.coupled_weight_decay == pytest.approx(5e-4)
-    assert optimizer.weight_decay is None
-    schedule = optimizer._learning_rate
-    assert schedule.warmup_steps == 0 and schedule.learning_rate == 0.1
-    assert schedule.boundaries == [160 * 351, 180 * 351]
-    assert schedule.decay_factor == 0.3 and config.train.epochs == 200
+    first, second = 160 * 351, 180 * 351
+    rates = _rates_at(optimizer, [0, first - 1, first, second - 1, second])
+    np.testing.assert_allclose(rates, [0.1, 0.1, 0.03, 0.03, 0.009], rtol=1e-6)
+    grads = [G1.astype(np.float64), G2.astype(np.float64)]
+    np.testing.assert_allclose(
+        _run(optimizer, [G1, G2]),
+        torch_sgd(W0.astype(np.float64), grads, 0.1, 0.9, 5e-4),
+        rtol=1e-6,
+        atol=1e-7,
+    )
 
 
 # A hand-written numpy version of torch.optim.SGD / torch.optim.Adam's documented
@@ -192,16 +249,20 @@ def _run_decoupled_adam_by_hand(lr, wd, grads):
 
 
 def test_coupled_l2_get_config_round_trip():
+    """A restored optimizer (from its config, or serialized) makes the updates the
+    original makes: the same schedule and the same coupled decay."""
     schedule = WarmupStepDecay(0.1, 5, [100], 0.3)
     for cls, extra in ((CoupledL2SGD, {"momentum": 0.9}), (CoupledL2Adam, {})):
-        opt = cls(schedule, coupled_weight_decay=5e-4, **extra)
+        opt = cls(schedule, coupled_weight_decay=WD, **extra)
         config = opt.get_config()
-        assert config["coupled_weight_decay"] == 5e-4
-        restored = cls.from_config(config)
-        assert type(restored) is cls and restored.coupled_weight_decay == 5e-4
-        assert restored._learning_rate.boundaries == [100]
+        want = _run(cls.from_config(config), [G1, G2])
+        without = _run(cls(schedule, **extra), [G1, G2])
+        assert np.abs(want - without).max() > 1e-4  # the decay is in the update
         again = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
-        assert type(again) is cls and again.coupled_weight_decay == 5e-4
+        assert type(again) is cls
+        np.testing.assert_array_equal(_run(again, [G1, G2]), want)
+        np.testing.assert_array_equal(_run(opt, [G1, G2]), want)
+        assert _rates_at(again, [0, 4, 99, 100]) == _rates_at(opt, [0, 4, 99, 100])
     with pytest.raises(ValueError, match="coupled_weight_decay"):
         CoupledL2SGD(0.1, coupled_weight_decay=-1.0)
 
@@ -226,9 +287,14 @@ def test_compiled_model_saves_and_loads(tmp_path):
     model.save(path)
     loaded = keras.saving.load_model(path)
     assert type(loaded.optimizer) is CoupledL2SGD
-    assert loaded.optimizer.coupled_weight_decay == WD
     assert int(loaded.optimizer.iterations) == 1
     np.testing.assert_allclose(loaded.get_weights()[0], model.get_weights()[0])
+    # Training goes on as it would have: the momentum and the decay came back.
+    for trained in (model, loaded):
+        trained.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    np.testing.assert_allclose(
+        loaded.get_weights()[0], model.get_weights()[0], rtol=1e-6
+    )
 
 
 def test_coupled_l2_under_loss_scaling():
