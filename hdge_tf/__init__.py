@@ -1,20 +1,21 @@
-"""hdge-tf: hybrid discriminative-generative training of energy-based classifiers."""
+"""hdge-tf: hybrid discriminative-generative training of energy-based classifiers.
+
+The public API: the energy classifier and its layers, the backbones, the data loader
+and the entry points of training, sampling, evaluation and export. The loss terms
+are in `hdge_tf.losses`, the logits' read-outs (log p(x), log p(x, y)) in
+`hdge_tf.energy`.
+"""
 
 from hdge_tf.data import DataBundle, build_datasets, load_arrays
+from hdge_tf.evaluation import run_evaluation
+from hdge_tf.export import export_saved_model
 from hdge_tf.generation import SampleGrid, draw_samples
-from hdge_tf.losses import (
-    contrastive_log_px,
-    contrastive_log_px_given_each_y,
-    contrastive_log_px_given_y,
-    cross_entropy,
-    energy_l2,
-    sgld_log_px,
-)
 from hdge_tf.model import HDGEClassifier
 from hdge_tf.networks import SmallCNN, WideResNet, build_backbone
 from hdge_tf.optimization import WarmupStepDecay
 from hdge_tf.queue import LogitQueue
-from hdge_tf.sampling import ReplayBuffer
+from hdge_tf.sampling import ReplayBuffer, sgld
+from hdge_tf.training import train
 
 __version__ = "0.1.0"
 
@@ -29,12 +30,10 @@ __all__ = [
     "WideResNet",
     "build_backbone",
     "build_datasets",
-    "contrastive_log_px",
-    "contrastive_log_px_given_each_y",
-    "contrastive_log_px_given_y",
-    "cross_entropy",
     "draw_samples",
-    "energy_l2",
+    "export_saved_model",
     "load_arrays",
-    "sgld_log_px",
+    "run_evaluation",
+    "sgld",
+    "train",
 ]
