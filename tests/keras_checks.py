@@ -89,10 +89,11 @@ def assert_same_weights(got: keras.layers.Layer, want: keras.layers.Layer) -> No
 def check_state_saved(
     layer: keras.layers.Layer, tmp_path: pathlib.Path
 ) -> keras.layers.Layer:
-    """A `.keras` file of `layer` loads (registration alone) with every weight as
-    it was saved. Returns the loaded layer."""
+    """A `.keras` file of `layer` (or model) loads with every weight as it was
+    saved. Returns the loaded layer."""
     path = tmp_path / f"{layer.name}.keras"
     keras.saving.save_model(layer, path)
+    # No custom_objects: registration alone must be enough to deserialize.
     loaded = keras.saving.load_model(path)
     assert type(loaded) is type(layer)
     assert _as_json(loaded.get_config()) == _as_json(layer.get_config())
@@ -122,13 +123,9 @@ def check_precision(
 
 
 def check_save_load(model: keras.Model, x: np.ndarray, tmp_path: pathlib.Path) -> None:
-    path = tmp_path / f"{model.name}.keras"
-    model.save(path)
-    # No custom_objects: registration alone must be enough to deserialize.
-    loaded = keras.saving.load_model(path)
-    assert type(loaded) is type(model)
-    assert _as_json(loaded.get_config()) == _as_json(model.get_config())
-    assert_same_weights(loaded, model)
+    """`check_state_saved`, and the loaded model computes the same outputs and
+    carries the optimizer state."""
+    loaded = check_state_saved(model, tmp_path)
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(loaded(x, training=False)),
         keras.ops.convert_to_numpy(model(x, training=False)),

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import tiny_backbone
+from keras_checks import random_images
 from scipy.special import logsumexp, softmax
 
 from hdge_tf import energy
@@ -15,14 +16,10 @@ from hdge_tf.hardware import precision_policy
 PACKAGE = pathlib.Path(energy.__file__).parent
 
 
-@pytest.fixture(scope="module")
-def model():
-    return tiny_backbone(num_classes=4, image_shape=(8, 8, 1), seed=0)
-
-
-@pytest.fixture
-def images():
-    return np.random.default_rng(0).uniform(-1, 1, (12, 8, 8, 1)).astype(np.float32)
+def _model_and_images():
+    """A 4-class network on 8x8x1 images and 12 images in [-1, 1]."""
+    shape = (8, 8, 1)
+    return tiny_backbone(num_classes=4, image_shape=shape), random_images(12, shape)
 
 
 def test_read_outs_match_scipy():
@@ -42,7 +39,8 @@ def test_read_outs_match_scipy():
     )
 
 
-def test_log_density_is_logsumexp_or_the_labels_logit(model, images):
+def test_log_density_is_logsumexp_or_the_labels_logit():
+    model, images = _model_and_images()
     logits = model(images).numpy()
     np.testing.assert_allclose(
         energy.log_density(model, images), logsumexp(logits, axis=-1), rtol=1e-5
@@ -55,11 +53,10 @@ def test_log_density_is_logsumexp_or_the_labels_logit(model, images):
     )
 
 
-def test_read_outs_are_float32_from_bfloat16_logits(images):
-    """The network computes in bfloat16; every read-out is float32, and a logsumexp
-    of the float32 logits differs from one computed in bfloat16."""
+def test_read_outs_are_float32_from_bfloat16_logits():
+    """The network computes in bfloat16; every read-out is float32."""
     with precision_policy("mixed_bfloat16"):
-        model = tiny_backbone(num_classes=4, image_shape=(8, 8, 1), seed=0)
+        model, images = _model_and_images()
     raw = model(images, training=False)
     assert raw.dtype == tf.bfloat16
     logits = energy.logits(model, images)
@@ -78,7 +75,8 @@ def test_read_outs_are_float32_from_bfloat16_logits(images):
     )
 
 
-def test_predict_logits_batches_like_one_call(model, images):
+def test_predict_logits_batches_like_one_call():
+    model, images = _model_and_images()
     whole = energy.logits(model, images).numpy()
     for batch_size in (5, 12, 100):  # a last partial batch, one batch, one short
         got = energy.predict_logits(model, images, batch_size)

@@ -65,13 +65,7 @@ def test_build_optimizer_converts_epochs_to_steps():
     optimizer = build_optimizer(_train_config(), steps_per_epoch=100)
     rates = _rates_at(optimizer, [0, 15999, 16000, 17999, 18000, 10**6])
     np.testing.assert_allclose(rates, [0.1, 0.1, 0.03, 0.03, 0.009, 0.009], 1e-6)
-    grads = [G1.astype(np.float64), G2.astype(np.float64)]
-    np.testing.assert_allclose(
-        _run(optimizer, [G1, G2]),
-        torch_sgd(W0.astype(np.float64), grads, 0.1, 0.9, 5e-4),
-        rtol=1e-6,
-        atol=1e-7,
-    )
+    assert_torch_sgd_update(optimizer, 0.1, 0.9, 5e-4)
     adam = build_optimizer(_train_config(optimizer="adam", weight_decay=0.0), 10)
     assert isinstance(adam, keras.optimizers.Adam)
     np.testing.assert_array_equal(_run(adam, [np.zeros_like(G1)] * 2), W0)
@@ -84,12 +78,7 @@ def test_build_optimizer_weight_decay_modes():
     SGD and Adam, "decoupled" Keras's w - lr·wd·w beside the SGD step."""
     grads = [G1.astype(np.float64), G2.astype(np.float64)]
     coupled = build_optimizer(_train_config(weight_decay_mode="l2"), 10)
-    np.testing.assert_allclose(
-        _run(coupled, [G1, G2]),
-        torch_sgd(W0.astype(np.float64), grads, 0.1, 0.9, 5e-4),
-        rtol=1e-6,
-        atol=1e-7,
-    )
+    assert_torch_sgd_update(coupled, 0.1, 0.9, 5e-4)
     decoupled = build_optimizer(_train_config(weight_decay_mode="decoupled"), 10)
     np.testing.assert_allclose(
         _run(decoupled, [G1]), W0 - 0.1 * 5e-4 * W0 - 0.1 * G1, rtol=1e-6
@@ -151,13 +140,7 @@ def test_the_sgd_recipe_config():
     first, second = 160 * 351, 180 * 351
     rates = _rates_at(optimizer, [0, first - 1, first, second - 1, second])
     np.testing.assert_allclose(rates, [0.1, 0.1, 0.03, 0.03, 0.009], rtol=1e-6)
-    grads = [G1.astype(np.float64), G2.astype(np.float64)]
-    np.testing.assert_allclose(
-        _run(optimizer, [G1, G2]),
-        torch_sgd(W0.astype(np.float64), grads, 0.1, 0.9, 5e-4),
-        rtol=1e-6,
-        atol=1e-7,
-    )
+    assert_torch_sgd_update(optimizer, 0.1, 0.9, 5e-4)
 
 
 # A hand-written numpy version of torch.optim.SGD / torch.optim.Adam's documented
@@ -193,13 +176,21 @@ def _run(optimizer, grads, w0=W0):
     return var.numpy()
 
 
+def assert_torch_sgd_update(optimizer, lr, momentum, wd) -> np.ndarray:
+    """Two steps of `optimizer` from W0 by G1 then G2 are torch.optim.SGD's with
+    these settings. Returns the weights after them."""
+    grads = [G1.astype(np.float64), G2.astype(np.float64)]
+    got = _run(optimizer, [G1, G2])
+    want = torch_sgd(W0.astype(np.float64), grads, lr, momentum, wd)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    return got
+
+
 def test_coupled_l2_sgd_matches_torch_formula():
     """Two steps so that the momentum buffer carries the decayed gradient."""
     grads = [G1.astype(np.float64), G2.astype(np.float64)]
-    want = torch_sgd(W0.astype(np.float64), grads, LR, MOMENTUM, WD)
     opt = CoupledL2SGD(LR, momentum=MOMENTUM, coupled_weight_decay=WD)
-    got = _run(opt, [G1, G2])
-    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    got = assert_torch_sgd_update(opt, LR, MOMENTUM, WD)
     without = torch_sgd(W0.astype(np.float64), grads, LR, MOMENTUM, 0.0)
     assert np.abs(got - without).max() > 1e-3  # the decay is visible
 
