@@ -86,19 +86,19 @@ def apply_if_healthy(
     loss are an overflow of the loss scale instead: the `LossScaleOptimizer` sees
     them, lowers the scale and applies nothing else.
     """
-    converged, finite_grads = step_health(loss, grads, divergence_threshold)
+    converged, finite_grads = _step_health(loss, grads, divergence_threshold)
     if scales_loss(optimizer):
         # The loss scale optimizer lowers the scale on non-finite gradients
         # (and applies nothing), so an overflow must reach it.
-        apply_if(optimizer, converged, grads, variables)
+        _apply_if(optimizer, converged, grads, variables)
         overflow = converged & tf.logical_not(finite_grads)
     else:
-        apply_if(optimizer, converged & finite_grads, grads, variables)
+        _apply_if(optimizer, converged & finite_grads, grads, variables)
         converged, overflow = converged & finite_grads, tf.constant(False)
     return StepOutcome(converged & tf.logical_not(overflow), converged, overflow)
 
 
-def step_health(
+def _step_health(
     loss: tf.Tensor, grads, divergence_threshold: float
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """(converged, finite gradients), each the same on every replica.
@@ -117,7 +117,7 @@ def step_health(
     return tf.equal(failed[0], 0.0), tf.equal(failed[1], 0.0)
 
 
-def apply_if(
+def _apply_if(
     optimizer: keras.optimizers.Optimizer, healthy: tf.Tensor, grads, variables
 ) -> None:
     """Applies `grads` only when `healthy`; a skipped step leaves the variables and
