@@ -1,9 +1,10 @@
 """The energy classifier: a backbone's logits read as energies, trained with HDGE.
 
-The loss is HDGE's (paper, Eq. 6), `ce_weight * CE + pxy_contrast_weight *
--log p(x|y)`, optionally with the unconditional contrastive -log p(x) and JEM's SGLD
-terms; each term is one function of `hdge_tf.losses`. The batch checks live in
-`hdge_tf.input_checks`, the skipping of unhealthy steps in `hdge_tf.distribute`.
+The loss is HDGE's weighted sum of -log p(y|x) (CE) and the contrastive
+-log p(x|y), optionally with the contrastive -log p(x) and JEM's SGLD terms; each
+term is one function of `hdge_tf.losses`, and log p(x), log p(x, y) come from
+`hdge_tf.energy`. The batch checks live in `hdge_tf.input_checks`, the skipping of
+unhealthy steps in `hdge_tf.distribute`.
 """
 
 from __future__ import annotations
