@@ -10,14 +10,12 @@ chosen on the run's validation split (its config.json's data.validation_size) at
 --gate_tpr; runs without a validation split are exported without it.
 """
 
-import json
 from pathlib import Path
 
-import keras
 from absl import app, flags, logging
 
-import hdge_tf  # noqa: F401  (registers the custom classes for load_model)
-from hdge_tf import data, export
+from hdge_tf import data, export, workdir
+from hdge_tf.configs import base
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training run directory.")
 _MODEL = flags.DEFINE_string(
@@ -35,27 +33,26 @@ _GATE_TPR = flags.DEFINE_float(
 flags.mark_flag_as_required("workdir")
 
 
-def _validation_images(workdir: Path):
+def _validation_images(run: workdir.RunDir):
     """The run's held-out validation images, or None (with the reason logged)."""
-    config_path = workdir / "config.json"
-    if not config_path.is_file():
-        logging.warning("No %s: exporting without an OOD gate.", config_path)
+    run_config = run.read_config()
+    if run_config is None:
+        logging.warning("No %s: exporting without an OOD gate.", run.config_file)
         return None
-    cfg = json.loads(config_path.read_text()).get("data", {})
-    size = int(cfg.get("validation_size") or 0)
-    if not size:
+    cfg = workdir.resolve_config(base.get_config(), run_config).data
+    if not cfg.validation_size:
         logging.warning(
             "The run has no validation split (data.validation_size=0): exporting "
             "without an OOD gate, whose threshold is set on held-out images."
         )
         return None
     images, _ = data.load_arrays(
-        cfg["name"],
+        cfg.name,
         "validation",
-        cfg.get("data_dir"),
-        cfg.get("download", True),
-        limit=int(cfg.get("limit_train") or 0),
-        validation_size=size,
+        cfg.data_dir,
+        cfg.download,
+        limit=int(cfg.limit_train),
+        validation_size=int(cfg.validation_size),
     )
     return images
 
@@ -63,16 +60,13 @@ def _validation_images(workdir: Path):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    workdir = Path(_WORKDIR.value)
-    model_path = Path(_MODEL.value or workdir / "model.keras")
-    output = Path(_OUTPUT.value or workdir / "export" / "saved_model")
-    if not model_path.is_file():
-        raise app.UsageError(f"No model file {model_path}; train first or --model.")
+    run_dir, model_path = workdir.run_paths(_WORKDIR.value, _MODEL.value)
+    output = Path(_OUTPUT.value or run_dir.saved_model_dir)
     # The optimizer is not exported, so there is no need to rebuild it.
-    model = keras.saving.load_model(model_path, compile=False)
+    model = workdir.load_model(model_path)
     gate = None
     if _GATE_TPR.value:
-        images = _validation_images(workdir)
+        images = _validation_images(run_dir)
         if images is not None:
             gate = export.fit_gate(model, images, _GATE_TPR.value)
             logging.info(

@@ -3,7 +3,10 @@
     hdge-train --config=configs/mnist5k_hdge.py --workdir=/tmp/hdge/demo \
         [--config.train.epochs=3 ...]
 
-Re-running with the same --workdir resumes from its last checkpoint.
+Re-running with the same --workdir resumes from its last checkpoint; config values
+that differ from the run's config.json are named in a warning, or are an error for
+those that change the model (hdge_tf.workdir.check_resume). The run directory's
+layout is described in hdge_tf/workdir.py.
 """
 
 from absl import app, flags

@@ -6,10 +6,11 @@ are in `hdge_tf.losses`, the logits' read-outs (log p(x), log p(x, y)) in
 `hdge_tf.energy`.
 """
 
+from hdge_tf.callbacks import SampleGrid
 from hdge_tf.data import DataBundle, build_datasets, load_arrays
 from hdge_tf.evaluation import run_evaluation
 from hdge_tf.export import export_saved_model
-from hdge_tf.generation import SampleGrid, draw_samples
+from hdge_tf.generation import draw_samples
 from hdge_tf.model import HDGEClassifier
 from hdge_tf.networks import SmallCNN, WideResNet, build_backbone
 from hdge_tf.optimization import WarmupStepDecay

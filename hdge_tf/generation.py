@@ -1,8 +1,8 @@
 """Samples from a trained energy classifier: SGLD chains on p(x) or p(x|y).
 
 `draw_samples` runs `sampling.sgld` in chunks of bounded size from fresh uniform
-noise or from the model's replay buffer (read only); `SampleGrid` is a Keras callback
-that writes a grid of such samples every few epochs. The grid itself is
+noise or from the model's replay buffer (read only); `callbacks.SampleGrid` writes a
+grid of such samples every few epochs of training. The grid itself is
 `plots.plot_image_grid`, and `hdge-sample` (bin/hdge_sample.py) is the CLI.
 
 Every random number comes from stateless ops seeded by `seed` (chunk i uses
@@ -13,14 +13,13 @@ numpy's global generators, e.g. in the middle of a training run.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from hdge_tf import plots, sampling
+from hdge_tf import sampling
 from hdge_tf.evaluation.report import model_image_shape
 
 STARTS = ("fresh", "buffer")
@@ -32,7 +31,8 @@ def default_start(model: keras.Model) -> str:
     return "buffer" if getattr(model, "replay_buffer", None) is not None else "fresh"
 
 
-def _num_classes(model: keras.Model) -> int:
+def num_classes(model: keras.Model) -> int:
+    """The model's number of classes (its `num_classes`, else its output width)."""
     return int(getattr(model, "num_classes", None) or model.output_shape[-1])
 
 
@@ -87,12 +87,10 @@ def draw_samples(
         step_size = getattr(model, "sgld_step_size", 1.0)
     if noise_std is None:
         noise_std = getattr(model, "sgld_noise_std", 0.01)
-    num_classes = _num_classes(model)
+    classes = num_classes(model)
     image_shape = model_image_shape(model)
-    labels = (
-        np.repeat(np.arange(num_classes, dtype=np.int32), num) if conditional else None
-    )
-    total = num * num_classes if conditional else num
+    labels = np.repeat(np.arange(classes, dtype=np.int32), num) if conditional else None
+    total = num * classes if conditional else num
     # Only a class-split buffer can hand out rows of a given class.
     by_class = conditional and buffer is not None and buffer.num_classes is not None
 
@@ -131,58 +129,3 @@ def draw_samples(
             time.time() - begin,
         )
     return np.concatenate(chunks).astype(np.float32), labels
-
-
-class SampleGrid(keras.callbacks.Callback):
-    """Writes `output_dir/samples_epoch{NNN}.png` (1-based epochs) every
-    `every_epochs` epochs: `num_per_class` samples per class, one row per class when
-    conditional (else as many in a square grid), from `draw_samples`.
-
-    `start` None picks "buffer" if the model has a replay buffer, else "fresh". The
-    seed is the same every epoch, so the grids follow the same chains (or the same
-    noise) through training. The model's weights and buffer are left unchanged.
-    """
-
-    def __init__(
-        self,
-        output_dir: str | Path,
-        every_epochs: int = 1,
-        num_per_class: int = 8,
-        steps: int = 20,
-        conditional: bool = True,
-        start: str | None = None,
-        seed: int = 0,
-    ):
-        super().__init__()
-        if every_epochs < 1:
-            raise ValueError(f"every_epochs must be >= 1, got {every_epochs}.")
-        if start is not None and start not in STARTS:
-            raise ValueError(f"Unknown start {start!r}; expected one of {STARTS}.")
-        self.output_dir = Path(output_dir)
-        self.every_epochs = int(every_epochs)
-        self.num_per_class = int(num_per_class)
-        self.steps = int(steps)
-        self.conditional = bool(conditional)
-        self.start = start
-        self.seed = seed
-
-    def on_epoch_end(self, epoch: int, logs=None):
-        if (epoch + 1) % self.every_epochs:
-            return
-        start = self.start or default_start(self.model)
-        num_classes = _num_classes(self.model)
-        num = self.num_per_class * (1 if self.conditional else num_classes)
-        samples, _ = draw_samples(
-            self.model, num, self.conditional, self.steps, start, seed=self.seed
-        )
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        path = self.output_dir / f"samples_epoch{epoch + 1:03d}.png"
-        plots.plot_image_grid(
-            samples,
-            path,
-            row_labels=[f"class {c}" for c in range(num_classes)]
-            if self.conditional
-            else None,
-            title=f"epoch {epoch + 1}: {self.steps} SGLD steps from {start}",
-        )
-        logging.info("Wrote %s", path)

@@ -1,29 +1,20 @@
 """`train(config, workdir)`: data, model, fit with checkpoints, final metrics.
 
-A workdir holds everything a run produces:
+The workdir's layout (config.json, checkpoints/, model.keras, metrics.json, ...) is
+`hdge_tf.workdir.RunDir`'s; the callbacks (checkpoints, the divergence guard,
+sample grids) are in `hdge_tf.callbacks`. This module puts them together.
 
-    config.json          the resolved config of the latest call
-    checkpoints/         tf.train checkpoints (model incl. queue and replay buffer,
-                         optimizer, epoch, restarts, best validation accuracy)
-    checkpoints/best/    the model of the best validation epoch
-    tensorboard/         TensorBoard logs
-    history.csv          per-epoch metrics, appended across resumes
-    curves.png           those metrics plotted
-    metrics.json         test metrics of the kept model and of the last epoch
-    model.keras          the kept model (train.select; HDGEClassifier, queue included)
-    samples/             SGLD sample grids every train.sample_every_epochs epochs
-
-Calling `train` again on a workdir that holds a checkpoint resumes from it. Every
-random draw is a function of (seed, epoch, step): data order and augmentation per
-epoch (`hdge_tf.data`), input noise and SGLD chains per step (`HDGEClassifier`), so
-a run killed at any moment and resumed replays its interrupted epoch exactly as an
-uninterrupted run would (bitwise with `config.deterministic` on CPU).
+Calling `train` again on a workdir that holds a checkpoint resumes from it (a config
+that differs from the run's config.json is checked first: `workdir.check_resume`).
+Every random draw is a function of (seed, epoch, step): data order and augmentation
+per epoch (`hdge_tf.data`), input noise and SGLD chains per step (`HDGEClassifier`),
+so a run killed at any moment and resumed replays its interrupted epoch exactly as
+an uninterrupted run would (bitwise with `config.deterministic` on CPU).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -35,12 +26,13 @@ from absl import logging
 
 from hdge_tf import data as data_lib
 from hdge_tf import distribute, hardware
+from hdge_tf.callbacks import DivergenceGuard, EpochCheckpoint, RunState, SampleGrid
 from hdge_tf.evaluation import report
-from hdge_tf.generation import SampleGrid
 from hdge_tf.model import HDGEClassifier
 from hdge_tf.networks import build_backbone
 from hdge_tf.optimization import build_optimizer
 from hdge_tf.plots import plot_history
+from hdge_tf.workdir import RunDir, check_resume
 
 SELECTIONS = ("best_val_accuracy", "last")
 
@@ -55,119 +47,6 @@ def build_model(config, num_classes: int, image_shape) -> HDGEClassifier:
 
 class TrainingDiverged(RuntimeError):
     """Training kept diverging after every allowed restart."""
-
-
-class DivergenceGuard(keras.callbacks.Callback):
-    """Stops `fit` once the model has skipped a step as diverged.
-
-    The model itself refuses to apply such a step (`HDGEClassifier`'s
-    `divergence_threshold`); stopping lets the trainer restart from the last good
-    checkpoint instead of training on from the state that produced it. The epoch's
-    `skipped_steps` is read every `check_every` steps and at the epoch's end, not
-    every step: reading a metric waits for the step to finish, which would stop
-    TF from dispatching the next step early, and steps after a diverged one are
-    skipped too, so a late check loses only time.
-    """
-
-    def __init__(self, check_every: int = 20):
-        super().__init__()
-        self.check_every = check_every
-        self.diverged_at: tuple[int, int] | None = None  # (epoch, step), 1-based
-        self._epoch = 0
-
-    def on_epoch_begin(self, epoch: int, logs=None):
-        self._epoch = epoch
-
-    def on_train_batch_end(self, batch: int, logs=None):
-        if (batch + 1) % self.check_every == 0:
-            self._check(logs, batch + 1)
-
-    def on_epoch_end(self, epoch: int, logs=None):
-        if self.diverged_at is None:
-            self._check(logs, "end")
-
-    def _check(self, logs, step) -> None:
-        if float((logs or {}).get("skipped_steps", 0.0)) > 0:
-            self.diverged_at = (self._epoch + 1, step)
-            logging.warning(
-                "Epoch %d had a diverged step by step %s (non-finite loss or "
-                "gradients, or |loss| above loss.divergence_threshold); it was not "
-                "applied. Stopping.",
-                self._epoch + 1,
-                step,
-            )
-            self.model.stop_training = True
-
-
-class RunState:
-    """What a run checkpoints beside the model and optimizer: the epochs done,
-    divergence restarts so far, and the best validation epoch so far."""
-
-    def __init__(self):
-        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        self.restarts = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self.best_value = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
-        self.best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-
-    def checkpoint(self, model: HDGEClassifier) -> tf.train.Checkpoint:
-        # Keras seed generators (dropout) are not tracked by tf.train.Checkpoint
-        # through the model; without them a resumed run would drop other units.
-        seed_states = [
-            v.value
-            for v in model.non_trainable_variables
-            if v.path.endswith("seed_generator_state")
-        ]
-        return tf.train.Checkpoint(
-            model=model,
-            optimizer=model.optimizer,
-            epoch=self.epoch,
-            restarts=self.restarts,
-            best_value=self.best_value,
-            best_epoch=self.best_epoch,
-            seed_states=seed_states,
-        )
-
-
-class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves model, queue, buffer and optimizer after every epoch; never an epoch
-    that diverged or ended with a non-finite loss (the last good state stays).
-
-    With `best` (a manager of a model-only checkpoint), an epoch whose
-    `val_accuracy` beats the best so far is saved there first, so the run state
-    written next always names a best checkpoint that exists.
-    """
-
-    def __init__(
-        self,
-        manager: tf.train.CheckpointManager,
-        state: RunState,
-        best: tf.train.CheckpointManager | None = None,
-    ):
-        super().__init__()
-        self.manager, self.state, self.best = manager, state, best
-        self.epoch = state.epoch
-
-    def on_epoch_end(self, epoch: int, logs=None):
-        logs = logs or {}
-        loss = logs.get("loss")
-        if logs.get("skipped_steps") or (loss is not None and not math.isfinite(loss)):
-            logging.error(
-                "Epoch %d diverged (loss %s, skipped steps %s); not checkpointing it.",
-                epoch + 1,
-                loss,
-                logs.get("skipped_steps"),
-            )
-            self.model.stop_training = True
-            return
-        value = logs.get("val_accuracy")
-        if self.best is not None and value is not None:
-            if value > float(self.state.best_value.numpy()):
-                self.best.save(checkpoint_number=epoch + 1)
-                self.state.best_value.assign(value)
-                self.state.best_epoch.assign(epoch + 1)
-        self.epoch.assign(epoch + 1)
-        path = self.manager.save(checkpoint_number=epoch + 1)
-        logging.info("Saved checkpoint %s", path)
 
 
 def restore_latest(
@@ -190,25 +69,33 @@ def restore_latest(
     logging.info("Resumed from %s", path)
 
 
-def train(config, workdir: str | Path) -> dict:
-    """Trains (or resumes) experiment `config` in `workdir`; returns test metrics."""
-    return train_model(config, workdir)[1]
+def train(config, workdir: str | Path, callbacks=()) -> dict:
+    """Trains (or resumes) experiment `config` in `workdir`; returns test metrics.
+
+    `callbacks` (Keras callbacks) join the trainer's own in every `fit` call.
+    """
+    return train_model(config, workdir, callbacks)[1]
 
 
 def train_model(
-    config, workdir: str | Path, extra_callbacks=()
+    config, workdir: str | Path, callbacks=()
 ) -> tuple[HDGEClassifier, dict]:
-    """`train`, also returning the kept model; `extra_callbacks` join fit's."""
+    """`train`, also returning the kept model."""
+    # The policy holds while models are built; the caller's is restored after.
+    with hardware.precision_policy(config.precision):
+        return _train(config, RunDir(workdir), list(callbacks))
+
+
+def _train(config, run: RunDir, extra_callbacks: list) -> tuple[HDGEClassifier, dict]:
     strategy = distribute.build_strategy(config.strategy)
     chief = distribute.is_chief(strategy)
-    workdir = Path(workdir)
+    check_resume(run, config)
     if chief:
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+        run.create()
+        run.config_file.write_text(config.to_json_best_effort(indent=2))
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
-    keras.mixed_precision.set_global_policy(config.precision)
     hardware.warn_if_slow_precision(config.precision)
 
     train_cfg = config.train
@@ -226,14 +113,16 @@ def train_model(
         model = build_model(config, data.num_classes, data.image_shape)
         model.compile(optimizer=_optimizer(config, data.steps_per_epoch))
     checkpoint = state.checkpoint(model)
-    checkpoint_dir = distribute.writable_dir(str(workdir / "checkpoints"), strategy)
+    checkpoint_dir = distribute.writable_dir(str(run.checkpoint_dir), strategy)
     manager = tf.train.CheckpointManager(
         checkpoint, checkpoint_dir, max_to_keep=train_cfg.keep_checkpoints
     )
     best = None
     if train_cfg.select == "best_val_accuracy":
         best = tf.train.CheckpointManager(
-            tf.train.Checkpoint(model=model), f"{checkpoint_dir}/best", max_to_keep=1
+            tf.train.Checkpoint(model=model),
+            str(Path(checkpoint_dir) / run.best_checkpoint_dir.name),
+            max_to_keep=1,
         )
     restore_latest(checkpoint, manager)
     if manager.latest_checkpoint is None:
@@ -242,7 +131,7 @@ def train_model(
     initial_epoch = int(state.epoch.numpy())
     model.seed = _run_seed(config, state)
     if chief:
-        _truncate_history(workdir / "history.csv", initial_epoch)
+        _truncate_history(run.history_file, initial_epoch)
     validation = _validation_data(data, config)
 
     # model.fit/evaluate fail under MultiWorkerMirroredStrategy (Keras 3.15).
@@ -254,12 +143,12 @@ def train_model(
         callbacks = []
         if chief:  # before the checkpoint: a resume drops rows past it
             callbacks += [
-                keras.callbacks.CSVLogger(workdir / "history.csv", append=True),
-                keras.callbacks.TensorBoard(workdir / "tensorboard"),
+                keras.callbacks.CSVLogger(run.history_file, append=True),
+                keras.callbacks.TensorBoard(run.tensorboard_dir),
             ]
             if train_cfg.sample_every_epochs:
-                callbacks.append(_sample_grid(model, config, workdir))
-        callbacks += list(extra_callbacks)
+                callbacks.append(_sample_grid(model, config, run))
+        callbacks += extra_callbacks
         callbacks.append(EpochCheckpoint(manager, state, best))  # every worker saves
         while True:
             guard = DivergenceGuard()
@@ -300,10 +189,10 @@ def train_model(
         protocol=_protocol(config),
     )
     if chief:
-        (workdir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        model.save(workdir / "model.keras")
-        if (workdir / "history.csv").exists():
-            plot_history(workdir / "history.csv", workdir / "curves.png")
+        run.metrics_file.write_text(json.dumps(metrics, indent=2))
+        model.save(run.model_file)
+        if run.history_file.exists():
+            plot_history(run.history_file, run.curves_file)
     logging.info("Test metrics: %s", metrics)
     return model, metrics
 
@@ -377,13 +266,13 @@ def _truncate_history(path: Path, epochs: int) -> None:
         path.write_text("".join(kept))
 
 
-def _sample_grid(model: HDGEClassifier, config, workdir: Path) -> SampleGrid:
+def _sample_grid(model: HDGEClassifier, config, run: RunDir) -> SampleGrid:
     """Grids of what the model's own chains look like: the replay buffer's chains
     continued (one row per class when it is class-split), or conditional chains
     from noise for models trained without SGLD."""
     buffer = model.replay_buffer
     return SampleGrid(
-        workdir / "samples",
+        run.samples_dir,
         every_epochs=config.train.sample_every_epochs,
         steps=model.sgld_steps,
         conditional=buffer is None or buffer.num_classes is not None,

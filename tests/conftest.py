@@ -1,16 +1,55 @@
-"""Shared fixtures: tiny backbones and data so every test runs in seconds."""
+"""Shared fixtures: tiny backbones, data and runs so every test runs in seconds."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-# Two logical CPUs, set before TensorFlow initializes its devices, so that tests can
-# run MirroredStrategy replicas; single-device code keeps running on /cpu:0.
-tf.config.set_logical_device_configuration(
-    tf.config.list_physical_devices("CPU")[0],
-    [tf.config.LogicalDeviceConfiguration()] * 2,
-)
+from hdge_tf import workdir
+from hdge_tf.configs import mnist5k_hdge
+
+
+def pytest_configure(config):
+    # Two logical CPUs, set before TensorFlow initializes its devices, so that tests
+    # can run MirroredStrategy replicas; single-device code keeps running on
+    # /cpu:0. A hook rather than import-time code: helper processes that import
+    # this module (multi_worker_worker.py) keep their one CPU device.
+    tf.config.set_logical_device_configuration(
+        tf.config.list_physical_devices("CPU")[0],
+        [tf.config.LogicalDeviceConfiguration()] * 2,
+    )
+
+
+# The smoke run: configs/mnist5k_hdge.py made tiny, in-process (`smoke_config`) and
+# on hdge-train's command line (`smoke_flags`).
+SMOKE_CONFIG_FILE = "configs/mnist5k_hdge.py"
+SMOKE_OVERRIDES = {
+    "data.limit_train": 128,
+    "data.validation_size": 32,  # 96 training images: 3 steps of 32
+    "data.limit_test": 64,
+    "backbone.filters": (4, 8),
+    "loss.queue_size": 128,
+    "train.batch_size": 32,
+    "train.warmup_steps": 0,
+}
+
+
+def smoke_config(epochs: int = 1):
+    overrides = {**SMOKE_OVERRIDES, "train.epochs": epochs}
+    config = workdir.resolve_config(mnist5k_hdge.get_config(), None, overrides)
+    # A field the config file leaves to SmallCNN's default (128), so that no
+    # --config.* flag can set it: smoke_flags' network keeps the default.
+    config.backbone.dense_units = 16
+    return config
+
+
+def smoke_flags(epochs: int = 1) -> list[str]:
+    """The smoke run's flags for hdge-train, from the repository root (its network
+    has SmallCNN's default dense layer, see `smoke_config`)."""
+    overrides = {**SMOKE_OVERRIDES, "train.epochs": epochs}
+    return [f"--config={SMOKE_CONFIG_FILE}"] + [
+        f"--config.{name}={value}" for name, value in overrides.items()
+    ]
 
 
 def tiny_backbone(num_classes: int = 4, image_shape=(8, 8, 1), seed: int = 0):

@@ -20,7 +20,7 @@ def main(port0: str, port1: str, index: str, workdir: str, out: str) -> None:
             "task": {"type": "worker", "index": int(index)},
         }
     )
-    from test_training import smoke_config
+    from conftest import smoke_config
 
     from hdge_tf import training
 

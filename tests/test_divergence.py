@@ -4,8 +4,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_backbone
+from conftest import smoke_config, tiny_backbone
 
+from hdge_tf import training
+from hdge_tf.callbacks import DivergenceGuard
 from hdge_tf.model import HDGEClassifier
 
 
@@ -93,8 +95,6 @@ def test_one_replica_diverging_stops_every_replica(separable_data, mirrored):
 
 
 def test_the_guard_stops_fit_at_its_first_check_after_a_skip(separable_data):
-    from hdge_tf.training import DivergenceGuard
-
     images, labels = separable_data
     model = _model(divergence_threshold=1e-6)
     guard, steps = DivergenceGuard(check_every=2), []
@@ -150,17 +150,13 @@ class _PoisonOnce(keras.callbacks.Callback):
 
 
 def test_trainer_restarts_from_the_last_good_checkpoint(tmp_path):
-    from test_training import smoke_config
-
-    from hdge_tf import training
-
     training.train(smoke_config(epochs=1), tmp_path)
     good = keras.saving.load_model(tmp_path / "model.keras").backbone.get_weights()
     saved = _checkpoint_bytes(tmp_path, 1)
 
     poison = _PoisonOnce(epoch=1, step=1, workdir=tmp_path)  # epoch 2, step 2
     model, metrics = training.train_model(
-        smoke_config(epochs=3), tmp_path, extra_callbacks=[poison]
+        smoke_config(epochs=3), tmp_path, callbacks=[poison]
     )
     assert metrics["divergence_restarts"] == 1 and metrics["epochs"] == 3
     # The restart began from checkpoint 1's weights, not from the poisoned ones.
@@ -178,10 +174,6 @@ def test_trainer_restarts_from_the_last_good_checkpoint(tmp_path):
 
 
 def test_trainer_gives_up_with_the_last_good_state_named(tmp_path):
-    from test_training import smoke_config
-
-    from hdge_tf import training
-
     training.train(smoke_config(epochs=1), tmp_path)
     saved = _checkpoint_bytes(tmp_path, 1)
     config = smoke_config(epochs=2)
@@ -238,20 +230,18 @@ def test_a_float16_overflow_lowers_the_loss_scale_and_training_goes_on(
     assert history["ce"][-1] < start_ce - 0.3
 
 
-def test_float16_trainer_survives_overflows_but_not_divergence(
-    tmp_path, float16_policy
-):
-    from test_training import smoke_config
-
-    from hdge_tf import training
-
+def test_float16_trainer_survives_overflows_but_not_divergence(tmp_path):
     config = smoke_config(epochs=2)
     config.precision = "mixed_float16"
     config.train.initial_loss_scale = 2.0**40
     model, metrics = training.train_model(config, tmp_path / "overflow")
     assert metrics["divergence_restarts"] == 0 and metrics["epochs"] == 2
     assert float(model.optimizer.dynamic_scale.numpy()) < 2.0**40
+    # The trainer sets config.precision for its models and restores the caller's.
+    assert model.backbone.dtype_policy.name == "mixed_float16"
+    assert keras.mixed_precision.global_policy().name == "float32"
     config.loss.divergence_threshold = 1e-6  # now every step diverges
     config.train.divergence_retries = 1
     with pytest.raises(training.TrainingDiverged, match="restarted 1 time"):
         training.train(config, tmp_path / "diverged")
+    assert keras.mixed_precision.global_policy().name == "float32"

@@ -15,7 +15,7 @@ from conftest import quadrant_data, tiny_backbone
 from scipy.special import logsumexp, softmax
 from sklearn.metrics import average_precision_score
 
-from hdge_tf import HDGEClassifier
+from hdge_tf import HDGEClassifier, workdir
 from hdge_tf.configs import base, mnist5k_hdge
 from hdge_tf.data import ood as ood_data
 from hdge_tf.evaluation import calibration, ood, report, robustness
@@ -497,12 +497,10 @@ def test_report_rejects_unknown_names_before_computing(tmp_path, mnist_model):
 
 
 def test_resolve_config_layers_defaults_run_and_overrides():
-    from hdge_tf.bin import hdge_eval
-
     run = json.loads(mnist5k_hdge.get_config().to_json())
     del run["eval"]["pgd"]  # a run from before the option existed
     run["eval"]["ood_sets"] = ["digits"]
-    config = hdge_eval.resolve_config(
+    config = workdir.resolve_config(
         base.get_config(), run, {"eval.pgd.steps": 3, "eval.max_examples": 5}
     )
     assert config.eval.ood_sets == ("digits",)

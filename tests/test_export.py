@@ -109,8 +109,10 @@ def test_export_holds_the_backbone_weights_only(exported):
 
 def test_saved_model_cli_lists_both_signatures(exported):
     _, export_dir, _ = exported
+    # The tool's module, run by this interpreter: PATH may not hold its script.
+    tool = [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
     result = subprocess.run(
-        ["saved_model_cli", "show", "--all", "--dir", str(export_dir)],
+        [*tool, "show", "--all", "--dir", str(export_dir)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -12,9 +12,9 @@ import pytest
 import tensorflow as tf
 from conftest import tiny_backbone
 
-from hdge_tf import plots, sampling
-from hdge_tf.evaluation import report
-from hdge_tf.generation import SampleGrid, draw_samples
+from hdge_tf import plots, sampling, workdir
+from hdge_tf.callbacks import SampleGrid
+from hdge_tf.generation import draw_samples
 from hdge_tf.model import HDGEClassifier
 
 REPO = Path(__file__).resolve().parents[1]
@@ -241,7 +241,7 @@ def test_cli_writes_the_samples_of_draw_samples(tmp_path, separable_data):
     assert result.stdout.split() == [str(p) for p in paths]
     # The defaults: conditional, from the buffer, the model's SGLD settings, seed 0.
     expected, labels = draw_samples(
-        report.load_model(tmp_path / "model.keras"), 2, True, 2, "buffer"
+        workdir.load_model(tmp_path / "model.keras"), 2, True, 2, "buffer"
     )
     samples = np.load(paths[1])
     assert samples.shape == (8, 8, 8, 1) and samples.dtype == np.float32

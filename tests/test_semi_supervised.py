@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import ml_collections
 import numpy as np
 import pytest
-from conftest import tiny_backbone
+from conftest import smoke_config, tiny_backbone
 from scipy.special import logsumexp
 
 from hdge_tf import data
@@ -205,8 +205,6 @@ def test_unknown_input_keys_are_an_error(separable_data):
 
 
 def test_trainer_runs_semi_supervised(tmp_path):
-    from test_training import smoke_config
-
     from hdge_tf import training
 
     config = smoke_config(epochs=1)

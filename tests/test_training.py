@@ -9,26 +9,12 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from conftest import smoke_config
 
 from hdge_tf import data as data_lib
 from hdge_tf import training
-from hdge_tf.configs import mnist5k_hdge
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def smoke_config(epochs: int = 1):
-    config = mnist5k_hdge.get_config()
-    config.data.limit_train = 128
-    config.data.validation_size = 32  # 96 training images: 3 steps of 32
-    config.data.limit_test = 64
-    config.backbone.filters = (4, 8)
-    config.backbone.dense_units = 16
-    config.loss.queue_size = 128
-    config.train.epochs = epochs
-    config.train.batch_size = 32
-    config.train.warmup_steps = 0
-    return config
 
 
 def _history_rows(workdir):
@@ -42,7 +28,7 @@ def _last(epochs: int):
     return config
 
 
-def test_train_writes_outputs_and_resumes(tmp_path):
+def test_train_writes_outputs_and_resumes(tmp_path, caplog):
     metrics = training.train(_last(epochs=1), tmp_path)
     for name in ("config.json", "metrics.json", "model.keras", "curves.png"):
         assert (tmp_path / name).is_file(), name
@@ -69,8 +55,9 @@ def test_train_writes_outputs_and_resumes(tmp_path):
     assert int(model.queue.pointer.numpy()) == 96 % 128
 
     # Asking for more epochs continues from the checkpoint: optimizer steps and the
-    # queue pointer carry on instead of restarting.
+    # queue pointer carry on instead of restarting. The changed key is named.
     metrics = training.train(_last(epochs=2), tmp_path)
+    assert "differ from its config.json: train.epochs 1 -> 2." in caplog.text
     assert metrics["resumed_from_epoch"] == 1 and metrics["epochs"] == 2
     assert [r["epoch"] for r in _history_rows(tmp_path)] == ["0", "1"]
     model = keras.saving.load_model(tmp_path / "model.keras")
@@ -98,6 +85,15 @@ def test_checkpoint_from_another_model_is_a_clear_error(tmp_path):
     training.train(smoke_config(epochs=1), tmp_path)
     config = smoke_config(epochs=2)
     config.backbone.filters = (4, 8, 16)
+    # The run's config.json names the change before any checkpoint is read...
+    with pytest.raises(
+        ValueError,
+        match=r"Cannot resume .*: the config differs from its config.json in keys "
+        r"that change the model: backbone.filters \[4, 8\] -> \[4, 8, 16\]\. ",
+    ):
+        training.train(config, tmp_path)
+    # ... and without config.json the checkpoint itself does not match.
+    (tmp_path / "config.json").unlink()
     with pytest.raises(RuntimeError, match="different model/config"):
         training.train(config, tmp_path)
 

@@ -72,7 +72,7 @@ def epoch_overhead(
     batch_size = config.train.batch_size
     timer = EpochTimer()
     with tempfile.TemporaryDirectory() as workdir:
-        model, _ = training.train_model(config, workdir, extra_callbacks=[timer])
+        model, _ = training.train_model(config, workdir, callbacks=[timer])
     data = _datasets(config)
     steps = data.steps_per_epoch
     images, labels = random_batch(

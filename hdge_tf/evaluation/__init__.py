@@ -28,13 +28,14 @@ from hdge_tf.evaluation.ood import (
     fpr_at_tpr,
     grad_norm,
 )
-from hdge_tf.evaluation.report import load_model, run_evaluation
+from hdge_tf.evaluation.report import run_evaluation
 from hdge_tf.evaluation.robustness import (
     Refinement,
     pgd_attack,
     predict_labels,
     robust_accuracy,
 )
+from hdge_tf.workdir import load_model
 
 __all__ = [
     "SCORES",

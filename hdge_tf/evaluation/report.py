@@ -35,28 +35,6 @@ REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 
 
-def load_model(path: str | Path) -> keras.Model:
-    """Loads a `.keras` file written by the trainer (or any Keras classifier).
-
-    The optimizer is not restored (compile=False): evaluation does not need it, and
-    its learning-rate schedule class would have to be imported to deserialize it.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No model file at {path}.")
-    return keras.saving.load_model(path, compile=False)
-
-
-def run_paths(workdir: str | None, model: str | None) -> tuple[Path, Path]:
-    """(run directory, model file) of the `--workdir` / `--model` flags of our
-    programs: the model defaults to RUN/model.keras, the run directory to the
-    model file's directory."""
-    if not workdir and not model:
-        raise ValueError("Pass --workdir=RUN or --model=path.keras.")
-    model_path = Path(model) if model else Path(workdir) / "model.keras"
-    return (Path(workdir) if workdir else model_path.parent), model_path
-
-
 def add_input_noise(images: np.ndarray, std: float, seed) -> np.ndarray:
     """images + std * N(0, I), float32; unclipped, as in the published code."""
     images = np.asarray(images, np.float32)

@@ -1,0 +1,273 @@
+"""A run directory: where each output of a run lives, and reading a run back.
+
+`hdge-train` writes, and the other programs read and add to, one directory per run:
+
+    config.json          the resolved config of the latest `train` call
+    model.keras          the kept model (train.select; HDGEClassifier, queue included)
+    metrics.json         test metrics of the kept model and of the last epoch
+    history.csv          per-epoch metrics, appended across resumes
+    curves.png           those metrics plotted
+    checkpoints/         tf.train checkpoints (model incl. queue and replay buffer,
+                         optimizer, epoch, restarts, best validation accuracy)
+    checkpoints/best/    the model of the best validation epoch
+    tensorboard/         TensorBoard logs
+    samples/             SGLD sample grids (the trainer's every
+                         train.sample_every_epochs epochs, and hdge-sample's)
+    eval/                hdge-eval's report
+    export/saved_model/  hdge-export's SavedModel
+
+`RunDir` names these paths; `load_model` and `load_run_config` read a run back, and
+`check_resume` compares a new config with the one a run was trained with.
+
+Resuming with another config: keys whose change would alter what the checkpoint
+holds or what the model is for (`RESUME_BLOCKING_KEYS`: the network, the logit
+queue's size, the replay buffer's, whether there is a replay buffer, the optimizer
+and its loss scale, the dataset) are an error; every other difference (more epochs,
+another learning rate, loss weight, divergence threshold or evaluation setting) is
+logged as a warning and applies from the resumed epoch on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import zipfile
+from pathlib import Path
+
+import keras
+import ml_collections
+from absl import logging
+
+# Dotted config keys (and key prefixes) a resumed run must keep: see the docstring.
+RESUME_BLOCKING_KEYS = (
+    "backbone",
+    "data.name",
+    "loss.queue_size",
+    "loss.replay_buffer_size",
+    "loss.px_sgld_weight",
+    "loss.pxy_sgld_weight",
+    "train.optimizer",
+    "precision",
+)
+
+# Sections of a run's config.json merged into the defaults (`resolve_config`).
+MERGED_SECTIONS = ("data", "eval")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunDir:
+    """The paths of a run directory (see the module docstring)."""
+
+    path: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def model_file(self) -> Path:
+        return self.path / "model.keras"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def history_file(self) -> Path:
+        return self.path / "history.csv"
+
+    @property
+    def curves_file(self) -> Path:
+        return self.path / "curves.png"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def best_checkpoint_dir(self) -> Path:
+        return self.checkpoint_dir / "best"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.path / "tensorboard"
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.path / "samples"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.path / "eval"
+
+    @property
+    def saved_model_dir(self) -> Path:
+        return self.path / "export" / "saved_model"
+
+    def create(self) -> None:
+        """Makes the directory (and its parents) unless it exists."""
+        if self.path.exists() and not self.path.is_dir():
+            raise NotADirectoryError(
+                f"The workdir {self.path} is a file; pass a directory (new or a "
+                "run's) as the workdir."
+            )
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def has_checkpoint(self) -> bool:
+        """Whether the run has a checkpoint to resume from."""
+        return (self.checkpoint_dir / "checkpoint").is_file()
+
+    def read_config(self) -> dict | None:
+        """The run's config.json as a dict, or None when it has none."""
+        if not self.config_file.is_file():
+            return None
+        try:
+            return json.loads(self.config_file.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{self.config_file} is not valid JSON: {err}") from err
+
+
+def run_paths(workdir: str | Path | None, model: str | Path | None):
+    """(RunDir, model file) of the `--workdir` / `--model` flags of our programs:
+    the model defaults to RUN/model.keras, the run directory to the model file's
+    directory."""
+    if not workdir and not model:
+        raise ValueError("Pass --workdir=RUN or --model=path.keras.")
+    run = RunDir(workdir or Path(model).parent)
+    return run, Path(model) if model else run.model_file
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """Loads a `.keras` file written by the trainer (or any Keras classifier).
+
+    The optimizer is not restored (compile=False): evaluation does not need it, and
+    its learning-rate schedule class would have to be imported to deserialize it.
+    Legacy `.h5` files are passed to Keras as they are.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No model file {path}: train the run first, or pass --model=FILE."
+        )
+    # Keras calls anything it cannot open "File not found"; say what it is instead.
+    if path.suffix != ".h5" and not (
+        path.suffix == ".keras" and zipfile.is_zipfile(path)
+    ):
+        raise ValueError(
+            f"{path} is not a .keras model archive (the zip file Model.save "
+            "writes, e.g. a run's model.keras)."
+        )
+    return keras.saving.load_model(path, compile=False)
+
+
+def _tuples(value):
+    """JSON lists back to the tuples the ConfigDict fields are typed with."""
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def resolve_config(
+    defaults: ml_collections.ConfigDict,
+    run_config: dict | None,
+    overrides: dict[str, object] | None = None,
+) -> ml_collections.ConfigDict:
+    """defaults <- the run's config.json dict <- {dotted.name: value} overrides.
+
+    The run's `data` and `eval` sections are merged into the defaults, so fields the
+    run lacks (it may predate an eval option) keep them; other sections (backbone,
+    loss, ...) are the run's as they are.
+    """
+    config = defaults.copy_and_resolve_references()
+    config.unlock()
+    for key, value in _tuples(run_config or {}).items():
+        if key in MERGED_SECTIONS and key in config:
+            config[key].update(value)
+        else:
+            config[key] = value
+    for name, value in (overrides or {}).items():
+        *parents, leaf = name.split(".")
+        node = config
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = value
+    return config
+
+
+def load_run_config(
+    run: RunDir,
+    defaults: ml_collections.ConfigDict,
+    overrides: dict[str, object] | None = None,
+) -> ml_collections.ConfigDict:
+    """`resolve_config` of the run's config.json (the defaults alone, with a
+    warning, when the run has none)."""
+    run_config = run.read_config()
+    if run_config is None:
+        logging.warning("No %s: using the default config.", run.config_file)
+    return resolve_config(defaults, run_config, overrides)
+
+
+def _flatten(value: dict, prefix: str = "") -> dict[str, object]:
+    flat = {}
+    for key, item in value.items():
+        if isinstance(item, dict):
+            flat.update(_flatten(item, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = item
+    return flat
+
+
+_ABSENT = object()
+
+
+def config_changes(previous: dict, config) -> dict[str, tuple]:
+    """{dotted key: (previous value, new value)} of every leaf where `config` (a
+    ConfigDict) differs from `previous` (a run's config.json dict); a key missing on
+    one side has the value `_ABSENT` there."""
+    old = _flatten(previous)
+    new = _flatten(json.loads(config.to_json_best_effort()))
+    return {
+        key: (old.get(key, _ABSENT), new.get(key, _ABSENT))
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key, _ABSENT) != new.get(key, _ABSENT)
+    }
+
+
+def _blocks_resume(key: str) -> bool:
+    return any(key == k or key.startswith(f"{k}.") for k in RESUME_BLOCKING_KEYS)
+
+
+def _describe(changes: dict[str, tuple]) -> str:
+    def show(value) -> str:
+        return "(absent)" if value is _ABSENT else json.dumps(value)
+
+    return ", ".join(f"{k} {show(a)} -> {show(b)}" for k, (a, b) in changes.items())
+
+
+def check_resume(run: RunDir, config) -> None:
+    """Before resuming `run` with `config`: raises ValueError naming the keys that
+    differ from its config.json and would change the model (`RESUME_BLOCKING_KEYS`),
+    and logs a warning naming the other keys that differ. Does nothing for a run
+    without a checkpoint (nothing to resume) or without config.json."""
+    previous = run.read_config() if run.has_checkpoint() else None
+    if previous is None:
+        return
+    changes = config_changes(previous, config)
+    blocking = {k: v for k, v in changes.items() if _blocks_resume(k)}
+    if blocking:
+        raise ValueError(
+            f"Cannot resume {run.path}: the config differs from its config.json in "
+            f"keys that change the model: {_describe(blocking)}. Pass the run's "
+            "values, or use a new workdir."
+        )
+    if changes:
+        logging.warning(
+            "Resuming %s with config values that differ from its config.json: %s.",
+            run.path,
+            _describe(changes),
+        )
