@@ -20,6 +20,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from hdge_tf import workdir
+from hdge_tf.bin import cli
 from hdge_tf.configs import base
 from hdge_tf.evaluation import report
 
@@ -56,7 +57,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    cli.run(main, "hdge-eval")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 from absl import app, flags, logging
 
 from hdge_tf import data, export, workdir
+from hdge_tf.bin import cli
 from hdge_tf.configs import base
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training run directory.")
@@ -85,7 +86,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    cli.run(main, "hdge-export")
 
 
 if __name__ == "__main__":

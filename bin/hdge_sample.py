@@ -22,6 +22,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from hdge_tf import generation, plots, workdir
+from hdge_tf.bin import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory holding model.keras.")
 _MODEL = flags.DEFINE_string(
@@ -101,7 +102,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    cli.run(main, "hdge-sample")
 
 
 if __name__ == "__main__":

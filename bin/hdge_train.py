@@ -13,6 +13,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from hdge_tf import training
+from hdge_tf.bin import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _WORKDIR = flags.DEFINE_string(
@@ -28,7 +29,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    cli.run(main, "hdge-train")
 
 
 if __name__ == "__main__":

@@ -194,8 +194,10 @@ def test_cli_exports_a_workdir(exported, tmp_path):
     assert "energy: images float32[None, 8, 8, 1] -> log_px float32[None]" in stderr
     _assert_matches(tf.saved_model.load(str(export_dir)), model, _images(3, seed=5))
 
-    assert runs[1].returncode != 0
-    assert f"No model file {empty / 'model.keras'}" in empty_stderr
+    assert runs[1].returncode == 1 and "Traceback" not in empty_stderr
+    assert empty_stderr.splitlines()[-1].startswith(
+        f"hdge-export: error: No model file {empty / 'model.keras'}"
+    )
     assert not (empty / "export").exists()
 
 

@@ -1,0 +1,106 @@
+"""What every hdge-* program shares: `run(main, program)`, absl's `app.run` with
+user errors reported in one line.
+
+A user error (a bad flag or config value, a missing or unreadable file, a run that
+cannot be resumed, a dataset that is not available, training that kept diverging)
+ends the program with exit status 1 and, as the last line on stderr,
+
+    hdge-train: error: <what is wrong, and how to fix it where we know>
+
+without a traceback; `--verbosity=1` (or higher) shows the traceback too. Other
+exceptions are bugs and keep their traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+from absl import app, flags
+
+# What the library raises for bad inputs (DatasetUnavailableError and
+# TrainingDiverged are RuntimeErrors, missing files OSErrors); TensorFlow's OpError
+# too (an unreadable file, a dataset that fails to read), checked by name so this
+# module does not import TensorFlow.
+USER_ERRORS = (ValueError, TypeError, KeyError, OSError, RuntimeError, app.UsageError)
+
+
+def _is_user_error(err: BaseException) -> bool:
+    tf_errors = getattr(sys.modules.get("tensorflow"), "errors", None)
+    return isinstance(err, USER_ERRORS) or (
+        tf_errors is not None and isinstance(err, tf_errors.OpError)
+    )
+
+
+def _one_line(err: BaseException | str) -> str:
+    text = str(err) if not isinstance(err, KeyError) else str(err.args[0])
+    return " ".join(text.split()) or type(err).__name__
+
+
+def _exit(program: str, message: str):
+    print(f"{program}: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+def _unknown_config_field(err: BaseException, argv: list[str]) -> str:
+    """What config_flags' AttributeError(KeyError(...)) for an override of a field
+    the config does not have says, with the flag that asked for it."""
+    while err.args and isinstance(err.args[0], BaseException):
+        err = err.args[0]
+    field, _, hint = str(err.args[0] if err.args else err).partition("\n")
+    field = field.strip("'\"")
+    names = [arg.split("=", 1)[0].lstrip("-") for arg in argv[1:]]
+    flag = next((n for n in names if f".{field}." in f"{n}."), None)
+    message = f"the config has no field {field!r}"
+    if flag:
+        message = f"--{flag}: {message}"
+    return f"{message}. {hint}".strip()
+
+
+def _load_config_files() -> None:
+    """Uses every flag's value once: config_flags defers the error of a config file
+    that failed to load (e.g. does not exist) to the config's first use."""
+    for name in flags.FLAGS:
+        getattr(flags.FLAGS[name].value, "lock", None)
+
+
+def _parse_flags(program: str, argv: list[str]) -> list[str]:
+    """absl's flag parsing, with every error as one line."""
+    try:
+        args = flags.FLAGS(argv)
+        _load_config_files()
+        return args
+    except flags.Error as err:
+        _exit(program, _one_line(err))
+    except (AttributeError, KeyError) as err:
+        # config_flags' error for an override of a field the config does not have.
+        if not isinstance(err.__context__ or err, KeyError):
+            raise
+        _exit(program, _unknown_config_field(err, argv))
+    except OSError as err:
+        # config_flags' error for a config file that does not load: the paths it
+        # tried, then why (e.g. "[Errno 2] No such file or directory: 'x.py'").
+        reason = str(err.__cause__ or err).strip().splitlines()[-1].strip()
+        _exit(program, f"cannot load the config file: {reason}")
+
+
+def _verbose() -> bool:
+    return flags.FLAGS.is_parsed() and flags.FLAGS["verbosity"].value >= 1
+
+
+def _main_with_errors(main, program: str, argv: list[str]):
+    try:
+        return main(argv)
+    except Exception as err:
+        if not _is_user_error(err) or _verbose():
+            raise
+        _exit(program, _one_line(err))
+
+
+def run(main, program: str, argv: list[str] | None = None) -> None:
+    """`app.run(main)` for the program called `program` in error messages."""
+    app.run(
+        functools.partial(_main_with_errors, main, program),
+        argv=argv,
+        flags_parser=functools.partial(_parse_flags, program),
+    )

@@ -1,0 +1,262 @@
+"""Every hdge-* program ends a user error with one line on stderr, `PROGRAM: error:
+MESSAGE`, and exit status 1, without a traceback unless --verbosity=1 (bin/cli.py).
+
+The bad inputs a new user tries: one process per program runs all of its cases
+(tests/cli_driver.py), so TensorFlow is imported four times, not once per case.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import SMOKE_OVERRIDES, smoke_flags
+
+from hdge_tf import workdir
+from hdge_tf.configs import mnist5k_hdge
+
+REPO = Path(__file__).resolve().parents[1]
+PROGRAMS = {
+    "hdge_train": "hdge-train",
+    "hdge_eval": "hdge-eval",
+    "hdge_export": "hdge-export",
+    "hdge_sample": "hdge-sample",
+}
+# A CheckpointManager's state file naming checkpoint 1.
+_CHECKPOINT_STATE = (
+    'model_checkpoint_path: "ckpt-1"\nall_model_checkpoint_paths: "ckpt-1"\n'
+)
+
+
+def _train(name: str, *flags: str) -> list[str]:
+    return [*smoke_flags(), f"--workdir={{tmp}}/runs/{name}", *flags]
+
+
+# (program module, case, arguments with {tmp} for the inputs, text of the message)
+CASES = [
+    (
+        "hdge_train",
+        "unknown_key",
+        _train("unknown_key", "--config.train.no_such_key=1"),
+        "--config.train.no_such_key: the config has no field 'no_such_key'.",
+    ),
+    (
+        "hdge_train",
+        "bad_value",
+        _train("bad_value", "--config.train.batch_size=abc"),
+        "flag --config.train.batch_size=abc: invalid literal for int()",
+    ),
+    (
+        "hdge_train",
+        "missing_config_file",
+        ["--config={tmp}/no_such_config.py", "--workdir={tmp}/runs/x"],
+        "cannot load the config file: [Errno 2] No such file or directory: "
+        "'{tmp}/no_such_config.py'",
+    ),
+    (
+        "hdge_train",
+        "no_workdir",
+        smoke_flags(),
+        "flag --workdir=None: Flag --workdir must have a value other than None.",
+    ),
+    (
+        "hdge_train",
+        "unexpected_argument",
+        [*_train("unexpected"), "extra"],
+        "Unexpected arguments: ['extra']",
+    ),
+    (
+        "hdge_train",
+        "unknown_dataset",
+        _train("unknown_dataset", "--config.data.name=no_such_dataset"),
+        "Unknown dataset 'no_such_dataset'",
+    ),
+    (
+        "hdge_train",
+        "tfds_set_offline",
+        _train(
+            "tfds_set_offline",
+            "--config.data.name=cifar10",
+            "--config.data.download=False",
+            "--config.data.data_dir={tmp}/tfds",
+        ),
+        "TFDS dataset 'cifar10' is not available",
+    ),
+    (
+        "hdge_train",
+        "queue_smaller_than_batch",
+        _train("queue", "--config.loss.queue_size=16"),
+        "train.batch_size=32 exceeds loss.queue_size=16",
+    ),
+    (
+        "hdge_train",
+        "zero_temperature",
+        _train("temperature", "--config.loss.temperature=0.0"),
+        "temperature must be positive, got 0.0.",
+    ),
+    (
+        "hdge_train",
+        "zero_batch",
+        _train("batch", "--config.train.batch_size=0"),
+        "batch_size must be positive, got 0.",
+    ),
+    (
+        "hdge_train",
+        "unknown_formulation",
+        _train("formulation", "--config.loss.formulation=no_such"),
+        "Unknown contrastive formulation 'no_such'",
+    ),
+    (
+        "hdge_train",
+        "unknown_backbone",
+        _train("backbone", "--config.backbone.name=no_such"),
+        "Unknown backbone 'no_such'",
+    ),
+    (
+        "hdge_train",
+        "workdir_is_a_file",
+        [*smoke_flags(), "--workdir={tmp}/a_file"],
+        "The workdir {tmp}/a_file is a file",
+    ),
+    (
+        "hdge_train",
+        "corrupt_checkpoint",
+        [*smoke_flags(), "--workdir={tmp}/corrupt"],
+        "Cannot resume from checkpoint {tmp}/corrupt/checkpoints/ckpt-1",
+    ),
+    (
+        "hdge_train",
+        "another_network",
+        [*smoke_flags(), "--workdir={tmp}/other_network"],
+        "in keys that change the model: backbone.filters [4, 8, 16] -> [4, 8]. Pass",
+    ),
+    (
+        "hdge_eval",
+        "missing_model",
+        ["--workdir={tmp}/empty"],
+        "No model file {tmp}/empty/model.keras",
+    ),
+    (
+        "hdge_eval",
+        "garbage_keras",
+        ["--model={tmp}/garbage.keras"],
+        "{tmp}/garbage.keras is not a .keras model archive",
+    ),
+    (
+        "hdge_eval",
+        "not_a_keras_file",
+        ["--model={tmp}/notes.txt"],
+        "{tmp}/notes.txt is not a .keras model archive",
+    ),
+    ("hdge_eval", "no_run", [], "Pass --workdir=RUN or --model=path.keras."),
+    (
+        "hdge_export",
+        "missing_model",
+        ["--workdir={tmp}/empty"],
+        "No model file {tmp}/empty/model.keras",
+    ),
+    (
+        "hdge_export",
+        "garbage_keras",
+        ["--workdir={tmp}/empty", "--model={tmp}/garbage.keras"],
+        "is not a .keras model archive",
+    ),
+    (
+        "hdge_sample",
+        "missing_model",
+        ["--workdir={tmp}/empty"],
+        "No model file {tmp}/empty/model.keras",
+    ),
+    (
+        "hdge_sample",
+        "garbage_keras",
+        ["--model={tmp}/garbage.keras"],
+        "is not a .keras model archive",
+    ),
+]
+# Run last in its process: it leaves absl's verbosity raised.
+VERBOSE_CASE = ("hdge_eval", "verbose", ["--workdir={tmp}/empty", "--verbosity=1"])
+
+
+def _prepare(tmp: Path) -> None:
+    """The files the cases point at."""
+    (tmp / "a_file").write_text("not a directory\n")
+    (tmp / "empty").mkdir()
+    (tmp / "tfds").mkdir()
+    (tmp / "garbage.keras").write_bytes(b"garbage")
+    (tmp / "notes.txt").write_text("not a model\n")
+    # A checkpoint that cannot be read, in a run without config.json.
+    checkpoints = tmp / "corrupt" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "checkpoint").write_text(_CHECKPOINT_STATE)
+    for name in ("ckpt-1.index", "ckpt-1.data-00000-of-00001"):
+        (checkpoints / name).write_bytes(b"not a checkpoint")
+    # A run of another network than smoke_flags' (only its config.json is read).
+    overrides = {**SMOKE_OVERRIDES, "train.epochs": 1, "backbone.filters": (4, 8, 16)}
+    config = workdir.resolve_config(mnist5k_hdge.get_config(), None, overrides)
+    run = tmp / "other_network"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text(config.to_json_best_effort())
+    (run / "checkpoints" / "checkpoint").write_text(_CHECKPOINT_STATE)
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory) -> dict[tuple[str, str], tuple[int, str]]:
+    """{(program module, case): (exit status, stderr)} of every case."""
+    tmp = tmp_path_factory.mktemp("cli")
+    _prepare(tmp)
+    out = tmp / "out"
+    out.mkdir()
+    cases = {module: {} for module in PROGRAMS}
+    for module, name, args, _ in [*CASES, (*VERBOSE_CASE, None)]:
+        cases[module][name] = [arg.format(tmp=tmp) for arg in args]
+    processes = []
+    for module, module_cases in cases.items():
+        cases_file = tmp / f"{module}.json"
+        cases_file.write_text(json.dumps(module_cases))
+        (out / module).mkdir()
+        command = [sys.executable, str(REPO / "tests" / "cli_driver.py")]
+        processes.append(
+            subprocess.Popen(
+                [*command, module, str(cases_file), str(out / module)],
+                cwd=REPO,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    for process in processes:
+        output = process.communicate(timeout=600)[0]
+        assert process.returncode == 0, output[-3000:]
+    return {
+        (module, name): (
+            int((out / module / f"{name}.status").read_text()),
+            (out / module / f"{name}.stderr").read_text().replace(str(tmp), "{tmp}"),
+        )
+        for module, module_cases in cases.items()
+        for name in module_cases
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("module", "name", "message"),
+    [(module, name, message) for module, name, _, message in CASES],
+    ids=[f"{PROGRAMS[module]}-{name}" for module, name, _, _ in CASES],
+)
+def test_a_user_error_ends_with_one_line(outcomes, module, name, message):
+    status, stderr = outcomes[module, name]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    last = stderr.splitlines()[-1]
+    assert last.startswith(f"{PROGRAMS[module]}: error: "), stderr[-3000:]
+    assert message in last
+    assert status == 1
+
+
+@pytest.mark.slow
+def test_verbosity_1_adds_the_traceback(outcomes):
+    status, stderr = outcomes[VERBOSE_CASE[:2]]
+    assert status == 1
+    assert "Traceback" in stderr
+    assert "FileNotFoundError: No model file {tmp}/empty/model.keras" in stderr
