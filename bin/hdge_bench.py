@@ -26,6 +26,7 @@ are wall times.
 from absl import app, flags
 
 from hdge_tf import bench
+from hdge_tf.bin import cli
 from hdge_tf.configs import mnist5k_hdge
 
 _NETWORK = flags.DEFINE_string(
@@ -107,7 +108,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    cli.run(main, "hdge-bench")
 
 
 if __name__ == "__main__":

@@ -40,22 +40,16 @@ def _validation_images(run: workdir.RunDir):
     if run_config is None:
         logging.warning("No %s: exporting without an OOD gate.", run.config_file)
         return None
-    cfg = workdir.resolve_config(base.get_config(), run_config).data
-    if not cfg.validation_size:
+    validation = data.load_validation_arrays(
+        workdir.resolve_config(base.get_config(), run_config).data
+    )
+    if validation is None:
         logging.warning(
             "The run has no validation split (data.validation_size=0): exporting "
             "without an OOD gate, whose threshold is set on held-out images."
         )
         return None
-    images, _ = data.load_arrays(
-        cfg.name,
-        "validation",
-        cfg.data_dir,
-        cfg.download,
-        limit=int(cfg.limit_train),
-        validation_size=int(cfg.validation_size),
-    )
-    return images
+    return validation[0]
 
 
 def main(argv):

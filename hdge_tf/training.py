@@ -241,14 +241,7 @@ def _validation_data(data: data_lib.DataBundle, config):
     None without a validation split or per-epoch validation."""
     if data.validation is None or not config.train.validate:
         return None
-    images, labels = data_lib.load_arrays(
-        config.data.name,
-        "validation",
-        config.data.data_dir,
-        config.data.download,
-        limit=config.data.limit_train,
-        validation_size=data.num_validation,
-    )
+    images, labels = data_lib.load_validation_arrays(config.data)
     noisy = report.protocol_inputs(images, config.eval, report.VALIDATION_STREAM)
     return tf.data.Dataset.from_tensor_slices((noisy, labels)).batch(
         config.eval.batch_size

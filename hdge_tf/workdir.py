@@ -180,11 +180,17 @@ def resolve_config(
     """defaults <- the run's config.json dict <- {dotted.name: value} overrides.
 
     The run's `data` and `eval` sections are merged into the defaults, so fields the
-    run lacks (it may predate an eval option) keep them; other sections (backbone,
-    loss, ...) are the run's as they are.
+    run lacks (it may predate an eval option) keep them, except
+    `data.validation_size`, which is 0 for a run that predates it; other sections
+    (backbone, loss, ...) are the run's as they are.
     """
     config = defaults.copy_and_resolve_references()
     config.unlock()
+    run_data = (run_config or {}).get("data")
+    if run_data is not None and "validation_size" not in run_data:
+        # A run from before the hold-out trained on every image: none of them is
+        # held out, whatever today's default.
+        config.data.validation_size = 0
     for key, value in _tuples(run_config or {}).items():
         if key in MERGED_SECTIONS and key in config:
             config[key].update(value)

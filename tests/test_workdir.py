@@ -141,3 +141,13 @@ def test_without_a_checkpoint_there_is_nothing_to_resume(tmp_path):
     config = smoke_config()
     config.backbone.filters = (4, 8, 16)
     workdir.check_resume(run, config)  # e.g. a first call that failed early
+
+
+def test_a_run_from_before_the_hold_out_has_no_validation_split():
+    """Its config.json lacks data.validation_size: it trained on every image, so
+    none may serve as held-out data (for the OOD gate), whatever today's default."""
+
+    old = {"data": {"name": "mnist5k", "limit_train": 0}}
+    assert workdir.resolve_config(base.get_config(), old).data.validation_size == 0
+    new = {"data": {"name": "mnist5k", "validation_size": 300}}
+    assert workdir.resolve_config(base.get_config(), new).data.validation_size == 300

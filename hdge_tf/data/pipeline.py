@@ -182,6 +182,22 @@ def load_arrays(
     return np.concatenate(images), np.concatenate(labels)
 
 
+def load_validation_arrays(config: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """The validation split held out of the training split by a data config
+    (`data.validation_size`, of the `limit_train` subset), or None without one."""
+    size = int(getattr(config, "validation_size", 0) or 0)
+    if not size:
+        return None
+    return load_arrays(
+        config.name,
+        "validation",
+        getattr(config, "data_dir", None),
+        bool(getattr(config, "download", True)),
+        limit=int(getattr(config, "limit_train", 0) or 0),
+        validation_size=size,
+    )
+
+
 def _split_labels(name: str, ds: tf.data.Dataset, config: Any) -> np.ndarray:
     """Every label of the (limited) training split, in order."""
     if name in embedded.EMBEDDED_LOADERS:

@@ -27,7 +27,7 @@ import numpy as np
 from absl import logging
 
 from hdge_tf import data as data_lib
-from hdge_tf import export
+from hdge_tf import export, markdown
 from hdge_tf.data import ood as ood_data
 from hdge_tf.evaluation import calibration, figures, ood, robustness
 
@@ -214,17 +214,10 @@ def _gate(model, config, x_test, sets: dict) -> dict:
     `eval.gate_tpr` on the validation split, and what it accepts of the test
     split and of each OOD set. Raw inputs, as the exported signature sees them."""
     tpr = float(config.eval.gate_tpr)
-    size = int(config.data.get("validation_size", 0) or 0)
-    if not tpr or not size:
+    arrays = data_lib.load_validation_arrays(config.data) if tpr else None
+    if arrays is None:
         return {"skipped": "no validation split" if tpr else "eval.gate_tpr = 0"}
-    validation, _ = data_lib.load_arrays(
-        config.data.name,
-        "validation",
-        config.data.data_dir,
-        config.data.download,
-        limit=int(config.data.limit_train),
-        validation_size=size,
-    )
+    validation, _ = arrays
     gate = export.fit_gate(model, validation, tpr, int(config.eval.batch_size))
 
     def accepted(images) -> float:
@@ -380,11 +373,6 @@ def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
-
-
 def markdown_report(report: dict) -> str:
     """report.md from a report.json dict."""
     cls, cal = report["classification"], report["calibration"]
@@ -398,7 +386,7 @@ def markdown_report(report: dict) -> str:
         "",
         "## Classification and calibration",
         "",
-        *_table(
+        *markdown.table(
             ["metric", "value"],
             [
                 ["accuracy", _fmt(cls["accuracy"])],
@@ -437,9 +425,9 @@ def markdown_report(report: dict) -> str:
                     + [_fmt(m[k]) for k in ("auroc", "aupr_in", "aupr_out")]
                     + [_fmt(m["fpr_at_95_tpr"])]
                 )
-        lines += _table(["set", *scores], rows)
+        lines += markdown.table(["set", *scores], rows)
         lines += ["", "All metrics:", ""]
-        lines += _table(
+        lines += markdown.table(
             ["set", "score", "AUROC", "AUPR-in", "AUPR-out", "FPR@95%TPR"], details
         )
         lines += [""]
@@ -454,7 +442,7 @@ def markdown_report(report: dict) -> str:
             f"threshold that keeps {100 * gate['validation_tpr']:.0f}% of "
             f"{gate['validation_examples']} validation images; {gate['inputs']}.",
             "",
-            *_table(
+            *markdown.table(
                 ["set", "accepted"],
                 [["test (true-positive rate)", _fmt(gate["test_tpr"])]]
                 + [
@@ -501,7 +489,7 @@ def markdown_report(report: dict) -> str:
             for norm, points in rob["accuracy"].items()
             for p in points
         ]
-        lines += _table(["norm", "epsilon", "accuracy"], rows)
+        lines += markdown.table(["norm", "epsilon", "accuracy"], rows)
         lines += ["", "![robustness](robustness.png)", ""]
     lines += [
         "## Settings",
