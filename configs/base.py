@@ -32,10 +32,7 @@ def get_config() -> ml_collections.ConfigDict:
     # images per class; CE and the contrastive terms see only those, the SGLD
     # log p(x) term (loss.px_sgld_weight) every training image.
     config.data.labels_per_class = 0
-    # tf.data autotuning. Off: with it on, deleting an iterator (every epoch in
-    # Keras) can wait for the autotuner's thread, seconds to tens of seconds as the
-    # iterator ages (TF 2.21; hdge_tf/data/autotune.py). Parallel maps still run
-    # one call per core.
+    # tf.data autotuning; off, for the reason in hdge_tf/data/autotune.py.
     config.data.autotune = False
 
     # Passed to hdge_tf.networks.build_backbone: `name` plus that network's arguments.
