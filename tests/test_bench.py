@@ -9,9 +9,9 @@ import sys
 import keras
 import numpy as np
 import pytest
+from conftest import smoke_config
 
 from hdge_tf import bench
-from hdge_tf.configs import mnist5k_hdge
 
 TINY = {
     "network": "small_cnn",
@@ -238,14 +238,9 @@ def test_report_table_lists_configurations_and_verdicts():
 
 
 def _tiny_mnist5k(num_train: int):
-    """The demo config, shrunk to a few batches of 32 and a tiny CNN."""
-    config = mnist5k_hdge.get_config()
+    """The smoke run on `num_train` images (the bench holds none out)."""
+    config = smoke_config()
     config.data.limit_train = num_train
-    config.backbone.filters = (4, 8)
-    config.backbone.dense_units = 16
-    config.loss.queue_size = 128
-    config.train.batch_size = 32
-    config.train.warmup_steps = 0
     return config
 
 
