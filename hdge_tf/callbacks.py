@@ -111,7 +111,6 @@ class EpochCheckpoint(keras.callbacks.Callback):
     ):
         super().__init__()
         self.manager, self.state, self.best = manager, state, best
-        self.epoch = state.epoch
 
     def on_epoch_end(self, epoch: int, logs=None):
         logs = logs or {}
@@ -131,7 +130,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
                 self.best.save(checkpoint_number=epoch + 1)
                 self.state.best_value.assign(value)
                 self.state.best_epoch.assign(epoch + 1)
-        self.epoch.assign(epoch + 1)
+        self.state.epoch.assign(epoch + 1)
         path = self.manager.save(checkpoint_number=epoch + 1)
         logging.info("Saved checkpoint %s", path)
 

@@ -241,7 +241,11 @@ def _validation_data(data: data_lib.DataBundle, config):
     None without a validation split or per-epoch validation."""
     if data.validation is None or not config.train.validate:
         return None
-    images, labels = data_lib.load_validation_arrays(config.data)
+    # The held-out images the data bundle already split off, not a second read of
+    # the training split; the noise is the protocol's, drawn over the whole array.
+    batches = list(data.validation.as_numpy_iterator())
+    images = np.concatenate([b[0] for b in batches])
+    labels = np.concatenate([b[1] for b in batches])
     noisy = report.protocol_inputs(images, config.eval, report.VALIDATION_STREAM)
     return tf.data.Dataset.from_tensor_slices((noisy, labels)).batch(
         config.eval.batch_size
