@@ -84,6 +84,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.weight_decay_mode = "l2"
     config.train.adam_epsilon = 1e-8  # PyTorch's default (Keras's is 1e-7)
     config.train.warmup_steps = 1000
+    # Warm start: a run directory or .keras file whose backbone and logit queue
+    # initialize a new run (optimizer and replay buffer start fresh); "" = none.
+    config.train.init_from = ""
     config.train.decay_epochs = (160, 180)
     config.train.decay_factor = 0.3
     config.train.keep_checkpoints = 2

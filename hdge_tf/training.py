@@ -32,7 +32,7 @@ from hdge_tf.model import HDGEClassifier
 from hdge_tf.networks import build_backbone
 from hdge_tf.optimization import build_optimizer
 from hdge_tf.plots import plot_history
-from hdge_tf.workdir import RunDir, check_resume
+from hdge_tf.workdir import RunDir, check_resume, load_model
 
 SELECTIONS = ("best_val_accuracy", "last")
 
@@ -43,6 +43,27 @@ def build_model(config, num_classes: int, image_shape) -> HDGEClassifier:
         backbone_kwargs.pop("name"), num_classes, tuple(image_shape), **backbone_kwargs
     )
     return HDGEClassifier(backbone, seed=config.seed, **config.loss)
+
+
+def warm_start(model: HDGEClassifier, source: str | Path) -> None:
+    """Copies the backbone and logit queue of a trained model (a run directory or a
+    .keras file) into `model`, e.g. to add JEM's SGLD term to a trained HDGE
+    classifier. The optimizer, schedule and any replay buffer start fresh."""
+    path = Path(source)
+    if path.is_dir():
+        path = RunDir(path).model_file
+    trained = load_model(path)
+    for part in ("backbone", "queue"):
+        ours, theirs = getattr(model, part), getattr(trained, part, None)
+        if theirs is None or [w.shape for w in ours.weights] != [
+            w.shape for w in theirs.weights
+        ]:
+            raise ValueError(
+                f"train.init_from={source}: its {part} does not match this config's "
+                "(a different network, class count or queue size)."
+            )
+        ours.set_weights(theirs.get_weights())
+    logging.info("Warm start: backbone and queue from %s", path)
 
 
 class TrainingDiverged(RuntimeError):
@@ -126,6 +147,8 @@ def _train(config, run: RunDir, extra_callbacks: list) -> tuple[HDGEClassifier, 
         )
     restore_latest(checkpoint, manager)
     if manager.latest_checkpoint is None:
+        if train_cfg.init_from:
+            warm_start(model, train_cfg.init_from)
         # A good state to return to should the first epoch diverge.
         manager.save(checkpoint_number=0)
     initial_epoch = int(state.epoch.numpy())

@@ -1,0 +1,12 @@
+"""hdge-reproduce: the paper's experiment families over seeds, with error bars.
+
+plan.py says what runs (one job per variant and seed, plus the judge), job.py is
+one run (train, evaluate, sample), scheduler.py runs the jobs, summary.py turns
+seeds into means, spreads and verdicts, report.py writes report.md/json and figures.
+"""
+
+from hdge_tf.reproduce.plan import Job, build_plan
+from hdge_tf.reproduce.report import build as build_report
+from hdge_tf.reproduce.scheduler import run_jobs
+
+__all__ = ["Job", "build_plan", "build_report", "run_jobs"]

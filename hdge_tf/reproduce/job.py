@@ -1,0 +1,181 @@
+"""One run of `hdge-reproduce`: train (or resume), evaluate, sample; one record.
+
+    python -m hdge_tf.reproduce.job --config=configs/mnist5k_hdge.py \
+        --workdir=runs/reproduce/runs/hdge/seed0 --variant=hdge \
+        [--samples --judge=runs/reproduce/runs/judge] [--config.seed=0 ...]
+
+The record (`plan.RECORD` in the workdir) is written last and atomically, so a run
+killed at any point has none and is resumed by the next `hdge-reproduce` call
+(training resumes from its checkpoint; evaluation and sampling are redone).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from hdge_tf import data as data_lib
+from hdge_tf import generation, plots, training, workdir
+from hdge_tf.evaluation import report
+from hdge_tf.evaluation.sample_quality import SampleJudge
+from hdge_tf.reproduce import plan
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory.")
+_VARIANT = flags.DEFINE_string("variant", None, "The variant's name in the plan.")
+_ROLE = flags.DEFINE_enum("role", "run", ["run", "judge"], "A variant or the judge.")
+_SAMPLES = flags.DEFINE_bool("samples", False, "Draw and score sample grids.")
+_JUDGE = flags.DEFINE_string("judge", None, "The judge's run directory.")
+_SAMPLING = flags.DEFINE_string(
+    "sampling",
+    "per_class=50,unconditional=500,steps=100,seed=0",
+    "Sample counts, SGLD steps and seed, as k=v pairs.",
+)
+flags.mark_flags_as_required(["config", "workdir", "variant"])
+
+
+def parse_sampling(text: str) -> dict[str, int]:
+    values = dict(item.split("=", 1) for item in text.split(",") if item)
+    expected = {"per_class", "unconditional", "steps", "seed"}
+    if set(values) != expected:
+        raise ValueError(f"--sampling needs exactly {sorted(expected)}, got {text!r}.")
+    return {k: int(v) for k, v in values.items()}
+
+
+def run_metrics(metrics: dict, evaluation: dict) -> dict:
+    """The numbers the report aggregates, from metrics.json and report.json."""
+    aurocs: dict[str, dict[str, float]] = {}
+    for set_name, result in evaluation["ood"]["sets"].items():
+        for score, values in result.get("scores", {}).items():
+            aurocs.setdefault(score, {})[set_name] = values["auroc"]
+    classification = evaluation["classification"]
+    return {
+        "accuracy": classification["accuracy"],
+        "nll": classification["nll"],
+        "brier": classification["brier"],
+        "ece": evaluation["calibration"]["ece"],
+        "auroc": aurocs,
+        "kept_epoch": metrics["selected_epoch"],
+        "last_epoch_accuracy": metrics["last_epoch"]["test_accuracy"],
+        "divergence_restarts": metrics["divergence_restarts"],
+    }
+
+
+def reference_features(judge: SampleJudge, config) -> np.ndarray:
+    """The judge's features of the training split: what samples are compared with."""
+    cfg = config.data
+    images, _ = data_lib.load_arrays(
+        cfg.name,
+        "train",
+        cfg.data_dir,
+        cfg.download,
+        cfg.limit_train,
+        cfg.validation_size,
+    )
+    return judge.features(images)
+
+
+def real_ceiling(judge_model, config, sampling: dict) -> dict:
+    """The judge's scores of as many real test images as conditional samples."""
+    judge = SampleJudge(judge_model)
+    images, labels = report.protocol_test_arrays(config)
+    # The first per_class images of each class (test splits may be sorted by class).
+    keep = np.concatenate(
+        [
+            np.flatnonzero(labels == c)[: sampling["per_class"]]
+            for c in np.unique(labels)
+        ]
+    )
+    return judge.score(images[keep], labels[keep], reference_features(judge, config))
+
+
+def score_samples(model, judge_model, config, sampling: dict, output_dir: Path):
+    """Conditional and unconditional SGLD samples of `model`: grids in
+    `output_dir` and the judge's scores."""
+    judge = SampleJudge(judge_model)
+    reference = reference_features(judge, config)
+    start = generation.default_start(model)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    result = {}
+    for index, mode in enumerate(("conditional", "unconditional")):
+        conditional = mode == "conditional"
+        began = time.time()
+        images, labels = generation.draw_samples(
+            model,
+            sampling["per_class"] if conditional else sampling["unconditional"],
+            conditional,
+            sampling["steps"],
+            start,
+            seed=sampling["seed"] + index,
+        )
+        grid = images
+        if conditional:  # at most 10 per class in the picture
+            shown = min(sampling["per_class"], 10)
+            grid = images.reshape(-1, sampling["per_class"], *images.shape[1:])
+            grid = grid[:, :shown].reshape(-1, *images.shape[1:])
+        png = output_dir / f"{mode}.png"
+        plots.plot_image_grid(
+            grid[:100],
+            png,
+            row_labels=[f"class {c}" for c in np.unique(labels)]
+            if conditional
+            else None,
+            title=f"{mode}: {sampling['steps']} SGLD steps from {start}",
+        )
+        result[mode] = {
+            **judge.score(images, labels, reference),
+            "start": start,
+            "steps": sampling["steps"],
+            "grid": str(png),
+            "seconds": round(time.time() - began, 1),
+        }
+    return result
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    config = _CONFIG.value
+    sampling = parse_sampling(_SAMPLING.value)
+    run = workdir.RunDir(_WORKDIR.value)
+    seconds, began = {}, time.time()
+    model, metrics = training.train_model(config, run.path)
+    seconds["train"] = round(time.time() - began, 1)
+
+    stage = time.time()
+    evaluation = report.run_evaluation(model, config, run.eval_dir)
+    seconds["eval"] = round(time.time() - stage, 1)
+    record = {
+        "variant": _VARIANT.value,
+        "role": _ROLE.value,
+        "seed": int(config.seed),
+        "metrics": run_metrics(metrics, evaluation),
+        "train_seconds": metrics["train_seconds_this_call"],
+    }
+    stage = time.time()
+    if _ROLE.value == "judge":
+        record["ceiling"] = real_ceiling(model, config, sampling)
+    if _SAMPLES.value:
+        if not _JUDGE.value:
+            raise app.UsageError("--samples needs --judge=JUDGE_RUN_DIR.")
+        judge_model = workdir.load_model(workdir.RunDir(_JUDGE.value).model_file)
+        record["samples"] = score_samples(
+            model, judge_model, config, sampling, run.samples_dir
+        )
+    seconds["samples"] = round(time.time() - stage, 1)
+    record["seconds"] = seconds
+    temporary = run.path / (plan.RECORD + ".tmp")
+    temporary.write_text(json.dumps(record, indent=2))
+    temporary.replace(run.path / plan.RECORD)
+    logging.info("Wrote %s", run.path / plan.RECORD)
+
+
+if __name__ == "__main__":
+    from hdge_tf.bin import cli
+
+    cli.run(main, "hdge-reproduce job")

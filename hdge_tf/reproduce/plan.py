@@ -1,0 +1,160 @@
+"""What `hdge-reproduce` runs: one `Job` per (variant, seed), plus the judge.
+
+A job is a command line of `python -m hdge_tf.reproduce.job` (train, evaluate and,
+for generative variants, sample), so each run can be repeated by hand and runs in
+its own process: a crash or a memory leak stays in one run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import ml_collections
+
+from hdge_tf import configs as configs_package
+
+JUDGE = "judge"
+RECORD = "reproduce.json"  # a finished job's results, in its workdir
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    name: str  # "hdge/seed1", "hdge_k64/seed0", "judge"
+    variant: str
+    seed: int | None
+    workdir: Path
+    command: tuple[str, ...]
+    after: tuple[str, ...] = ()  # job names that must finish first
+    log: Path | None = None
+
+    @property
+    def record(self) -> Path:
+        return self.workdir / RECORD
+
+    @property
+    def finished(self) -> bool:
+        return self.record.is_file()
+
+
+def config_file(name: str) -> Path:
+    """configs/NAME.py as installed with the package (works from any directory)."""
+    path = Path(configs_package.__file__).parent / f"{name}.py"
+    if not path.is_file():
+        raise ValueError(f"No experiment config {name!r} ({path} does not exist).")
+    return path
+
+
+def ablation_variant(queue_size: int) -> str:
+    return f"hdge_k{queue_size}"
+
+
+def base_queue_size(config: ml_collections.ConfigDict) -> int:
+    """K of the ablated variant's own runs (after every override)."""
+    variant = config.variants[config.ablation_variant]
+    k = _load(variant.config).loss.queue_size
+    for override in (*config.overrides, *variant.overrides):
+        key, _, value = override.partition("=")
+        if key == "loss.queue_size":
+            k = int(value)
+    return int(k)
+
+
+def _load(name: str) -> ml_collections.ConfigDict:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_cfg_{name}", config_file(name))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def build_plan(
+    config: ml_collections.ConfigDict, root: str | Path, seeds: int | None = None
+) -> list[Job]:
+    """Every job, dependencies first: the judge, then each seed's variants and
+    ablation runs. `seeds` overrides config.seeds."""
+    root = Path(root)
+    seeds = int(seeds or config.seeds)
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}.")
+    judge_dir = root / "runs" / JUDGE
+    jobs = [
+        _job(
+            config,
+            root,
+            JUDGE,
+            None,
+            config.judge,
+            config.judge.overrides,
+            flags=("--role=judge",),
+            after=(),
+        )
+    ]
+    base_k = base_queue_size(config)
+    for seed in range(seeds):
+        workdirs = {v: str(_workdir(root, v, seed)) for v in config.variants}
+        for variant, spec in config.variants.items():
+            overrides = tuple(o.format(**workdirs) for o in spec.overrides)
+            after = (f"{spec.after}/seed{seed}",) if spec.after else ()
+            flags = ()
+            if spec.samples:
+                flags = ("--samples", f"--judge={judge_dir}")
+                after += (JUDGE,)
+            jobs.append(
+                _job(config, root, variant, seed, spec, overrides, flags, after)
+            )
+        ablated = config.variants[config.ablation_variant]
+        for k in config.queue_sizes:
+            if int(k) == base_k:
+                continue
+            variant = ablation_variant(int(k))
+            jobs.append(
+                _job(
+                    config,
+                    root,
+                    variant,
+                    seed,
+                    ablated,
+                    (*ablated.overrides, f"loss.queue_size={int(k)}"),
+                    (),
+                    (),
+                )
+            )
+    return jobs
+
+
+def _workdir(root: Path, variant: str, seed: int | None) -> Path:
+    if seed is None:
+        return root / "runs" / variant
+    return root / "runs" / variant / f"seed{seed}"
+
+
+def _job(config, root, variant, seed, spec, overrides, flags, after) -> Job:
+    """The job of `variant` (experiment config `spec.config`) at `seed` (None: the
+    judge, whose overrides carry its own seed)."""
+    workdir = _workdir(root, variant, seed)
+    name = variant if seed is None else f"{variant}/seed{seed}"
+    overrides = [*config.overrides, *overrides]
+    if seed is not None:
+        overrides.append(f"seed={seed}")
+    command = (
+        sys.executable,
+        "-m",
+        "hdge_tf.reproduce.job",
+        f"--config={config_file(spec.config)}",
+        f"--workdir={workdir}",
+        f"--variant={variant}",
+        f"--sampling={_sampling_flag(config.sampling)}",
+        *flags,
+        *(f"--config.{o}" for o in overrides),
+    )
+    log = root / "logs" / f"{name.replace('/', '_')}.log"
+    return Job(name, variant, seed, workdir, command, tuple(after), log)
+
+
+def _sampling_flag(sampling) -> str:
+    return ",".join(
+        f"{k}={sampling[k]}" for k in ("per_class", "unconditional", "steps", "seed")
+    )
