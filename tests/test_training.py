@@ -213,3 +213,31 @@ def test_trainer_and_report_agree_on_one_model(tmp_path):
     assert set(gate["fpr"]) == set(config.eval.ood_sets)
     assert all(0 <= rate <= 1 for rate in gate["fpr"].values())
     assert "## OOD gate" in (tmp_path / "eval" / "report.md").read_text()
+
+
+def test_warm_start_copies_backbone_and_queue_and_adds_a_replay_buffer(tmp_path):
+    """train.init_from: a JEM run starts from a trained HDGE run's weights and
+    queue, with a fresh replay buffer and optimizer."""
+    source = tmp_path / "hdge"
+    trained, _ = training.train_model(smoke_config(epochs=1), source)
+    config = smoke_config(epochs=1)
+    config.train.epochs = 0  # no step: the warm-started weights are what is saved
+    config.train.select = "last"
+    config.train.init_from = str(source)
+    config.loss.px_sgld_weight = 0.1
+    config.loss.sgld_steps = 1
+    config.loss.replay_buffer_size = 64
+    warm, _ = training.train_model(config, tmp_path / "jem")
+    for ours, theirs in zip(warm.backbone.weights, trained.backbone.weights):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    np.testing.assert_array_equal(
+        warm.queue.get_weights()[0], trained.queue.get_weights()[0]
+    )
+    assert warm.replay_buffer is not None and trained.replay_buffer is None
+    assert int(warm.optimizer.iterations.numpy()) == 0
+
+    other = smoke_config(epochs=1)
+    other.backbone.filters = (4, 16)
+    other.train.init_from = str(source / "model.keras")
+    with pytest.raises(ValueError, match="backbone does not match"):
+        training.train(other, tmp_path / "other")
