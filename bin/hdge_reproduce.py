@@ -2,6 +2,7 @@
 
     hdge-reproduce --workdir=runs/reproduce [--seeds=5] [--parallel=2 --threads=1]
     hdge-reproduce --workdir=runs/reproduce --config.queue_sizes="(64, 1024, 65536)"
+    hdge-reproduce --workdir=runs/reproduce --only=ce,hdge   # and what they need
     hdge-reproduce --workdir=runs/reproduce --report_only
 
 Classification and OOD detection (CE, HDGE in both formulations, HDGE + JEM), the
@@ -37,6 +38,12 @@ _PARALLEL = flags.DEFINE_integer(
 _THREADS = flags.DEFINE_integer(
     "threads", 0, "TF threads per run (0: TF's default, all cores).", lower_bound=0
 )
+_ONLY = flags.DEFINE_list(
+    "only",
+    None,
+    "Run only these variants (e.g. ce,hdge; 'ablation' = the queue-size runs) and "
+    "the runs they need; the report covers every finished run.",
+)
 _REPORT_ONLY = flags.DEFINE_bool(
     "report_only", False, "Only rebuild the report from finished runs."
 )
@@ -53,7 +60,8 @@ def main(argv):
     status = {}
     if not _REPORT_ONLY.value:
         logging.info("%d runs; logs in %s", len(jobs), root / "logs")
-        status = run_jobs(jobs, _PARALLEL.value, _THREADS.value)
+        chosen = plan.select(jobs, _ONLY.value)
+        status = run_jobs(chosen, _PARALLEL.value, _THREADS.value)
     report = build_report(config, jobs, root)
     print(f"Wrote {root / 'report.md'}")
     failed = [name for name, s in status.items() if s not in ("done", "cached")]

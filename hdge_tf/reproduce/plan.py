@@ -46,8 +46,11 @@ def config_file(name: str) -> Path:
     return path
 
 
+ABLATION_PREFIX = "hdge_k"
+
+
 def ablation_variant(queue_size: int) -> str:
-    return f"hdge_k{queue_size}"
+    return f"{ABLATION_PREFIX}{queue_size}"
 
 
 def base_queue_size(config: ml_collections.ConfigDict) -> int:
@@ -158,3 +161,32 @@ def _sampling_flag(sampling) -> str:
     return ",".join(
         f"{k}={sampling[k]}" for k in ("per_class", "unconditional", "steps", "seed")
     )
+
+
+def select(jobs: list[Job], names: str | list[str] | None) -> list[Job]:
+    """The jobs of the variants in `names` ("ablation" stands for every queue-size
+    run, "judge" for the judge) and every job they wait for; None keeps all."""
+    if not names:
+        return jobs
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    known = {job.variant for job in jobs} | {"ablation"}
+    unknown = set(names) - known
+    if unknown:
+        raise ValueError(
+            f"Unknown variants {sorted(unknown)}; expected some of {sorted(known)}."
+        )
+    by_name = {job.name: job for job in jobs}
+    chosen = {
+        job.name
+        for job in jobs
+        if job.variant in names
+        or ("ablation" in names and job.variant.startswith(ABLATION_PREFIX))
+    }
+    todo = list(chosen)
+    while todo:  # what the chosen jobs wait for
+        for name in by_name[todo.pop()].after:
+            if name not in chosen:
+                chosen.add(name)
+                todo.append(name)
+    return [job for job in jobs if job.name in chosen]
