@@ -79,7 +79,7 @@ def build_plan(
     """Every job, dependencies first: the judge, then each seed's variants and
     ablation runs. `seeds` overrides config.seeds."""
     root = Path(root)
-    seeds = int(seeds or config.seeds)
+    seeds = int(config.seeds if seeds is None else seeds)
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}.")
     judge_dir = root / "runs" / JUDGE
