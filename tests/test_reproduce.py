@@ -513,3 +513,21 @@ def test_hdge_reproduce_tiny_end_to_end(tmp_path):
     assert {path: path.stat().st_mtime_ns for path in records} == mtimes
     assert second_seconds < first_seconds / 3, (first_seconds, second_seconds)
     print(f"first call {first_seconds:.0f}s, second {second_seconds:.0f}s")
+
+
+def test_select_keeps_the_chosen_variants_and_what_they_wait_for(tmp_path):
+    """--only=hdge brings the judge (its samples need it); 'ablation' stands for
+    the queue-size runs; an unknown name is an error naming it."""
+    jobs = build_plan(reproduce_mnist5k.get_config("tiny"), tmp_path, seeds=2)
+    names = [j.name for j in plan.select(jobs, "hdge")]
+    assert names == ["judge", "hdge/seed0", "hdge/seed1"]
+    names = [j.name for j in plan.select(jobs, ["hdge_paper", "ablation"])]
+    assert names == [
+        "hdge_paper/seed0",
+        "hdge_k64/seed0",
+        "hdge_paper/seed1",
+        "hdge_k64/seed1",
+    ]
+    assert plan.select(jobs, None) == jobs
+    with pytest.raises(ValueError, match="hdge_xl"):
+        plan.select(jobs, "hdge,hdge_xl")
