@@ -531,3 +531,11 @@ def test_select_keeps_the_chosen_variants_and_what_they_wait_for(tmp_path):
     assert plan.select(jobs, None) == jobs
     with pytest.raises(ValueError, match="hdge_xl"):
         plan.select(jobs, "hdge,hdge_xl")
+
+
+def test_compare_needs_two_seeds_on_each_side():
+    """One seed has no spread: even a large gap is not a verdict."""
+    one = Cell((0.99,), (0,))
+    many = Cell((0.5, 0.51, 0.49), (0, 1, 2))
+    assert summary.compare(one, many)["verdict"] == summary.TOO_FEW
+    assert summary.compare(many, one)["verdict"] == summary.TOO_FEW

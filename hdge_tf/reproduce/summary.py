@@ -17,6 +17,7 @@ import numpy as np
 HOLDS = "holds"
 REVERSED = "does not hold: reversed"
 UNRESOLVED = "does not hold at this scale: within error bars"
+TOO_FEW = "not tested: fewer than 2 seeds"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,11 +88,13 @@ def aggregate(records: list[dict]) -> dict[str, dict[str, Cell]]:
 
 def compare(a: Cell, b: Cell, higher_is_better: bool = True) -> dict:
     """Does `a` beat `b`? The difference of means (a - b), its standard error and
-    the verdict (HOLDS, REVERSED or UNRESOLVED)."""
+    the verdict (HOLDS, REVERSED, UNRESOLVED, or TOO_FEW below 2 seeds each)."""
     difference = a.mean - b.mean
     stderr = math.sqrt(
         (a.std**2 / a.n if a.n else 0.0) + (b.std**2 / b.n if b.n else 0.0)
     )
+    if min(a.n, b.n) < 2:  # no spread to compare the difference with
+        return {"difference": difference, "stderr": stderr, "verdict": TOO_FEW}
     signed = difference if higher_is_better else -difference
     if signed > 2 * stderr and signed > 0:
         verdict = HOLDS
