@@ -11,6 +11,11 @@ The paper's settings and the contrastive-memory target:
     hdge-bench --network=wrn-28-10 --output=bench_wrn28.json
     hdge-bench --classes=100 --batch_sizes=64,256 --output=bench_c100.json
 
+XLA on and off (--jit_compile: auto, true or false; auto is on with a GPU):
+
+    hdge-bench --jit_compile=true --noepoch --noautotune --output=bench_xla.json
+    hdge-bench --jit_compile=false --noepoch --noautotune --output=bench_noxla.json
+
 A quick look (booleans are absl's: --noeval, --nopgd, --noepoch, --noautotune,
 --noisolate):
 
@@ -42,6 +47,12 @@ _PRECISIONS = flags.DEFINE_list(
     "precisions", list(bench.PRECISIONS), "Keras dtype policies."
 )
 _SGLD_STEPS = flags.DEFINE_integer("sgld_steps", 20, "SGLD steps per jem step.")
+_JIT_COMPILE = flags.DEFINE_enum(
+    "jit_compile",
+    "auto",
+    ["auto", "true", "false"],
+    "XLA-compiled training steps (train.jit_compile); auto: on with a GPU.",
+)
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps first (tracing).")
 _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed steps; the median is reported.")
 _EVAL = flags.DEFINE_boolean("eval", True, "Time logits + log p(x) scoring.")
@@ -91,6 +102,7 @@ def main(argv):
         image_shape=(_IMAGE_SIZE.value, _IMAGE_SIZE.value, _CHANNELS.value),
         queue_size=_QUEUE_SIZE.value,
         sgld_steps=_SGLD_STEPS.value,
+        jit_compile=_JIT_COMPILE.value,
     )
     report = bench.run_benchmark(
         configs,

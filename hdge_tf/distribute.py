@@ -144,7 +144,13 @@ def _apply_if(
 
 
 class CustomLoop:
-    """`fit` for a compiled model under any strategy, without `Model.fit`."""
+    """`fit` for a compiled model under any strategy, without `Model.fit`.
+
+    Its step function is a plain `tf.function`: with the model's
+    `step_jit_compile`, `train_step` runs its own XLA-compiled part inside each
+    replica, as under `Model.fit`. (One XLA function around `strategy.run` cannot
+    work: a cluster cannot span the replicas' devices or their collectives.)
+    """
 
     def __init__(self, model: keras.Model, strategy: tf.distribute.Strategy):
         self.model, self.strategy = model, strategy

@@ -1,5 +1,6 @@
 """Precision policies: set one for a block of work, and warn before a policy that
-the host cannot run fast.
+the host cannot run fast; whether training steps are XLA-compiled
+(`resolve_jit_compile`).
 
 Mixed precision pays off only where the low-precision math is native: GPUs for
 float16, TPUs and CPUs with AMX or AVX512-BF16 for bfloat16. Elsewhere oneDNN and
@@ -19,6 +20,10 @@ from absl import logging
 
 # /proc/cpuinfo flags of CPUs with bfloat16 arithmetic (Intel AMX, AVX512-BF16).
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+# Values of `train.jit_compile` / `HDGEClassifier.compile(jit_compile=...)`; the
+# strings "true"/"false" (any case) too, which is what an absl override such as
+# --config.train.jit_compile=True gives for the string-typed config field.
+JIT_COMPILE_VALUES = ("auto", True, False)
 
 
 @contextlib.contextmanager
@@ -81,3 +86,37 @@ def warn_if_slow_precision(policy: str) -> str | None:
             "precision=%s: %s. Use precision=float32 on this host.", policy, reason
         )
     return reason
+
+
+def resolve_jit_compile(
+    value, deterministic: bool | None = None, name: str = "jit_compile"
+) -> bool:
+    """Whether a training step runs XLA-compiled, for `value` in
+    `JIT_COMPILE_VALUES` (or "true"/"false"); errors call it `name`.
+
+    "auto" is on when TensorFlow sees a GPU and off on CPU-only hosts: on our CPUs
+    XLA was measured slower than TF's default (oneDNN) kernels. It is off as well
+    under TF op determinism (`deterministic`; None reads TF's setting), which
+    does not cover XLA's kernels; Keras turns its own jit_compile off there too.
+    True with determinism is a ValueError rather than silently off.
+    """
+    if isinstance(value, str) and value.lower() in ("auto", "true", "false"):
+        value = {"auto": "auto", "true": True, "false": False}[value.lower()]
+    if not (value == "auto" or isinstance(value, bool)):
+        raise ValueError(
+            f"Unknown {name} value {value!r}; expected one of "
+            f"{JIT_COMPILE_VALUES} (or the strings 'true'/'false')."
+        )
+    if deterministic is None:
+        # TF has no public getter; Keras reads the same function.
+        from tensorflow.python.framework.config import is_op_determinism_enabled
+
+        deterministic = is_op_determinism_enabled()
+    if value == "auto":
+        return bool(tf.config.list_physical_devices("GPU")) and not deterministic
+    if value and deterministic:
+        raise ValueError(
+            f"{name}=True with TF op determinism (config.deterministic=True): "
+            "determinism does not cover XLA's kernels. Turn one of them off."
+        )
+    return value

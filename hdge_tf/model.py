@@ -14,7 +14,7 @@ import copy
 import keras
 import tensorflow as tf
 
-from hdge_tf import distribute, energy, input_checks, losses, sampling
+from hdge_tf import distribute, energy, hardware, input_checks, losses, sampling
 from hdge_tf.queue import LogitQueue
 
 LOSS_TERMS = ("ce", "pxy_contrast", "px_contrast", "px_sgld", "pxy_sgld", "energy_l2")
@@ -151,6 +151,7 @@ class HDGEClassifier(keras.Model):
         self._accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         self._skipped = keras.metrics.Sum(name="skipped_steps")
         self._overflows = keras.metrics.Sum(name="loss_scale_overflows")
+        self.step_jit_compile = False  # set by compile()
         self.built = True
 
     # Inference ------------------------------------------------------------------
@@ -161,20 +162,42 @@ class HDGEClassifier(keras.Model):
 
     # Training -------------------------------------------------------------------
 
-    def compile(self, optimizer="adam", **kwargs):
+    def compile(self, optimizer="adam", jit_compile="auto", **kwargs):
+        """Keras's compile; `jit_compile` ("auto", True, False or "true"/"false",
+        see `hardware.resolve_jit_compile`: "auto" is on with a GPU) XLA-compiles
+        the heavy part of every training step (`step_jit_compile`).
+
+        XLA here is the model's, not Keras's: Keras's own jit_compile (one XLA
+        function around `strategy.run(train_step)`) stays off, because in Keras
+        3.15 "auto" turns it off under any tf.distribute strategy, and an explicit
+        True under a two-replica MirroredStrategy fails ("Trying to access
+        resource .../replica_1 located in device CPU:1 from device CPU:0": one XLA
+        cluster cannot span the replicas' devices); and because XLA drops Assert
+        ops, i.e. the input checks. `train_step` instead runs `_forward_backward`
+        (SGLD chains, forward and backward passes) as a `jit_compile=True`
+        function inside each replica, with the checks, the optimizer update,
+        queue and buffer writes and the cross-replica merges outside it.
+        """
         if kwargs.get("loss") is not None:
             raise ValueError(
                 "HDGEClassifier defines its own loss (weighted CE and contrastive "
                 "terms); call compile() without `loss=`."
             )
-        super().compile(optimizer=optimizer, **kwargs)
+        jit = hardware.resolve_jit_compile(jit_compile)
+        if jit and kwargs.get("run_eagerly"):
+            raise ValueError("jit_compile=True cannot be combined with run_eagerly.")
+        super().compile(optimizer=optimizer, jit_compile=False, **kwargs)
+        self.step_jit_compile = jit
         # Build now so a first step that fails on bad input cannot leave the
         # optimizer half-built inside a traced function.
         self.optimizer.build(self.trainable_variables)
 
     def compile_from_config(self, config):
         # Keras skips custom compile() methods when loading; ours is safe to call.
-        self.compile(**keras.saving.deserialize_keras_object(config))
+        config = keras.saving.deserialize_keras_object(config)
+        # Keras's own flag, always False here; a loaded model decides XLA anew.
+        config.pop("jit_compile", None)
+        self.compile(**config)
 
     @property
     def metrics(self):
@@ -195,10 +218,10 @@ class HDGEClassifier(keras.Model):
         )
         replica = tf.distribute.get_replica_context()
         if replica is not None and replica.num_replicas_in_sync > 1:
-            seed = tf.random.experimental.stateless_fold_in(
+            seed = sampling.fold_in(
                 seed, tf.cast(replica.replica_id_in_sync_group, tf.int64)
             )
-        return tf.random.experimental.stateless_fold_in(seed, stream)
+        return sampling.fold_in(seed, stream)
 
     def loss_terms(self, logits: tf.Tensor, labels: tf.Tensor) -> dict[str, tf.Tensor]:
         """Batch means of every loss term, against the current queue contents."""
@@ -237,7 +260,7 @@ class HDGEClassifier(keras.Model):
             num_chains,
             labels=labels,
             reinit_freq=self.reinit_freq,
-            seed=tf.random.experimental.stateless_fold_in(seed, 0),
+            seed=sampling.fold_in(seed, 0),
         )
         samples = sampling.sgld_chain(
             self,
@@ -245,7 +268,7 @@ class HDGEClassifier(keras.Model):
             tf.constant(self.sgld_steps, tf.int32),
             tf.constant(self.sgld_step_size, tf.float32),
             tf.constant(self.sgld_noise_std, tf.float32),
-            tf.random.experimental.stateless_fold_in(seed, 1),
+            sampling.fold_in(seed, 1),
             labels,
         )
         return tf.stop_gradient(samples), indices
@@ -281,6 +304,31 @@ class HDGEClassifier(keras.Model):
             data, self.image_shape, self.num_classes
         )
         images = self.queue.check_batch_size(images)
+        forward_backward = self._forward_backward
+        if self.step_jit_compile:
+            # A new function per trace of the step (one per replica), so that no
+            # tf.function hangs on the model where checkpoints would track it.
+            forward_backward = tf.function(forward_backward, jit_compile=True)
+        loss, terms, grads, logits, chains = forward_backward(images, labels, unlabeled)
+        step = distribute.apply_if_healthy(
+            self.optimizer,
+            grads,
+            self.trainable_variables,
+            loss,
+            self.divergence_threshold,
+        )
+        # The batch joins the queue after the loss used the older entries.
+        self.queue.enqueue(logits, keep=step.applied)
+        for samples, indices in chains.values():
+            self.replay_buffer.write(indices, samples, keep=step.applied)
+        return self._update_metrics(loss, terms, labels, logits, step)
+
+    def _forward_backward(self, images, labels, unlabeled=None):
+        """The computation of a training step on checked inputs, without side
+        effects other than layer state (e.g. BatchNorm statistics): input noise,
+        SGLD chains, the loss and its gradients. Returns (loss, terms, gradients,
+        logits, chains {term: (samples, buffer indices)}); XLA-compiled when
+        `step_jit_compile`."""
         images = self._add_input_noise(images)
         if unlabeled is not None:
             unlabeled = self._add_input_noise(unlabeled, stream=1)
@@ -305,27 +353,15 @@ class HDGEClassifier(keras.Model):
             # Replica gradients are summed; scale so they average the global batch.
             scaled /= tf.distribute.get_strategy().num_replicas_in_sync
         grads = tape.gradient(scaled, self.trainable_variables)
-        step = distribute.apply_if_healthy(
-            self.optimizer,
-            grads,
-            self.trainable_variables,
-            loss,
-            self.divergence_threshold,
-        )
-        # The batch joins the queue after the loss used the older entries.
-        self.queue.enqueue(logits, keep=step.applied)
-        for samples, indices in chains.values():
-            self.replay_buffer.write(indices, samples, keep=step.applied)
-        return self._update_metrics(loss, terms, labels, logits, step)
+        return loss, terms, grads, logits, chains
 
     def _add_input_noise(self, images: tf.Tensor, stream: int = 0) -> tf.Tensor:
         if not self.input_noise_std:
             return images
-        seed = tf.random.experimental.stateless_fold_in(
-            self.step_seed(_NOISE_STREAM), stream
-        )
-        noise = tf.random.stateless_normal(tf.shape(images), seed, dtype=images.dtype)
-        return images + self.input_noise_std * noise
+        seed = sampling.fold_in(self.step_seed(_NOISE_STREAM), stream)
+        # The same draws inside and outside XLA (`sampling.normal_noise`).
+        noise = sampling.normal_noise(tf.shape(images), seed)
+        return images + self.input_noise_std * tf.cast(noise, images.dtype)
 
     def test_step(self, data):
         images, labels, _ = input_checks.unpack_batch(

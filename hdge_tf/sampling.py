@@ -10,14 +10,20 @@ the energy):
 with JEM's defaults step_size = 1, noise_std = 0.01 (not the textbook step²/2 pairing).
 
 `sgld_chain` is one compiled function with every number a tensor, so chains of any
-length, step size or batch size reuse its trace. `ReplayBuffer` holds JEM's persistent
-chain states: training starts short chains from its rows and writes the results back.
+length, step size or batch size reuse its trace; `sgld_chain_xla` is the same chain
+XLA-compiled (a training step compiled with XLA compiles the chain it calls too).
+Every random draw of a training step (`fold_in`, `uniform_noise`, `normal_noise`,
+the replay buffer's) gives the same numbers with and without XLA. `ReplayBuffer`
+holds JEM's persistent chain states: training starts short chains from its rows and
+writes the results back.
 The network runs in inference mode and the chain, the gradient and the logsumexp stay
 in float32 even under a mixed-precision policy (bfloat16 would round a 0.01 step on a
 pixel of 1.0 away).
 """
 
 from __future__ import annotations
+
+import math
 
 import keras
 import numpy as np
@@ -26,6 +32,11 @@ import tensorflow as tf
 from hdge_tf.energy import log_density
 
 _SEED_MAX = 2**31 - 1
+# The stateless RNG algorithm, named: with TF's default "auto_select", XLA turns
+# seeds outside [0, 2^31) (every fold_in result may be one) into other keys than
+# TF's kernels do, so compiled and uncompiled steps would draw different numbers.
+# Outside XLA "philox" is what auto_select picks on CPUs and GPUs: same numbers.
+RNG_ALG = "philox"
 
 
 def seed_pair(seed=None) -> tf.Tensor:
@@ -36,6 +47,42 @@ def seed_pair(seed=None) -> tf.Tensor:
     if not tf.is_tensor(seed) and np.ndim(seed) == 0:
         return tf.constant([int(seed), 0], tf.int32)
     return tf.cast(seed, tf.int32)
+
+
+def fold_in(seed, data) -> tf.Tensor:
+    """`tf.random.experimental.stateless_fold_in` with `RNG_ALG`: a new [2] seed
+    from `seed` and the integer `data`, the same inside and outside XLA."""
+    return tf.random.experimental.stateless_fold_in(seed, data, alg=RNG_ALG)
+
+
+def _uniform_bits(shape, seed) -> tf.Tensor:
+    """Uniform float32 in [0, 1) on a 2^-24 grid, from stateless uint32 bits."""
+    bits = tf.random.stateless_uniform(
+        shape, seed, minval=None, maxval=None, dtype=tf.uint32, alg=RNG_ALG
+    )
+    return tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) * 2.0**-24
+
+
+def uniform_noise(shape, seed, minval=0.0, maxval=1.0) -> tf.Tensor:
+    """Stateless uniform float32 noise in [minval, maxval) that is the same inside
+    and outside XLA.
+
+    TF's float `stateless_uniform`/`stateless_normal` draw other numbers when
+    XLA-compiled (the same Philox bits, turned into floats another way; XLA's
+    normal uses the inverse erf, TF's kernels Box-Muller), while the integer bits
+    agree. This and `normal_noise` build their floats from those bits
+    themselves, exactly for uniforms. `seed`: int32/int64 [2].
+    """
+    return minval + (maxval - minval) * _uniform_bits(shape, seed)
+
+
+def normal_noise(shape, seed) -> tf.Tensor:
+    """Stateless standard-normal float32 noise (Box-Muller on `uniform_noise`'s
+    bits): the same inside and outside XLA up to the rounding of log, sqrt and cos
+    (about 1e-7)."""
+    u = _uniform_bits(tf.concat([[2], tf.cast(shape, tf.int32)], 0), seed)
+    radius = tf.sqrt(-2.0 * tf.math.log(1.0 - u[0]))  # 1 - u in (0, 1]
+    return radius * tf.cos((2.0 * math.pi) * u[1])
 
 
 def log_density_gradient(
@@ -67,8 +114,7 @@ def sgld_step(
     return images + step_size * grad + noise_std * noise
 
 
-@tf.function(reduce_retracing=True)
-def sgld_chain(
+def _chain(
     model: keras.Model,
     images: tf.Tensor,
     steps: tf.Tensor,
@@ -86,15 +132,20 @@ def sgld_chain(
     """
 
     def body(i, x):
-        noise = tf.random.stateless_normal(
-            tf.shape(x), seed=tf.random.experimental.stateless_fold_in(seed, i)
-        )
+        noise = normal_noise(tf.shape(x), fold_in(seed, i))
         return i + 1, sgld_step(model, x, step_size, noise_std, noise, labels)
 
+    # A while loop with a tensor bound; XLA compiles it as one While whose
+    # shapes are fixed per compiled image shape.
     _, images = tf.while_loop(
         lambda i, _: i < steps, body, (tf.constant(0, tf.int32), images)
     )
     return images
+
+
+sgld_chain = tf.function(_chain, reduce_retracing=True)
+# The same chain XLA-compiled (compiled once per image shape and labels/no labels).
+sgld_chain_xla = tf.function(_chain, reduce_retracing=True, jit_compile=True)
 
 
 def sgld(
@@ -105,17 +156,19 @@ def sgld(
     noise_std: float = 0.01,
     labels=None,
     seed: int | None = None,
+    jit_compile: bool = False,
 ) -> tf.Tensor:
     """Runs an SGLD chain from `images` ([N, H, W, C] in [-1, 1]); returns float32
     samples of the same shape. With `labels` ([N] int) the chain samples p(x|y) ∝
     exp f(x)[y]; without, p(x) ∝ Σ_y exp f(x)[y]. Samples are not clipped.
 
     `seed` fixes the noise; None draws one from TF's global generator (seeded by
-    `keras.utils.set_random_seed`).
+    `keras.utils.set_random_seed`). `jit_compile` runs the XLA-compiled chain.
     """
     if steps < 0:
         raise ValueError(f"SGLD steps must be >= 0, got {steps}.")
-    return sgld_chain(
+    chain = sgld_chain_xla if jit_compile else sgld_chain
+    return chain(
         model,
         tf.convert_to_tensor(images, tf.float32),
         tf.constant(steps, tf.int32),
@@ -188,15 +241,13 @@ class ReplayBuffer(keras.layers.Layer):
         if not 0.0 <= reinit_freq <= 1.0:
             raise ValueError(f"reinit_freq must be in [0, 1], got {reinit_freq}.")
         seed = seed_pair(seed)
-        index_seed, reinit_seed, noise_seed = (
-            tf.random.experimental.stateless_fold_in(seed, i) for i in range(3)
-        )
+        index_seed, reinit_seed, noise_seed = (fold_in(seed, i) for i in range(3))
         if labels is None:
             if batch_size is None:
                 raise ValueError("ReplayBuffer.sample needs batch_size or labels.")
             n = tf.convert_to_tensor(batch_size, tf.int32)
             indices = tf.random.stateless_uniform(
-                [n], index_seed, 0, self.size, dtype=tf.int32
+                [n], index_seed, 0, self.size, dtype=tf.int32, alg=RNG_ALG
             )
         else:
             if self.num_classes is None:
@@ -206,12 +257,12 @@ class ReplayBuffer(keras.layers.Layer):
             labels = tf.cast(labels, tf.int32)
             n = tf.shape(labels)[0]
             offsets = tf.random.stateless_uniform(
-                [n], index_seed, 0, self.class_size, dtype=tf.int32
+                [n], index_seed, 0, self.class_size, dtype=tf.int32, alg=RNG_ALG
             )
             indices = labels * self.class_size + offsets
         starts = tf.gather(self.images, indices)
-        reinit = tf.random.stateless_uniform([n], reinit_seed) < reinit_freq
-        noise = tf.random.stateless_uniform(tf.shape(starts), noise_seed, -1.0, 1.0)
+        reinit = uniform_noise([n], reinit_seed) < reinit_freq
+        noise = uniform_noise(tf.shape(starts), noise_seed, -1.0, 1.0)
         reinit = tf.reshape(reinit, [-1] + [1] * len(self.image_shape))
         return tf.where(reinit, noise, starts), indices
 

@@ -121,6 +121,7 @@ def _train(config, run: RunDir, extra_callbacks: list) -> tuple[HDGEClassifier, 
 
     train_cfg = config.train
     _check_train_config(config)
+    jit_compile = _jit_compile(config)
     data = data_lib.build_datasets(config.data, train_cfg.batch_size, seed=config.seed)
     if data.num_labeled < data.num_train and not config.loss.px_sgld_weight:
         logging.warning(
@@ -132,7 +133,9 @@ def _train(config, run: RunDir, extra_callbacks: list) -> tuple[HDGEClassifier, 
     state = RunState()
     with strategy.scope():
         model = build_model(config, data.num_classes, data.image_shape)
-        model.compile(optimizer=_optimizer(config, data.steps_per_epoch))
+        model.compile(
+            optimizer=_optimizer(config, data.steps_per_epoch), jit_compile=jit_compile
+        )
     checkpoint = state.checkpoint(model)
     checkpoint_dir = distribute.writable_dir(str(run.checkpoint_dir), strategy)
     manager = tf.train.CheckpointManager(
@@ -238,6 +241,19 @@ def _check_train_config(config) -> None:
             "train.select='best_val_accuracy' needs a validation split: set "
             "data.validation_size > 0 and train.validate=True, or train.select='last'."
         )
+
+
+def _jit_compile(config) -> bool:
+    """`train.jit_compile` resolved (`hardware.resolve_jit_compile`): whether the
+    training steps run XLA-compiled, also under MirroredStrategy and in the
+    multi-worker loop (see `HDGEClassifier.compile`). A config.json from before
+    the key means "auto"."""
+    value = config.train.get("jit_compile", "auto")
+    jit = hardware.resolve_jit_compile(
+        value, deterministic=config.deterministic, name="train.jit_compile"
+    )
+    logging.info("train.jit_compile=%s: XLA-compiled training steps %s.", value, jit)
+    return jit
 
 
 def _optimizer(config, steps_per_epoch: int) -> keras.optimizers.Optimizer:

@@ -1,6 +1,7 @@
 """What one benchmarked configuration is, and the trainer's model it builds.
 
-A configuration is (mode, precision, network, classes, batch size, K, SGLD steps):
+A configuration is (mode, precision, network, classes, batch size, K, SGLD steps,
+XLA):
 
     ce    cross-entropy only (the queue is batch-sized: CE does not read it)
     hdge  CE + contrastive log p(x|y) against a K-slot logit queue
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 import keras
 import ml_collections
 
-from hdge_tf import training
+from hdge_tf import hardware, training
 from hdge_tf.configs import base
 from hdge_tf.model import HDGEClassifier
 
@@ -64,10 +65,13 @@ class BenchConfig:
     queue_size: int = TARGET_QUEUE_SIZE
     sgld_steps: int = JEM_SGLD_STEPS
     replay_buffer_size: int = 10_000
+    # "auto", "true" or "false": `train.jit_compile` (auto: on with a GPU).
+    jit_compile: str = "auto"
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"Unknown mode {self.mode!r}; expected one of {MODES}.")
+        hardware.resolve_jit_compile(self.jit_compile, deterministic=False)
         parse_network(self.network)  # bad names fail here, not in a child process
         keras.mixed_precision.Policy(self.precision)
         object.__setattr__(self, "image_shape", tuple(int(d) for d in self.image_shape))
@@ -143,10 +147,10 @@ def configurations(
 
 
 def build_model(config: BenchConfig, seed: int = 0) -> HDGEClassifier:
-    """The trainer's model of `config`, compiled with Adam, under the dtype policy
-    that is current (see `hardware.precision_policy`)."""
+    """The trainer's model of `config`, compiled with Adam and `config.jit_compile`,
+    under the dtype policy that is current (see `hardware.precision_policy`)."""
     model = training.build_model(
         config.model_config(seed), config.num_classes, config.image_shape
     )
-    model.compile(optimizer=keras.optimizers.Adam(1e-4))
+    model.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=config.jit_compile)
     return model

@@ -70,7 +70,7 @@ def run_configuration(
     result["model_queue_size"] = config.model_kwargs()["queue_size"]
     with precision_policy(config.precision):
         model = build_model(config, seed)
-        result["jit_compile"] = bool(model.jit_compile)
+        result["jit_compile"] = bool(model.step_jit_compile)  # as resolved
         result["peak_rss_build_mb"] = peak_rss_mb()
         result.update(
             time_train_steps(model, images, labels, options.warmup, options.repeats)
