@@ -11,7 +11,8 @@ from hdge_tf.model import HDGEClassifier
 CONFIGS = sorted(
     p.stem
     for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.py")
-    if p.stem not in ("__init__", "base")
+    # reproduce_* configs list runs of the experiment configs (tested below).
+    if p.stem not in ("__init__", "base") and not p.stem.startswith("reproduce_")
 )
 
 
@@ -31,4 +32,26 @@ def test_the_jem_configs_use_the_sgld_term():
     paper = cifar10_hdge_jem.get_config().loss
     assert (paper.px_sgld_weight, paper.sgld_steps, paper.sgld_step_size) == (1, 20, 1)
     assert (paper.sgld_noise_std, paper.replay_buffer_size) == (0.01, 10_000)
-    assert mnist5k_hdge_jem.get_config().loss.px_sgld_weight > 0
+    demo = mnist5k_hdge_jem.get_config().loss
+    assert demo.px_sgld_weight > 0 or demo.pxy_sgld_weight > 0
+
+
+@pytest.mark.parametrize("size", ["full", "tiny"])
+def test_reproduction_runs_existing_configs_with_existing_keys(size):
+    """Every variant of hdge-reproduce names an experiment config, and every
+    override sets a key that config has (a typo would fail only in the run)."""
+    from hdge_tf.configs import reproduce_mnist5k
+    from hdge_tf.reproduce import plan
+
+    config = reproduce_mnist5k.get_config(size)
+    specs = [*config.variants.values(), config.judge]
+    for spec in specs:
+        experiment = importlib.import_module(f"hdge_tf.configs.{spec.config}")
+        flat = experiment.get_config()
+        for override in (*config.overrides, *spec.overrides, "loss.queue_size=1"):
+            node = flat
+            *parents, leaf = override.split("=", 1)[0].split(".")
+            for key in parents:
+                node = node[key]
+            assert leaf in node, (spec.config, override)
+    assert plan.base_queue_size(config) in [int(k) for k in config.queue_sizes]

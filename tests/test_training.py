@@ -228,7 +228,9 @@ def test_warm_start_copies_backbone_and_queue_and_adds_a_replay_buffer(tmp_path)
     config.loss.sgld_steps = 1
     config.loss.replay_buffer_size = 64
     warm, _ = training.train_model(config, tmp_path / "jem")
-    for ours, theirs in zip(warm.backbone.weights, trained.backbone.weights):
+    for ours, theirs in zip(
+        warm.backbone.weights, trained.backbone.weights, strict=True
+    ):
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
     np.testing.assert_array_equal(
         warm.queue.get_weights()[0], trained.queue.get_weights()[0]
