@@ -8,6 +8,7 @@ its own process: a crash or a memory leak stays in one run.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import sys
 from pathlib import Path
 
@@ -65,12 +66,9 @@ def base_queue_size(config: ml_collections.ConfigDict) -> int:
 
 
 def _load(name: str) -> ml_collections.ConfigDict:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"_cfg_{name}", config_file(name))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    """configs/NAME.py's config (the installed package, as the jobs read it)."""
+    config_file(name)  # a clear error for an unknown name
+    return importlib.import_module(f"hdge_tf.configs.{name}").get_config()
 
 
 def build_plan(
