@@ -22,6 +22,21 @@ A quick look (booleans are absl's: --noeval, --nopgd, --noepoch, --noautotune,
     hdge-bench --modes=ce,hdge --precisions=float32 --warmup=2 --repeats=3 \
         --noeval --nopgd --noepoch --noautotune
 
+Beside PyTorch (issue 14): a yardstick script run by a Python with torch (a scratch
+venv, never our dependency) times the same float32 Wide ResNet's CE step (and, for
+jem, its SGLD chain) right before each of our float32 WRN configurations;
+--rounds=N runs the whole list N times, interleaved, and each check reports its
+mean over the rounds with the min-max range:
+
+    hdge-bench --modes=ce,jem --precisions=float32 --noeval --nopgd --noepoch \
+        --noautotune --torch_python=/work/torchvenv/bin/python \
+        --torch_yardstick=../shared/tools/torch_wrn_step.py --rounds=3
+
+Every configuration also reports its GFLOP/s (FLOPs counted from the layers,
+hdge_tf.bench.flops) against a square matmul's measured in its own process
+(--matmul_size), and a jem configuration its SGLD chain timed alone
+(--sgld_repeats calls).
+
 The epoch check and the autotuning comparison train the mnist5k demo
 (configs/mnist5k_hdge.py). Prints markdown tables and writes everything measured to
 --output (JSON); see hdge_tf.bench. Run it on an otherwise idle machine: the numbers
@@ -69,6 +84,23 @@ _EPOCH = flags.DEFINE_boolean(
 _AUTOTUNE = flags.DEFINE_boolean(
     "autotune", True, "Time a mnist5k fit with tf.data autotuning on and off."
 )
+_SGLD_REPEATS = flags.DEFINE_integer(
+    "sgld_repeats", 3, "Timed calls of a jem configuration's SGLD chain alone."
+)
+_MATMUL_SIZE = flags.DEFINE_integer(
+    "matmul_size", 2048, "Side of the square matmul the GFLOP/s are read against."
+)
+_TORCH_PYTHON = flags.DEFINE_string(
+    "torch_python", "", "A Python with torch for the yardstick; empty: no yardstick."
+)
+_TORCH_YARDSTICK = flags.DEFINE_string(
+    "torch_yardstick",
+    "",
+    "The PyTorch yardstick script (e.g. /work/shared/tools/torch_wrn_step.py).",
+)
+_ROUNDS = flags.DEFINE_integer(
+    "rounds", 1, "Runs of the whole list of configurations, interleaved."
+)
 _ISOLATE = flags.DEFINE_boolean(
     "isolate", True, "Each configuration in a fresh process (needed for peak RSS)."
 )
@@ -90,8 +122,20 @@ def main(argv):
             eval_batch_size=_EVAL_BATCH_SIZE.value,
             eval_repeats=_EVAL_REPEATS.value,
             pgd_steps=_PGD_STEPS.value,
+            sgld_repeats=_SGLD_REPEATS.value,
+            matmul_size=_MATMUL_SIZE.value,
         )
-    except ValueError as err:
+        torch = None
+        if _TORCH_PYTHON.value or _TORCH_YARDSTICK.value:
+            if not (_TORCH_PYTHON.value and _TORCH_YARDSTICK.value):
+                raise ValueError(
+                    "The PyTorch yardstick needs both --torch_python and "
+                    "--torch_yardstick."
+                )
+            torch = bench.TorchYardstick(_TORCH_PYTHON.value, _TORCH_YARDSTICK.value)
+        if _ROUNDS.value < 1:
+            raise ValueError(f"--rounds must be >= 1, got {_ROUNDS.value}.")
+    except (ValueError, FileNotFoundError) as err:
         raise app.UsageError(str(err)) from err
     configs = bench.configurations(
         modes=_MODES.value,
@@ -113,6 +157,8 @@ def main(argv):
         isolate=_ISOLATE.value,
         autotune=_AUTOTUNE.value,
         fit_config=mnist5k_hdge.get_config(),
+        torch=torch,
+        rounds=_ROUNDS.value,
     )
     bench.write_report(report, _OUTPUT.value)
     print(bench.format_report(report))

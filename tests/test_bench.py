@@ -3,6 +3,7 @@ the CLI. Speed targets are the benchmark's business, not the tests'."""
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 
@@ -11,7 +12,8 @@ import numpy as np
 import pytest
 from conftest import smoke_config
 
-from hdge_tf import bench
+from hdge_tf import bench, networks
+from hdge_tf.bench import suite
 
 TINY = {
     "network": "small_cnn",
@@ -23,7 +25,15 @@ TINY = {
     "replay_buffer_size": 64,
 }
 FAST = bench.TimingOptions(
-    warmup=2, repeats=2, eval_images=16, eval_batch_size=8, eval_repeats=1, pgd_steps=2
+    warmup=2,
+    repeats=2,
+    eval_images=16,
+    eval_batch_size=8,
+    eval_repeats=1,
+    pgd_steps=2,
+    sgld_repeats=2,
+    matmul_size=64,
+    matmul_repeats=1,
 )
 
 
@@ -85,6 +95,30 @@ def test_configuration_times_steps_without_retracing(mode):
     assert result["peak_rss_train_mb"] >= result["peak_rss_build_mb"] > 0
     assert result["model_queue_size"] == (8 if mode == "ce" else 32)
 
+    cost = bench.ForwardCost(
+        result["forward_multiply_adds"], result["input_multiply_adds"]
+    )
+    assert cost.multiply_adds > cost.input_multiply_adds > 0
+    assert result["gflop_per_step"] == pytest.approx(
+        bench.step_flops(cost, mode, 8, 2) / 1e9
+    )
+    assert result["gflops"] == pytest.approx(result["gflop_per_step"] / median)
+    assert result["matmul_gflops_float32"] > 0
+    assert "matmul_gflops_bfloat16" not in result
+    if mode == "jem":
+        assert len(result["sgld_chain_call_seconds"]) == 2
+        chain = result["sgld_chain_seconds"]
+        assert chain == pytest.approx(np.median(result["sgld_chain_call_seconds"]))
+        assert result["sgld_step_seconds"] == pytest.approx(chain / 2)
+        assert result["sgld_chain_gflop"] == pytest.approx(
+            bench.sgld_chain_flops(cost, 8, 2) / 1e9
+        )
+        assert result["sgld_chain_gflops"] == pytest.approx(
+            result["sgld_chain_gflop"] / chain
+        )
+    else:
+        assert "sgld_chain_seconds" not in result
+
     evaluation = result["eval"]
     assert evaluation["images"] == 16 and evaluation["median_seconds"] > 0
     assert evaluation["images_per_second"] == pytest.approx(
@@ -102,6 +136,7 @@ def test_mixed_precision_policy_is_restored():
     result = bench.run_configuration(config, options, evaluate=True, pgd=True)
     assert result["traces"] == 1 and result["images_per_second"] > 0
     assert result["eval"] is None and result["pgd"] is None
+    assert result["matmul_gflops_float32"] > 0 and result["matmul_gflops_bfloat16"] > 0
     assert keras.mixed_precision.global_policy().name == "float32"
 
 
@@ -123,6 +158,77 @@ def test_trace_counter_sees_a_retrace():
     )
     with pytest.raises(ValueError, match="before the train function"):
         bench.TraceCounter(model)
+
+
+def _tiny_conv_net() -> keras.Model:
+    """Input 8x8x3 -> rescaling (no weights) -> 3x3 conv to 4 (valid, 6x6) ->
+    grouped strided 3x3 conv to 6 (2 groups, same, 3x3) -> flatten -> dense 5."""
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Rescaling(0.5)(inputs)
+    x = keras.layers.Conv2D(4, 3)(x)
+    x = keras.layers.Conv2D(6, 3, strides=2, padding="same", groups=2)(x)
+    outputs = keras.layers.Dense(5)(keras.layers.Flatten()(x))
+    return keras.Model(inputs, outputs)
+
+
+def test_forward_multiply_adds_of_a_hand_built_model():
+    first = 6 * 6 * (3 * 3 * 3) * 4  # reads the input: rescaling has no weights
+    grouped = 3 * 3 * (3 * 3 * 2) * 6  # cin / groups = 2
+    dense = (3 * 3 * 6) * 5
+    net = _tiny_conv_net()
+    assert bench.forward_multiply_adds(net) == bench.ForwardCost(
+        first + grouped + dense, first
+    )
+    # Nested in another functional model, and in a Sequential.
+    inputs = keras.Input((8, 8, 3))
+    outer = keras.Model(inputs, keras.layers.Dense(2)(net(inputs)))
+    assert bench.forward_multiply_adds(outer) == bench.ForwardCost(
+        first + grouped + dense + 5 * 2, first
+    )
+    stacked = keras.Sequential([keras.Input((8, 8, 3)), net, keras.layers.Dense(2)])
+    assert bench.forward_multiply_adds(stacked).input_multiply_adds == first
+    with pytest.raises(ValueError, match="not built"):
+        bench.forward_multiply_adds(keras.Sequential([keras.layers.Dense(3)]))
+
+
+def test_forward_multiply_adds_of_a_published_wide_resnet():
+    def conv(size, kernel, cin, cout):  # multiply-adds of a conv with size² outputs
+        return size * size * kernel * kernel * cin * cout
+
+    # WRN-10-1: one block per group of 16, 32, 64 channels on 32x32x3. The
+    # published layout strides a group's second conv, so its first runs at the
+    # group's input resolution; the 1x1 shortcut strides.
+    stem = conv(32, 3, 3, 16)
+    group1 = 2 * conv(32, 3, 16, 16)  # no shortcut conv: same width, stride 1
+    group2 = conv(32, 3, 16, 32) + conv(16, 3, 32, 32) + conv(16, 1, 16, 32)
+    group3 = conv(16, 3, 32, 64) + conv(8, 3, 64, 64) + conv(8, 1, 32, 64)
+    expected = bench.ForwardCost(stem + group1 + group2 + group3 + 64 * 10, stem)
+    wrn = networks.WideResNet(10, depth=10, width=1)
+    assert bench.forward_multiply_adds(wrn) == expected
+    # The trainer's model wraps it (HDGEClassifier -> backbone): the same count.
+    model = bench.build_model(
+        bench.BenchConfig(mode="ce", network="wrn-10-1", batch_size=8)
+    )
+    assert bench.forward_multiply_adds(model) == expected
+
+
+def test_step_flops_per_mode():
+    cost = bench.ForwardCost(multiply_adds=100, input_multiply_adds=10)
+    # Training pass: forward 100 + weight gradients 100 + input gradients 90.
+    assert cost.training_pass == 290 and cost.sgld_step == 200
+    assert bench.step_flops(cost, "ce", 8) == 2 * 8 * 290
+    assert bench.step_flops(cost, "hdge", 8, sgld_steps=5) == 2 * 8 * 290
+    # jem: the data pass, the samples' pass and 5 steps of forward + input grads.
+    assert bench.step_flops(cost, "jem", 8, 5) == 2 * 8 * (290 + 290 + 5 * 200)
+    assert bench.sgld_chain_flops(cost, 8, 5) == 2 * 8 * 5 * 200
+    with pytest.raises(ValueError, match="mode"):
+        bench.step_flops(cost, "sgld", 8)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_matmul_gflops_is_a_positive_rate(dtype):
+    rate = bench.matmul_gflops(dtype, size=128, repeats=2)
+    assert np.isfinite(rate) and rate > 0
 
 
 def _result(mode, precision="float32", seconds=1.0, rss=1000.0, **settings):
@@ -216,25 +322,244 @@ def test_checks_apply_each_target_at_its_settings():
     ]
 
 
+def test_checks_of_flop_rates_and_the_sgld_chain():
+    matmul = {"matmul_gflops_float32": 75.0}
+    results = [
+        _result("ce", seconds=0.5) | {"gflops": 60.0} | matmul,
+        _result("jem", seconds=9.0) | {"sgld_chain_seconds": 6.0},
+        _result("ce", "mixed_bfloat16", seconds=0.2) | {"gflops": 150.0} | matmul,
+        _result("ce", network="small_cnn") | {"gflops": 1.5} | matmul,
+    ]
+    by_name = _by_name(bench.checks(results))
+    flops = by_name[("ce_step GFLOP/s / matmul GFLOP/s", "wrn-16-4, float32, batch 64")]
+    assert flops["value"] == pytest.approx(0.8)
+    assert (flops["op"], flops["bound"], flops["passed"]) == (">=", 0.75, True)
+    # A small CNN is reported without the Wide ResNet's target; bf16 not at all.
+    small = by_name[
+        ("ce_step GFLOP/s / matmul GFLOP/s", "small_cnn, float32, batch 64")
+    ]
+    assert small["value"] == pytest.approx(0.02) and small["passed"] is None
+    assert not [k for k in by_name if "GFLOP" in k[0] and "bfloat16" in k[1]]
+
+    where = "float32, batch 64, 20 SGLD steps"
+    chain = by_name[("sgld_chain / ce_step (CE steps)", where)]
+    assert chain["value"] == pytest.approx(12.0)
+    assert (chain["op"], chain["bound"], chain["passed"]) == ("<=", 13.5, True)
+    # The whole jem step is still checked, against its own target.
+    step = by_name[("jem_step / ce_step (CE steps)", where)]
+    assert step["value"] == pytest.approx(18.0) and step["passed"] is False
+
+    five = {"sgld_steps": 5}
+    chain = bench.checks(
+        [
+            _result("ce", seconds=0.5, **five),
+            _result("jem", seconds=9.0, **five) | {"sgld_chain_seconds": 7.0},
+        ]
+    )[1]
+    assert chain["check"] == "sgld_chain / ce_step (CE steps)"
+    assert chain["value"] == pytest.approx(14.0) and chain["passed"] is None
+
+
 def test_report_table_lists_configurations_and_verdicts():
+    rates = {"gflops": 50.0, "matmul_gflops_float32": 80.0}
     results = [
         _result("ce", seconds=0.1) | {"peak_rss_build_mb": 900.0, "traces": 1},
         _result("hdge", seconds=0.2) | {"peak_rss_build_mb": 950.0, "traces": 1},
+        _result("jem", seconds=2.0) | {"peak_rss_build_mb": 990.0, "traces": 1},
     ]
+    results[0].update(rates)
+    results[2].update(
+        sgld_chain_seconds=1.5,
+        sgld_step_seconds=0.075,
+        sgld_chain_gflops=40.0,
+        matmul_gflops_float32=80.0,
+    )
     for r in results:
         r.update(step_extra_rss_mb=r["peak_rss_train_mb"] - r["peak_rss_build_mb"])
         r.update(eval=None, pgd=None)
     report = {
-        "environment": {"tensorflow": "2.x", "cpus": 2},
+        "environment": {
+            "tensorflow": "2.x",
+            "cpus": 2,
+            "matmul_gflops_float32": 81.25,
+            "matmul_gflops_bfloat16": 12.5,
+        },
         "isolated": True,
         "configurations": results,
         "epoch": None,
         "checks": bench.checks(results),
     }
     text = bench.format_report(report)
-    assert "| ce | float32 | 64 | 100.0 | 640.0 | 1 | 900 | 1000 | 100 |" in text
-    assert "| hdge | float32 | 64 | 200.0 | 320.0 | 1 | 950 | 1000 | 50 |" in text
+    assert "Matmul 81.2 GFLOP/s float32, 12.5 GFLOP/s bfloat16" in text
+    assert (
+        "| ce | float32 | 64 | 100.0 | 640.0 | 50.0 | 62 | 1 | 900 | 1000 | 100 |"
+        in text
+    )
+    # A result without FLOP figures (an older report) shows dashes.
+    assert (
+        "| hdge | float32 | 64 | 200.0 | 320.0 | — | — | 1 | 950 | 1000 | 50 |" in text
+    )
+    assert "| float32 | 64 | 20 | 1.50 | 75.0 | 40.0 | 50 |" in text
     assert "| 2.000 | <= 1.03 | FAIL |" in text
+    assert "PyTorch" not in text and "round" not in text
+
+
+_FAKE_YARDSTICK = """
+import json, sys
+with open({log!r}, "a") as log:
+    log.write("torch " + " ".join(sys.argv[1:]) + "\\n")
+if {fail!r}:
+    sys.exit("no torch here")
+out = {{"ce_step_s": 0.5, "torch": "fake"}}
+if any(a.startswith("--sgld=") for a in sys.argv):
+    out["sgld_chain_s"] = 4.0
+print("a line of chatter")
+print(json.dumps(out))
+"""
+
+
+def _fake_yardstick(tmp_path, fail=False) -> tuple[bench.TorchYardstick, object]:
+    """A yardstick that logs its arguments and prints fixed times (CE step 0.5 s,
+    SGLD chain 4.0 s), run by this interpreter; and its log file."""
+    log = tmp_path / "order.log"
+    script = tmp_path / "fake_yardstick.py"
+    script.write_text(_FAKE_YARDSTICK.format(log=str(log), fail=fail))
+    return bench.TorchYardstick(sys.executable, str(script)), log
+
+
+WRN_TINY = TINY | {"network": "wrn-10-1"}
+
+
+def test_yardstick_runs_before_each_float32_wrn_configuration(tmp_path, monkeypatch):
+    torch, log = _fake_yardstick(tmp_path)
+    configs = [
+        bench.BenchConfig(mode="ce", **WRN_TINY),
+        bench.BenchConfig(mode="jem", **WRN_TINY),
+        bench.BenchConfig(mode="ce", precision="mixed_bfloat16", **WRN_TINY),
+        bench.BenchConfig(mode="ce", **TINY),  # small_cnn: no yardstick
+    ]
+    # Our side, faked: it logs its turn and reports fixed times per round.
+    ce_seconds = iter([0.4, 0.55])
+    jem_chain = iter([3.0, 4.6])
+
+    def fake_run_job(job):
+        config = job["config"]
+        with open(log, "a") as f:
+            f.write(
+                f"ours {config['mode']} {config['precision']} {config['network']}\n"
+            )
+        seconds = 1.0 if config["mode"] == "jem" else 0.3
+        if config["network"] == "wrn-10-1" and config["precision"] == "float32":
+            seconds = next(ce_seconds) if config["mode"] == "ce" else seconds
+        result = config | {
+            "median_step_seconds": seconds,
+            "images_per_second": config["batch_size"] / seconds,
+            "traces": 1,
+            "peak_rss_build_mb": 900.0,
+            "peak_rss_train_mb": 1000.0,
+            "step_extra_rss_mb": 100.0,
+            "gflops": 1.0,
+            "matmul_gflops_float32": 2.0,
+            "eval": None,
+            "pgd": None,
+        }
+        if config["mode"] == "jem":
+            result["sgld_chain_seconds"] = next(jem_chain)
+        return result
+
+    monkeypatch.setattr(suite, "run_job", fake_run_job)
+    options = dataclasses.replace(FAST, matmul_size=32)
+    report = bench.run_benchmark(
+        configs,
+        options,
+        epoch=False,
+        autotune=False,
+        isolate=False,
+        torch=torch,
+        rounds=2,
+    )
+    turns = [line.split()[0] for line in log.read_text().splitlines()]
+    one_round = ["torch", "ours", "torch", "ours", "ours", "ours"]
+    assert turns == one_round * 2
+    torch_calls = [line for line in log.read_text().splitlines() if line[0] == "t"]
+    common = (
+        "--depth=10 --width=1 --batch=8 "
+        f"--threads={os.cpu_count()} --classes=4 --size=8 --channels=3 "
+        "--repeats=2 --warmup=2"
+    )
+    assert torch_calls == [f"torch {common}", f"torch {common} --sgld=2"] * 2
+
+    results = report["configurations"]
+    assert [r["round"] for r in results] == [1] * 4 + [2] * 4
+    assert results[0]["torch"]["ce_step_s"] == 0.5
+    assert results[0]["torch"]["arguments"] == common.split()
+    assert results[1]["torch"]["sgld_chain_s"] == 4.0
+    assert results[2]["torch"] is None and results[3]["torch"] is None
+    assert report["rounds"] == 2 and report["torch"]["script"] == torch.script
+
+    by_name = _by_name(report["checks"])
+    ce = by_name[("ce_step / torch ce_step", "wrn-10-1, float32, batch 8")]
+    # Rounds: 0.4 / 0.5 and 0.55 / 0.5; the mean against the target.
+    assert ce["values"] == pytest.approx([0.8, 1.1])
+    assert ce["value"] == pytest.approx(0.95)
+    assert (ce["min"], ce["max"]) == pytest.approx((0.8, 1.1))
+    assert (ce["op"], ce["bound"], ce["passed"]) == ("<=", 0.9, False)
+    chain = by_name[
+        ("sgld_chain / torch sgld_chain", "wrn-10-1, float32, batch 8, 2 SGLD steps")
+    ]
+    assert chain["values"] == pytest.approx([0.75, 1.15])
+    assert chain["value"] == pytest.approx(0.95) and chain["passed"] is True
+    assert not [k for k in by_name if "torch" in k[0] and "small_cnn" in k[1]]
+
+    text = bench.format_report(report)
+    assert "| ce | float32 | 8 | 2 | 550.0 |" in text  # a round column
+    assert text.count("| 500.0 |") == 4  # PyTorch CE ms of every wrn float32 row
+    assert "| 0.950 (0.800–1.100) | <= 0.9 | FAIL |" in text
+    assert "value (mean, min–max of 2 rounds)" in text
+    assert "PyTorch yardstick" in text and "2 round(s)" in text
+
+
+def test_yardstick_records_its_result_beside_a_real_configuration(tmp_path):
+    torch, _ = _fake_yardstick(tmp_path)
+    config = bench.BenchConfig(mode="ce", **WRN_TINY)
+    options = dataclasses.replace(FAST, matmul_size=32)
+    report = bench.run_benchmark(
+        [config],
+        options,
+        False,
+        False,
+        epoch=False,
+        autotune=False,
+        isolate=False,
+        torch=torch,
+    )
+    [result] = report["configurations"]
+    assert result["torch"]["ce_step_s"] == 0.5 and result["round"] == 1
+    assert result["traces"] == 1 and result["gflops"] > 0
+    [check] = [c for c in report["checks"] if c["check"] == "ce_step / torch ce_step"]
+    assert check["value"] == pytest.approx(result["median_step_seconds"] / 0.5)
+    assert "values" not in check  # one round: the value itself
+    assert report["environment"]["matmul_gflops_bfloat16"] > 0
+
+
+def test_yardstick_errors_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="torch_python"):
+        bench.TorchYardstick(str(tmp_path / "python"), __file__)
+    with pytest.raises(FileNotFoundError, match="torch_yardstick"):
+        bench.TorchYardstick(sys.executable, str(tmp_path / "missing.py"))
+    torch, _ = _fake_yardstick(tmp_path, fail=True)
+    config = bench.BenchConfig(mode="ce", **WRN_TINY)
+    with pytest.raises(RuntimeError, match="(?s)yardstick failed.*no torch here"):
+        torch.run(config, FAST)
+    with pytest.raises(ValueError, match="float32 Wide ResNet"):
+        bench.run_benchmark(
+            [bench.BenchConfig(mode="ce", **TINY)],
+            FAST,
+            epoch=False,
+            autotune=False,
+            isolate=False,
+            torch=torch,
+        )
 
 
 def _tiny_mnist5k(num_train: int):
@@ -321,6 +646,8 @@ def test_cli_writes_json_with_every_configuration(tmp_path):
         "--noepoch",
         "--noautotune",
         "--noisolate",
+        "--sgld_repeats=1",
+        "--matmul_size=64",
         f"--output={output}",
     ]
     process = subprocess.run(
@@ -346,5 +673,11 @@ def test_cli_writes_json_with_every_configuration(tmp_path):
     assert [c["check"] for c in report["checks"]] == [
         "hdge_step / ce_step",
         "jem_step / ce_step (CE steps)",
+        "sgld_chain / ce_step (CE steps)",
+        "ce_step GFLOP/s / matmul GFLOP/s",
     ]
+    assert len(configs[2]["sgld_chain_call_seconds"]) == 1
+    assert report["torch"] is None and report["rounds"] == 1
+    assert all(c["torch"] is None and c["round"] == 1 for c in configs)
     assert "| jem | float32 | 8 |" in process.stdout
+    assert "PyTorch" not in process.stdout

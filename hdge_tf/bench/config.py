@@ -113,7 +113,13 @@ class BenchConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TimingOptions:
-    """How much to time. Zero `eval_images` or `pgd_steps` skips that part."""
+    """How much to time. Zero `eval_images` or `pgd_steps` skips that part.
+
+    `sgld_repeats`: timed calls of a jem configuration's SGLD chain alone (after
+    one untimed call), each `sgld_steps` training steps' worth of SGLD steps.
+    `matmul_size`, `matmul_repeats`: the square matmul whose GFLOP/s the step's
+    are read against (`flops.matmul_gflops`).
+    """
 
     warmup: int = 3
     repeats: int = 10
@@ -121,12 +127,20 @@ class TimingOptions:
     eval_batch_size: int = 256
     eval_repeats: int = 3
     pgd_steps: int = 5
+    sgld_repeats: int = 3
+    matmul_size: int = 2048
+    matmul_repeats: int = 5
 
     def __post_init__(self):
         if self.warmup < 1 or self.repeats < 1 or self.eval_repeats < 1:
             raise ValueError(
                 "warmup, repeats and eval_repeats must be >= 1 (the first step "
                 f"traces), got {self.warmup}, {self.repeats}, {self.eval_repeats}."
+            )
+        if min(self.sgld_repeats, self.matmul_size, self.matmul_repeats) < 1:
+            raise ValueError(
+                "sgld_repeats, matmul_size and matmul_repeats must be >= 1, got "
+                f"{self.sgld_repeats}, {self.matmul_size}, {self.matmul_repeats}."
             )
 
 

@@ -1,15 +1,25 @@
 """The issue's performance targets and the ratios checked against them.
 
 Each target applies at the settings it was stated for; a ratio measured at other
-settings (K, classes, batch, SGLD steps) is reported without a target.
+settings (K, classes, batch, SGLD steps, network) is reported without a target.
+
+Results of several rounds (each result's `round`, see `suite.run_benchmark`) are
+checked round by round; a check then reports the mean of its per-round values
+(`value`, against the target) with the values themselves and their min and max.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import statistics
 from collections.abc import Iterable, Sequence
 
-from hdge_tf.bench.config import JEM_SGLD_STEPS, TARGET_QUEUE_SIZE, BenchConfig
+from hdge_tf.bench.config import (
+    JEM_SGLD_STEPS,
+    TARGET_QUEUE_SIZE,
+    BenchConfig,
+    parse_network,
+)
 
 HDGE_OVER_CE_MAX = {10: 1.03, 100: 1.10}  # by number of classes, at K = 65,536
 CONTRASTIVE_EXTRA_MB_MAX = 200.0  # at 100 classes, K = 65,536, batch 256
@@ -20,9 +30,16 @@ CONTRASTIVE_MB_SETTINGS = {
 }
 BF16_SPEEDUP_MIN = 2.5
 JEM_OVER_CE_MAX = 16.0  # in CE steps, with JEM_SGLD_STEPS SGLD steps
+SGLD_CHAIN_OVER_CE_MAX = 13.5  # the chain alone, in CE steps, JEM_SGLD_STEPS steps
+# A float32 Wide ResNet CE step's GFLOP/s over the same process's matmul GFLOP/s.
+CE_OVER_MATMUL_MIN = 0.75
+# Against the PyTorch yardstick (float32 Wide ResNet, same host, same minute).
+CE_OVER_TORCH_MAX = 0.9
+SGLD_CHAIN_OVER_TORCH_MAX = 1.0
 EPOCH_TOLERANCE = 0.10  # epoch time within 10% of step time x steps
 
 _SETTING_FORMATS = {
+    "network": "{}",
     "mode": "{}",
     "precision": "{}",
     "batch_size": "batch {}",
@@ -90,7 +107,12 @@ def _mode_checks(hdge: dict, ce: dict) -> list[dict]:
         applies = hdge["sgld_steps"] == JEM_SGLD_STEPS
         where = _settings(hdge, "precision", "batch_size", "sgld_steps")
         target = _target_if(applies, "<=", JEM_OVER_CE_MAX)
-        return [_check("jem_step / ce_step (CE steps)", where, ratio, *target)]
+        out = [_check("jem_step / ce_step (CE steps)", where, ratio, *target)]
+        if hdge.get("sgld_chain_seconds") is not None:
+            chain = hdge["sgld_chain_seconds"] / ce["median_step_seconds"]
+            target = _target_if(applies, "<=", SGLD_CHAIN_OVER_CE_MAX)
+            out.append(_check("sgld_chain / ce_step (CE steps)", where, chain, *target))
+        return out
     bound = HDGE_OVER_CE_MAX.get(hdge["num_classes"])
     applies = bound is not None and hdge["queue_size"] == TARGET_QUEUE_SIZE
     where = _settings(hdge, "precision", "batch_size", "num_classes", "queue_size")
@@ -106,9 +128,42 @@ def _mode_checks(hdge: dict, ce: dict) -> list[dict]:
     return out
 
 
-def checks(results: Sequence[dict], epoch: dict | None = None) -> list[dict]:
-    """The issue's ratios with their targets, from `run_configuration` results
-    (and the `epoch_overhead` result)."""
+def _is_wrn(r: dict) -> bool:
+    return parse_network(r["network"])[0] == "wrn"
+
+
+def _flop_checks(r: dict) -> list[dict]:
+    """A float32 CE step's GFLOP/s against the matmul's of its process."""
+    if (r["mode"], r["precision"]) != ("ce", "float32") or not r.get("gflops"):
+        return []
+    target = _target_if(_is_wrn(r), ">=", CE_OVER_MATMUL_MIN)
+    ratio = r["gflops"] / r["matmul_gflops_float32"]
+    where = _settings(r, "network", "precision", "batch_size")
+    return [_check("ce_step GFLOP/s / matmul GFLOP/s", where, ratio, *target)]
+
+
+def _torch_checks(r: dict) -> list[dict]:
+    """Our CE step and SGLD chain against the PyTorch yardstick's, run just
+    before at the same settings."""
+    torch = r.get("torch")
+    if not torch:
+        return []
+    if r["mode"] == "ce":
+        where = _settings(r, "network", "precision", "batch_size")
+        ratio = r["median_step_seconds"] / torch["ce_step_s"]
+        return [
+            _check("ce_step / torch ce_step", where, ratio, "<=", CE_OVER_TORCH_MAX)
+        ]
+    if r["mode"] == "jem" and r.get("sgld_chain_seconds") is not None:
+        where = _settings(r, "network", "precision", "batch_size", "sgld_steps")
+        ratio = r["sgld_chain_seconds"] / torch["sgld_chain_s"]
+        bound = SGLD_CHAIN_OVER_TORCH_MAX
+        return [_check("sgld_chain / torch sgld_chain", where, ratio, "<=", bound)]
+    return []
+
+
+def _round_checks(results: Sequence[dict]) -> list[dict]:
+    """The configuration checks of one round's results."""
     out = []
     by_mode = _by_setting(results, "mode")
     for (shared, mode), hdge in by_mode.items():
@@ -129,6 +184,38 @@ def checks(results: Sequence[dict], epoch: dict | None = None) -> list[dict]:
                 BF16_SPEEDUP_MIN,
             )
         )
+    for r in results:
+        out += _flop_checks(r) + _torch_checks(r)
+    return out
+
+
+def _across_rounds(per_round: list[list[dict]]) -> list[dict]:
+    """One check per (check, settings): the mean of its per-round values against
+    the target, with `values` (round by round), `min` and `max`."""
+    if len(per_round) == 1:
+        return per_round[0]
+    grouped: dict[tuple, list[dict]] = {}
+    for round_checks in per_round:
+        for c in round_checks:
+            grouped.setdefault((c["check"], c["settings"]), []).append(c)
+    out = []
+    for (name, settings), found in grouped.items():
+        values = [c["value"] for c in found]
+        mean = statistics.fmean(values)
+        merged = _check(name, settings, mean, found[0]["op"], found[0]["bound"])
+        merged.update(values=values, min=min(values), max=max(values))
+        out.append(merged)
+    return out
+
+
+def checks(results: Sequence[dict], epoch: dict | None = None) -> list[dict]:
+    """The issue's ratios with their targets, from `run_configuration` results
+    (and the `epoch_overhead` result); round by round, then merged."""
+    rounds: dict[int, list[dict]] = {}
+    for r in results:
+        rounds.setdefault(r.get("round", 1), []).append(r)
+    per_round = [_round_checks(rounds[k]) for k in sorted(rounds)]
+    out = _across_rounds(per_round) if per_round else []
     if epoch is not None:
         out.append(
             _check(

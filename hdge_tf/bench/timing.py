@@ -2,8 +2,9 @@
 
 Steps are timed on a fixed batch of uniform [-1, 1] noise through the model's own
 train function (the one `fit` runs): `warmup` steps (tracing included), then
-`repeats` steps, each synced by fetching the loss. Trace counts say whether the
-step retraced; peak RSS is the process's `ru_maxrss`.
+`repeats` steps, each synced by fetching the loss. The SGLD chain a jem step runs
+is timed alone too (`time_sgld_chain`). Trace counts say whether the step
+retraced; peak RSS is the process's `ru_maxrss`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from hdge_tf import sampling
 from hdge_tf.evaluation import ood, robustness
 
 PGD_NORM = "linf"
@@ -73,7 +75,7 @@ class TraceCounter:
         model.train_step = counted_train_step
 
 
-def _timed(
+def timed(
     fn: Callable[[], object], warmup: int, repeats: int
 ) -> tuple[list[float], float]:
     """Seconds of each of `repeats` calls after `warmup` calls, and their median
@@ -114,7 +116,7 @@ def time_train_steps(
     for _ in range(warmup):
         step()
     traces_after_warmup = counter.count
-    seconds, median = _timed(step, 0, repeats)
+    seconds, median = timed(step, 0, repeats)
     return {
         "step_seconds": seconds,
         "median_step_seconds": median,
@@ -143,8 +145,8 @@ def time_evaluation(
     start = time.perf_counter()
     scores(images)
     first = time.perf_counter() - start
-    seconds, median = _timed(lambda: scores(images), max(warmup - 1, 0), repeats)
-    _, one_batch = _timed(lambda: scores(images[:batch_size]), 0, repeats)
+    seconds, median = timed(lambda: scores(images), max(warmup - 1, 0), repeats)
+    _, one_batch = timed(lambda: scores(images[:batch_size]), 0, repeats)
     return {
         "images": len(images),
         "batch_size": batch_size,
@@ -174,13 +176,43 @@ def time_pgd(
             model, images, labels, PGD_NORM, PGD_EPSILON, steps
         ).numpy()
 
-    seconds, median = _timed(attack, warmup, repeats)
+    seconds, median = timed(attack, warmup, repeats)
     return {
         "batch_size": len(images),
         "steps": steps,
         "call_seconds": seconds,
         "median_call_seconds": median,
         "iteration_seconds": median / steps,
+    }
+
+
+def time_sgld_chain(
+    model: keras.Model,
+    starts: np.ndarray,
+    steps: int,
+    warmup: int = 1,
+    repeats: int = 3,
+) -> dict:
+    """Seconds of one SGLD chain of `steps` steps from `starts` ([N, H, W, C]),
+    through the function `HDGEClassifier._sgld_chains` calls in a training step
+    (`sampling.sgld_chain`, or its XLA twin with `model.step_jit_compile`) with
+    the model's step size and noise: the median of `repeats` calls after `warmup`
+    (the first traces). Each call syncs by fetching the samples."""
+    chain = sampling.sgld_chain_xla if model.step_jit_compile else sampling.sgld_chain
+    starts = tf.constant(starts, tf.float32)
+    numbers = (
+        tf.constant(steps, tf.int32),
+        tf.constant(model.sgld_step_size, tf.float32),
+        tf.constant(model.sgld_noise_std, tf.float32),
+        sampling.seed_pair(0),
+    )
+    seconds, median = timed(
+        lambda: chain(model, starts, *numbers).numpy(), warmup, repeats
+    )
+    return {
+        "sgld_chain_call_seconds": seconds,
+        "sgld_chain_seconds": median,
+        "sgld_step_seconds": median / steps if steps else None,
     }
 
 
