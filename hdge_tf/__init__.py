@@ -6,6 +6,11 @@ are in `hdge_tf.losses`, the logits' read-outs (log p(x), log p(x, y)) in
 `hdge_tf.energy`.
 """
 
+# First: importing it prefers TensorFlow's oneDNN CPU kernels, which TensorFlow
+# chooses when it loads (see hdge_tf/cpu_kernels.py).
+from hdge_tf import cpu_kernels  # noqa: F401
+
+# isort: split
 from hdge_tf.callbacks import SampleGrid
 from hdge_tf.data import DataBundle, build_datasets, load_arrays
 from hdge_tf.evaluation import run_evaluation

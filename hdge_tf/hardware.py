@@ -37,17 +37,29 @@ def precision_policy(name: str):
         keras.mixed_precision.set_global_policy(previous)
 
 
-def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str] | None:
-    """The first CPU's feature flags, or None where /proc/cpuinfo is unreadable."""
+def _first_cpu_field(key: str, cpuinfo: str | Path) -> str | None:
+    """The first CPU's `key` line of /proc/cpuinfo, or None where unreadable."""
     try:
         text = Path(cpuinfo).read_text()
     except OSError:
         return None
     for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            return frozenset(value.split())
+        name, _, value = line.partition(":")
+        if name.strip() == key:
+            return value.strip()
     return None
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str] | None:
+    """The first CPU's feature flags, or None where /proc/cpuinfo is unreadable."""
+    value = _first_cpu_field("flags", cpuinfo)
+    return None if value is None else frozenset(value.split())
+
+
+def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str | None:
+    """The first CPU's model name (e.g. "AMD EPYC"), or None where unknown: every
+    timing is read against it."""
+    return _first_cpu_field("model name", cpuinfo) or None
 
 
 def cpu_has_native_bf16(flags: frozenset[str] | None = None) -> bool | None:

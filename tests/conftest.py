@@ -1,5 +1,10 @@
 """Shared fixtures: tiny backbones, data and runs so every test runs in seconds."""
 
+# First, as in a user's program: importing hdge_tf before TensorFlow loads
+# prefers TF's oneDNN CPU kernels (hdge_tf/cpu_kernels.py), so tests run them too.
+import hdge_tf  # noqa: F401
+
+# isort: split
 import keras
 import numpy as np
 import pytest

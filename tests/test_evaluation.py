@@ -155,7 +155,11 @@ def test_contrast_is_the_best_class_log_px_given_y(formulation):
     result = ood.compute_scores(model, images, ["contrast", "log_px", "max_softmax"])
     np.testing.assert_allclose(result["contrast"], expected.max(1), rtol=1e-4)
     np.testing.assert_allclose(result["log_px"], logsumexp(logits, -1), rtol=1e-5)
-    np.testing.assert_allclose(result["max_softmax"], softmax(logits, -1).max(-1))
+    # float32 logits from two call paths (predict, compute_scores) may differ in
+    # the last bit under oneDNN.
+    np.testing.assert_allclose(
+        result["max_softmax"], softmax(logits, -1).max(-1), rtol=1e-6
+    )
 
 
 def test_score_errors_name_the_problem():

@@ -21,6 +21,11 @@ def test_cpu_flags_reads_the_first_cpu(tmp_path):
     assert hardware.cpu_flags(tmp_path / "missing") is None
 
 
+def test_cpu_model_names_the_first_cpu(tmp_path):
+    assert hardware.cpu_model(_cpuinfo(tmp_path, "fpu")) == "Some CPU"
+    assert hardware.cpu_model(tmp_path / "missing") is None
+
+
 @pytest.mark.parametrize(
     ("flags", "native"),
     [("fpu avx2 fma", False), ("avx2 avx512f avx512_bf16", True), ("amx_bf16", True)],

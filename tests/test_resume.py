@@ -1,6 +1,6 @@
 """A run killed with SIGKILL mid-training and started again with the same command
 ends bitwise where an uninterrupted run does: weights, queue, replay buffer,
-optimizer step, history and metrics."""
+optimizer step and history; its final metrics to float32 rounding."""
 
 import csv
 import json
@@ -45,6 +45,17 @@ def _command(workdir: Path) -> list[str]:
     ]
 
 
+def _flat(metrics: dict, prefix: str = "") -> dict:
+    """{"a/b": value} for nested dicts, so pytest.approx can compare them."""
+    flat = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}/"))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def _rows(workdir: Path) -> list[dict]:
     with open(workdir / "history.csv") as f:
         return list(csv.DictReader(f))
@@ -87,7 +98,10 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     for key in _TIMING:
         for m in metrics:
             m.pop(key)
-    assert metrics[0] == metrics[1]
+    # Weights, queue, buffer and history are bitwise equal (below); the final
+    # evaluation in a fresh process may differ in the last float32 bit under
+    # oneDNN (seen: test_loss 7.836587 vs 7.836586), so metrics match to 1e-6.
+    assert _flat(metrics[1]) == pytest.approx(_flat(metrics[0]), rel=1e-6, abs=1e-7)
     assert _rows(straight) == _rows(killed)
     models = [keras.saving.load_model(d / "model.keras") for d in (straight, killed)]
     assert models[0].replay_buffer is not None

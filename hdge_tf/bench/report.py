@@ -16,6 +16,10 @@ _BF16_NOTE = {
     True: " with native bfloat16 (AMX/AVX512-BF16)",
     False: " without native bfloat16 (no AMX/AVX512-BF16: bf16 is emulated)",
 }
+_ONEDNN_NOTE = {
+    True: "; oneDNN CPU kernels",
+    False: "; Eigen CPU kernels (TF_ENABLE_ONEDNN_OPTS=0 or TF imported first)",
+}
 _VERDICT = {True: "pass", False: "FAIL", None: "n/a"}
 
 
@@ -61,7 +65,9 @@ def _setting_line(report: dict) -> list[str]:
         f"Network {first['network']}, input {shape}, {first['num_classes']} "
         f"classes, K={first['queue_size']}; TF {env['tensorflow']}, "
         f"{env['cpus']} CPUs"
+        + (f" ({env['cpu_model']})" if env.get("cpu_model") else "")
         + _BF16_NOTE.get(env.get("cpu_native_bf16"), "")
+        + _ONEDNN_NOTE.get(env.get("onednn"), "")
         + ("" if report["isolated"] else "; not isolated: RSS is cumulative"),
         *_matmul_line(env),
         *_torch_line(report),

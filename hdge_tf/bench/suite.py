@@ -31,7 +31,7 @@ import ml_collections
 import tensorflow as tf
 from absl import logging
 
-from hdge_tf import hardware
+from hdge_tf import cpu_kernels, hardware
 from hdge_tf.bench.config import BenchConfig, TimingOptions, build_model
 from hdge_tf.bench.epochs import (
     EPOCH_CHECK_EPOCHS,
@@ -318,7 +318,9 @@ def environment(matmul_size: int = MATMUL_SIZE, matmul_repeats: int = 5) -> dict
         "processor": platform.processor(),
         "cpus": os.cpu_count(),
         "devices": [d.device_type for d in tf.config.list_physical_devices()],
+        "cpu_model": hardware.cpu_model(),
         "cpu_native_bf16": hardware.cpu_has_native_bf16(),
+        "onednn": cpu_kernels.onednn_enabled(),
         **{
             f"matmul_gflops_{dtype}": matmul_gflops(dtype, matmul_size, matmul_repeats)
             for dtype in ("float32", "bfloat16")
