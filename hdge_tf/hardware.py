@@ -106,10 +106,11 @@ def resolve_jit_compile(
     """Whether a training step runs XLA-compiled, for `value` in
     `JIT_COMPILE_VALUES` (or "true"/"false"); errors call it `name`.
 
-    "auto" is on when TensorFlow sees a GPU and off on CPU-only hosts: on our CPUs
-    XLA was measured slower than TF's default (oneDNN) kernels. It is off as well
-    under TF op determinism (`deterministic`; None reads TF's setting), which
-    does not cover XLA's kernels; Keras turns its own jit_compile off there too.
+    "auto" is on when TensorFlow sees a GPU and off on CPU-only hosts: on our CPU
+    XLA was measured no faster than TF's oneDNN kernels (BENCHMARKS.md). It is
+    off as well under TF op determinism (`deterministic`; None reads TF's
+    setting), which does not cover XLA's kernels; Keras turns its own jit_compile
+    off there too.
     True with determinism is a ValueError rather than silently off.
     """
     if isinstance(value, str) and value.lower() in ("auto", "true", "false"):
