@@ -29,7 +29,7 @@ jem, its SGLD chain) right before each of our float32 WRN configurations;
 mean over the rounds with the min-max range:
 
     hdge-bench --modes=ce,jem --precisions=float32 --noeval --nopgd --noepoch \
-        --noautotune --torch_python=/work/torchvenv/bin/python \
+        --noautotune --torch_python=VENV/bin/python \
         --torch_yardstick=../shared/tools/torch_wrn_step.py --rounds=3
 
 Every configuration also reports its GFLOP/s (FLOPs counted from the layers,
@@ -96,7 +96,7 @@ _TORCH_PYTHON = flags.DEFINE_string(
 _TORCH_YARDSTICK = flags.DEFINE_string(
     "torch_yardstick",
     "",
-    "The PyTorch yardstick script (e.g. /work/shared/tools/torch_wrn_step.py).",
+    "The PyTorch yardstick script (e.g. ../shared/tools/torch_wrn_step.py).",
 )
 _ROUNDS = flags.DEFINE_integer(
     "rounds", 1, "Runs of the whole list of configurations, interleaved."

@@ -2,7 +2,7 @@
 step (and SGLD chain) in PyTorch, timed on this host in the same minute.
 
 The yardstick is a script outside the package (the project's is
-/work/shared/tools/torch_wrn_step.py), run by a Python interpreter that has torch;
+torch_wrn_step.py in its shared tools), run by a Python interpreter that has torch;
 torch is never a dependency of ours. It takes --depth --width --batch --threads
 --classes --size --channels --repeats --warmup [--sgld=N] and prints one JSON line
 with `ce_step_s` (median seconds of forward, backward, Adam) and, with --sgld,
@@ -34,13 +34,13 @@ class TorchYardstick:
         if not python.is_file() or not os.access(python, os.X_OK):
             raise FileNotFoundError(
                 f"--torch_python={self.python} is not an executable Python: point it "
-                "at the interpreter of a venv with torch (e.g. /work/torchvenv/bin/"
-                "python), or leave it empty to run without the PyTorch yardstick."
+                "at the interpreter of a venv with torch (e.g. VENV/bin/python), or "
+                "leave it empty to run without the PyTorch yardstick."
             )
         if not script.is_file():
             raise FileNotFoundError(
                 f"--torch_yardstick={self.script} does not exist: pass the yardstick "
-                "script's path (the project's is /work/shared/tools/torch_wrn_step.py)."
+                "script's path (e.g. torch_wrn_step.py from the shared tools)."
             )
 
     @staticmethod
