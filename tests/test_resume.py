@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import hdge_tf  # noqa: F401  (registers the classes model.keras holds)
+from hdge_tf.workdir import _flatten  # nested metrics as {"a.b": value}
 
 REPO = Path(__file__).resolve().parents[1]
 # Fields that depend on when a run was started or stopped, not on what it computed.
@@ -43,17 +44,6 @@ def _command(workdir: Path) -> list[str]:
         "--config.train.batch_size=32",
         "--config.eval.ood_sets=('noise',)",
     ]
-
-
-def _flat(metrics: dict, prefix: str = "") -> dict:
-    """{"a/b": value} for nested dicts, so pytest.approx can compare them."""
-    flat = {}
-    for key, value in metrics.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}/"))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _rows(workdir: Path) -> list[dict]:
@@ -101,7 +91,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     # Weights, queue, buffer and history are bitwise equal (below); the final
     # evaluation in a fresh process may differ in the last float32 bit under
     # oneDNN (seen: test_loss 7.836587 vs 7.836586), so metrics match to 1e-6.
-    flat = [_flat(m) for m in metrics]
+    flat = [_flatten(m) for m in metrics]
     assert flat[0].keys() == flat[1].keys()
     for key, value in flat[0].items():
         if isinstance(value, float):
