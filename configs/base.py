@@ -67,6 +67,16 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.replay_buffer_size = 10_000
     config.loss.reinit_freq = 0.05
     config.loss.energy_l2_weight = 0.0
+    # Clip every SGLD step to the images' range [-1, 1] (the published code does
+    # not; its chains drift outside what any image is).
+    config.loss.sgld_clip = False
+    # Chains per step (0 = one per batch image); HDGE's code: --sgld_batch_size.
+    config.loss.sgld_batch_size = 0
+    # Fresh chain starts: "uniform" noise (JEM) or "class_gaussian" (JEM++:
+    # per-class Gaussians fitted to the training split), with this share of
+    # uniform noise among them.
+    config.loss.sgld_start = "uniform"
+    config.loss.sgld_start_uniform_fraction = 0.1
     # A step with a non-finite loss/gradient or |loss| above this is not applied and
     # the trainer restarts from the last good checkpoint (train.divergence_retries).
     config.loss.divergence_threshold = 1e8

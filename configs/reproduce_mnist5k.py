@@ -42,6 +42,13 @@ def get_config(size: str = "full") -> ml_collections.ConfigDict:
             # From scratch: warm-starting from the hdge run broke the classifier
             # (README, "HDGE + JEM").
             "hdge_jem": _variant("mnist5k_hdge_jem", "HDGE + JEM", samples=True),
+            # The paper's HDGE + JEM: the SGLD term on log p(x) instead.
+            "hdge_jem_px": _variant(
+                "mnist5k_hdge_jem",
+                "HDGE + JEM, SGLD on log p(x) (paper)",
+                ["loss.px_sgld_weight=0.1", "loss.pxy_sgld_weight=0.0"],
+                samples=True,
+            ),
         }
     )
     # Table 3's ablation: HDGE with these queue sizes; the `hdge` variant's own K

@@ -22,7 +22,20 @@ from absl import logging
 from hdge_tf import sampling
 from hdge_tf.evaluation.report import model_image_shape
 
-STARTS = ("fresh", "buffer")
+# "fresh": uniform noise; "buffer": the replay buffer's long-run chains;
+# "gaussian": the model's class Gaussians (`chain_starts`, sgld_start="class_gaussian").
+STARTS = ("fresh", "buffer", "gaussian")
+
+
+def available_starts(model: keras.Model) -> tuple[str, ...]:
+    """The starts `model` can sample from: "fresh" always, "buffer" with a replay
+    buffer, "gaussian" with fitted class Gaussians."""
+    starts = ["fresh"]
+    if getattr(model, "replay_buffer", None) is not None:
+        starts.append("buffer")
+    if getattr(model, "chain_starts", None) is not None:
+        starts.append("gaussian")
+    return tuple(starts)
 
 
 def default_start(model: keras.Model) -> str:
@@ -46,6 +59,7 @@ def draw_samples(
     noise_std: float | None = None,
     batch_size: int = 256,
     seed: int = 0,
+    clip: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """SGLD samples of p(x|y) (conditional) or p(x) from `model`.
 
@@ -54,16 +68,18 @@ def draw_samples(
       num: samples per class when conditional, else in total.
       conditional: chains of p(x|y) ∝ exp f(x)[y], one block of `num` per class.
       steps: SGLD steps per chain (0 returns the starts).
-      start: "fresh" (uniform [-1, 1] noise) or "buffer" (rows of the model's replay
+      start: "fresh" (uniform [-1, 1] noise), "buffer" (rows of the model's replay
         buffer: of class y's slice for conditional chains on a class-split buffer,
-        else uniform over the buffer; never restarted, never written back).
+        else uniform over the buffer; never restarted, never written back) or
+        "gaussian" (the model's class Gaussians, a random class's for p(x)).
       step_size, noise_std: default to the model's `sgld_step_size` /
         `sgld_noise_std`, else JEM's 1.0 / 0.01.
       batch_size: chains run at once (bounds memory).
       seed: int; chunk i of `batch_size` chains uses fold_in(seed, i).
+      clip: keep every step in [-1, 1]; defaults to the model's `sgld_clip`.
 
     Returns:
-      (samples float32 [N, H, W, C], unclipped; labels int32 [N] sorted by class, or
+      (samples float32 [N, H, W, C]; labels int32 [N] sorted by class, or
       None when unconditional). Conditional N = num * classes, class c in rows
       [c * num, (c + 1) * num).
     """
@@ -76,13 +92,17 @@ def draw_samples(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     buffer = getattr(model, "replay_buffer", None)
-    if start == "buffer" and buffer is None:
+    if start not in available_starts(model):
         raise ValueError(
-            f"start='buffer' needs a model with a replay buffer, and "
-            f"{type(model).__name__} {model.name!r} has none: only models trained "
-            "with JEM's SGLD terms keep one (loss px_sgld_weight > 0 or "
-            "pxy_sgld_weight > 0). Use start='fresh'."
+            f"start={start!r} needs a model with a "
+            f"{'replay buffer' if start == 'buffer' else 'fitted class Gaussians'}, "
+            f"and {type(model).__name__} {model.name!r} has none: only models "
+            "trained with JEM's SGLD terms keep a buffer (loss px_sgld_weight > 0 "
+            "or pxy_sgld_weight > 0), and Gaussians with loss.sgld_start="
+            f"'class_gaussian'. Starts of this model: {available_starts(model)}."
         )
+    if clip is None:
+        clip = bool(getattr(model, "sgld_clip", False))
     if step_size is None:
         step_size = getattr(model, "sgld_step_size", 1.0)
     if noise_std is None:
@@ -108,6 +128,13 @@ def draw_samples(
             starts = tf.random.stateless_uniform(
                 (high - low, *image_shape), start_seed, -1.0, 1.0
             )
+        elif start == "gaussian":
+            start_labels = chunk_labels
+            if start_labels is None:  # p(x): a random class's Gaussian each
+                start_labels = tf.random.stateless_uniform(
+                    [high - low], start_seed, 0, classes, dtype=tf.int32
+                )
+            starts = model.chain_starts.sample(start_labels, start_seed)
         else:
             starts, _ = buffer.sample(
                 high - low,
@@ -116,7 +143,14 @@ def draw_samples(
                 seed=start_seed,
             )
         samples = sampling.sgld(
-            model, starts, steps, step_size, noise_std, chunk_labels, chain_seed
+            model,
+            starts,
+            steps,
+            step_size,
+            noise_std,
+            chunk_labels,
+            chain_seed,
+            clip=clip,
         )
         chunks.append(samples.numpy())
         logging.info(

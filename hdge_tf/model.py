@@ -15,9 +15,17 @@ import keras
 import tensorflow as tf
 
 from hdge_tf import distribute, energy, hardware, input_checks, losses, sampling
+from hdge_tf.chain_starts import START_KINDS, ClassGaussians
 from hdge_tf.queue import LogitQueue
 
 LOSS_TERMS = ("ce", "pxy_contrast", "px_contrast", "px_sgld", "pxy_sgld", "energy_l2")
+# Per-epoch read-outs of the energies: data and samples of each SGLD term
+# (training), the top two logits (evaluation); `energy_cap` says why they matter.
+SGLD_MONITORS = {
+    "px_sgld": ("px_data_energy", "px_sample_energy"),
+    "pxy_sgld": ("pxy_data_energy", "pxy_sample_energy"),
+}
+LOGIT_MONITORS = ("top_logit", "second_logit")
 # Stateless random streams of a training step, folded into (seed, step).
 _NOISE_STREAM, _PX_CHAINS_STREAM, _PXY_CHAINS_STREAM = range(3)
 # A final activation that turns the backbone's outputs into probabilities.
@@ -50,9 +58,20 @@ class HDGEClassifier(keras.Model):
         `ReplayBuffer` sub-layer `replay_buffer` (class-split when pxy_sgld is on).
       sgld_steps, sgld_step_size, sgld_noise_std: the SGLD chain run per step.
       replay_buffer_size: chain states kept (divisible by the classes for pxy_sgld).
-      reinit_freq: fraction of chains restarted from uniform noise each step.
+      reinit_freq: fraction of chains restarted (from `sgld_start`) each step.
       energy_l2_weight: weight of mean(E_data² + E_sample²) over the SGLD terms;
-        without an SGLD term there is nothing to penalize and it is 0.
+        without an SGLD term there is nothing to penalize and it is 0. It caps
+        the data's labelled logit near `energy_cap`.
+      sgld_clip: clip every chain step to the data range [-1, 1] (JEM's and HDGE's
+        code leave chains unclipped; then samples drift to values no image has).
+      sgld_batch_size: chains per step (global batch), independent of the
+        classification batch as in HDGE's code; 0 = one chain per batch image.
+        With it, log p(x|y) chains get uniformly drawn labels.
+      sgld_start: where restarted chains (and the first buffer) start: "uniform"
+        noise (JEM) or "class_gaussian" (JEM++: per-class Gaussians fitted to the
+        training images by `fit_chain_starts`, see `chain_starts`).
+      sgld_start_uniform_fraction: with "class_gaussian", the share of fresh
+        starts that are uniform noise all the same.
       divergence_threshold: a training step whose loss is non-finite or larger in
         magnitude than this, or whose gradients are non-finite, is not applied
         (weights, optimizer, queue and replay buffer stay as they were) and counts
@@ -89,6 +108,10 @@ class HDGEClassifier(keras.Model):
         energy_l2_weight: float = 0.0,
         divergence_threshold: float = 1e8,
         seed: int = 0,
+        sgld_clip: bool = False,
+        sgld_batch_size: int = 0,
+        sgld_start: str = "uniform",
+        sgld_start_uniform_fraction: float = 0.1,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -100,6 +123,12 @@ class HDGEClassifier(keras.Model):
             raise ValueError(f"sgld_steps must be >= 0, got {sgld_steps}.")
         if not 0.0 <= reinit_freq <= 1.0:
             raise ValueError(f"reinit_freq must be in [0, 1], got {reinit_freq}.")
+        if sgld_batch_size < 0:
+            raise ValueError(f"sgld_batch_size must be >= 0, got {sgld_batch_size}.")
+        if sgld_start not in START_KINDS:
+            raise ValueError(
+                f"Unknown sgld_start {sgld_start!r}; expected one of {START_KINDS}."
+            )
         if not divergence_threshold > 0:
             raise ValueError(
                 f"divergence_threshold must be positive, got {divergence_threshold}."
@@ -132,21 +161,35 @@ class HDGEClassifier(keras.Model):
         self.reinit_freq = float(reinit_freq)
         self.divergence_threshold = float(divergence_threshold)
         self.seed = int(seed)
-        self.replay_buffer = None  # only SGLD training has one: old files load as-is
-        if self.loss_weights_["px_sgld"] > 0 or self.loss_weights_["pxy_sgld"] > 0:
+        self.sgld_clip = bool(sgld_clip)
+        self.sgld_batch_size = int(sgld_batch_size)
+        self.sgld_start = sgld_start
+        self.sgld_start_uniform_fraction = float(sgld_start_uniform_fraction)
+        # Only SGLD training has a buffer (and chain starts): old files load as-is.
+        self.replay_buffer = self.chain_starts = None
+        sgld_terms = [t for t in SGLD_MONITORS if self.loss_weights_[t] > 0]
+        if sgld_terms:
             self.replay_buffer = sampling.ReplayBuffer(
                 self.replay_buffer_size,
                 self.image_shape,
                 self.num_classes if self.loss_weights_["pxy_sgld"] > 0 else None,
                 name="replay_buffer",
             )
+            if sgld_start == "class_gaussian":
+                self.chain_starts = ClassGaussians(
+                    self.num_classes,
+                    self.image_shape,
+                    uniform_fraction=self.sgld_start_uniform_fraction,
+                    name="chain_starts",
+                )
         # CE is always tracked (it is the NLL), contrastive terms only when used.
         self._reported_terms = [
             t for t in LOSS_TERMS if t == "ce" or self.loss_weights_[t] > 0
         ]
+        monitors = [m for t in sgld_terms for m in SGLD_MONITORS[t]]
         self._trackers = {
             name: keras.metrics.Mean(name=name)
-            for name in ["loss", *self._reported_terms]
+            for name in ["loss", *self._reported_terms, *monitors, *LOGIT_MONITORS]
         }
         self._accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         self._skipped = keras.metrics.Sum(name="skipped_steps")
@@ -161,6 +204,48 @@ class HDGEClassifier(keras.Model):
         return energy.logits(self.backbone, images, training)
 
     # Training -------------------------------------------------------------------
+
+    @property
+    def energy_cap(self) -> float:
+        """Where the energy L2 penalty holds the data's labelled logit: inf without it.
+
+        A data term's gradient pulls log p̃(x) up with weight w (the SGLD terms'
+        weights) and CE pushes f_y up by α(1 - p_y); λ·E² pulls it back by 2λE. They
+        balance at f_y ≈ (w + α(1 - p_y)) / (2λ) <= (w + α) / (2λ): a model whose
+        confident logits need more than that stays under-confident.
+        """
+        weight = self.loss_weights_["px_sgld"] + self.loss_weights_["pxy_sgld"]
+        penalty = self.loss_weights_["energy_l2"]
+        if not penalty:
+            return float("inf")
+        return (weight + self.loss_weights_["ce"]) / (2.0 * penalty)
+
+    def fit_chain_starts(self, images, labels) -> None:
+        """Fits the class Gaussians of `sgld_start="class_gaussian"` to training
+        images ([N, H, W, C], labels [N]) and refills the replay buffer from them,
+        so the first chains already start there. Call once before training."""
+        if self.chain_starts is None:
+            raise ValueError(
+                "fit_chain_starts needs sgld_start='class_gaussian' and an SGLD term "
+                f"(px_sgld_weight or pxy_sgld_weight > 0); this model has "
+                f"sgld_start={self.sgld_start!r}."
+            )
+        self.chain_starts.fit(images, labels)
+        buffer = self.replay_buffer
+        if buffer.num_classes is not None:  # slice c holds class c's chains
+            labels = tf.repeat(tf.range(self.num_classes), buffer.class_size)
+        else:
+            labels = sampling.uniform_noise([buffer.size], [self.seed, 1])
+            labels = tf.cast(labels * self.num_classes, tf.int32)
+        buffer.images.assign(self.chain_starts.sample(labels, [self.seed, 2]))
+
+    def fit(self, *args, **kwargs):
+        if self.chain_starts is not None and not self.chain_starts.fitted:
+            raise ValueError(
+                "sgld_start='class_gaussian' needs its class Gaussians: call "
+                "model.fit_chain_starts(train_images, train_labels) before fit()."
+            )
+        return super().fit(*args, **kwargs)
 
     def compile(self, optimizer="adam", jit_compile="auto", **kwargs):
         """Keras's compile; `jit_compile` ("auto", True, False or "true"/"false",
@@ -244,23 +329,34 @@ class HDGEClassifier(keras.Model):
         return {name: tf.reduce_mean(value) for name, value in terms.items()}
 
     def total_loss(self, terms: dict[str, tf.Tensor]) -> tf.Tensor:
-        total = tf.add_n([self.loss_weights_[n] * v for n, v in terms.items()])
+        """The weighted sum of the loss terms in `terms` (monitors are skipped)."""
+        total = tf.add_n(
+            [self.loss_weights_[n] * v for n, v in terms.items() if n in LOSS_TERMS]
+        )
         if self.losses:  # regularizers of the backbone
             total += tf.add_n([tf.cast(v, tf.float32) for v in self.losses])
         return total
 
     def _sgld_chains(self, num_chains, labels=None):
-        """(samples, buffer indices) of `num_chains` chains; with `labels` they
-        sample p(x|y) for those labels. Runs outside the gradient tape with the
-        network in inference mode; the compiled chain works in float32."""
+        """(samples, buffer indices, labels) of `num_chains` chains; with `labels`
+        they sample p(x|y) for those labels. Runs outside the gradient tape with
+        the network in inference mode; the compiled chain works in float32."""
         seed = self.step_seed(
             _PX_CHAINS_STREAM if labels is None else _PXY_CHAINS_STREAM
         )
+        fresh = None
+        if self.chain_starts is not None:
+            start_labels = labels
+            if labels is None:  # p(x) chains restart from a random class's Gaussian
+                draw = sampling.uniform_noise([num_chains], sampling.fold_in(seed, 3))
+                start_labels = tf.cast(draw * self.num_classes, tf.int32)
+            fresh = self.chain_starts.sample(start_labels, sampling.fold_in(seed, 2))
         starts, indices = self.replay_buffer.sample(
             num_chains,
             labels=labels,
             reinit_freq=self.reinit_freq,
             seed=sampling.fold_in(seed, 0),
+            fresh=fresh,
         )
         samples = sampling.sgld_chain(
             self,
@@ -270,27 +366,50 @@ class HDGEClassifier(keras.Model):
             tf.constant(self.sgld_noise_std, tf.float32),
             sampling.fold_in(seed, 1),
             labels,
+            sampling.data_range() if self.sgld_clip else None,
         )
-        return tf.stop_gradient(samples), indices
+        return tf.stop_gradient(samples), indices, labels
+
+    def _num_chains(self, batch: tf.Tensor):
+        """Chains per step on this replica: `sgld_batch_size` split over the
+        replicas, else one per image of `batch`."""
+        if not self.sgld_batch_size:
+            return tf.shape(batch)[0]
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return tf.constant(-(-self.sgld_batch_size // replicas), tf.int32)
+
+    def _chain_labels(self, labels: tf.Tensor) -> tf.Tensor:
+        """Labels of the log p(x|y) chains: the batch's, or with `sgld_batch_size`
+        uniformly drawn ones (HDGE's code draws them the same way)."""
+        if not self.sgld_batch_size:
+            return labels
+        draw = sampling.uniform_noise(
+            [self._num_chains(labels)], self.step_seed(_PXY_CHAINS_STREAM + 1)
+        )
+        return tf.cast(draw * self.num_classes, labels.dtype)
 
     def sgld_terms(
         self, logits, labels, chains, px_logits=None
     ) -> dict[str, tf.Tensor]:
         """JEM's SGLD terms (and the energy L2 penalty) given the data batch's
-        training-mode logits and `chains`: {"px_sgld"/"pxy_sgld": (samples, _)}.
-        `px_logits`: logits of the images log p(x) is fitted to, if not `logits`'."""
+        training-mode logits and `chains`: {"px_sgld"/"pxy_sgld": (samples, _,
+        chain labels)}. `px_logits`: logits of the images log p(x) is fitted to,
+        if not `logits`'. Also returns the mean energies (`SGLD_MONITORS`)."""
         terms, penalty = {}, []
-        for name, (samples, _) in chains.items():
+        for name, (samples, _, chain_labels) in chains.items():
             sample_logits = self(samples, training=True)
             if name == "px_sgld":
                 data_logits = logits if px_logits is None else px_logits
                 data_density = energy.log_px(data_logits)
                 sample_density = energy.log_px(sample_logits)
-            else:  # log p(x, y), for the batch labels
+            else:  # log p(x, y): the batch's labels, the chains' own
                 data_density = energy.log_pxy(logits, labels)
-                sample_density = energy.log_pxy(sample_logits, labels)
+                sample_density = energy.log_pxy(sample_logits, chain_labels)
             terms[name] = losses.sgld_nll_x(data_density, sample_density)
             penalty.append(losses.energy_l2(data_density, sample_density))
+            data_monitor, sample_monitor = SGLD_MONITORS[name]
+            terms[data_monitor] = -tf.reduce_mean(tf.stop_gradient(data_density))
+            terms[sample_monitor] = -tf.reduce_mean(tf.stop_gradient(sample_density))
         if self.loss_weights_["energy_l2"]:
             terms["energy_l2"] = tf.add_n(penalty)
         return terms
@@ -319,7 +438,7 @@ class HDGEClassifier(keras.Model):
         )
         # The batch joins the queue after the loss used the older entries.
         self.queue.enqueue(logits, keep=step.applied)
-        for samples, indices in chains.values():
+        for samples, indices, _ in chains.values():
             self.replay_buffer.write(indices, samples, keep=step.applied)
         return self._update_metrics(loss, terms, labels, logits, step)
 
@@ -335,9 +454,12 @@ class HDGEClassifier(keras.Model):
         px_data = images if unlabeled is None else unlabeled
         chains = {}
         if self.loss_weights_["px_sgld"] > 0:
-            chains["px_sgld"] = self._sgld_chains(tf.shape(px_data)[0])
+            chains["px_sgld"] = self._sgld_chains(self._num_chains(px_data))
         if self.loss_weights_["pxy_sgld"] > 0:
-            chains["pxy_sgld"] = self._sgld_chains(tf.shape(labels)[0], labels)
+            chain_labels = self._chain_labels(labels)
+            chains["pxy_sgld"] = self._sgld_chains(
+                tf.shape(chain_labels)[0], chain_labels
+            )
         with tf.GradientTape() as tape:
             logits = self(images, training=True)
             terms = self.loss_terms(logits, labels)
@@ -369,6 +491,9 @@ class HDGEClassifier(keras.Model):
         )
         logits = self(images, training=False)
         terms = self.loss_terms(logits, labels)
+        top_two = tf.math.top_k(logits, k=min(2, self.num_classes)).values
+        for index, name in enumerate(LOGIT_MONITORS[: top_two.shape[-1]]):
+            terms[name] = tf.reduce_mean(top_two[:, index])
         return self._update_metrics(self.total_loss(terms), terms, labels, logits)
 
     def _update_metrics(
@@ -389,7 +514,7 @@ class HDGEClassifier(keras.Model):
             return tf.where(healthy, value, tf.zeros_like(value))
 
         self._trackers["loss"].update_state(kept(loss), weight)
-        reported = [n for n in self._reported_terms if n in terms]
+        reported = [n for n in self._trackers if n != "loss" and n in terms]
         for name in reported:
             self._trackers[name].update_state(kept(terms[name]), weight)
         self._accuracy.update_state(
@@ -433,6 +558,10 @@ class HDGEClassifier(keras.Model):
             energy_l2_weight=self.loss_weights_["energy_l2"],
             divergence_threshold=self.divergence_threshold,
             seed=self.seed,
+            sgld_clip=self.sgld_clip,
+            sgld_batch_size=self.sgld_batch_size,
+            sgld_start=self.sgld_start,
+            sgld_start_uniform_fraction=self.sgld_start_uniform_fraction,
         )
         return config
 

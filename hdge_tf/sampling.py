@@ -32,6 +32,8 @@ import tensorflow as tf
 from hdge_tf.energy import log_density
 
 _SEED_MAX = 2**31 - 1
+# Where every image of the library lives (data, chain starts, exported inputs).
+DATA_RANGE = (-1.0, 1.0)
 # The stateless RNG algorithm, named: with TF's default "auto_select", XLA turns
 # seeds outside [0, 2^31) (every fold_in result may be one) into other keys than
 # TF's kernels do, so compiled and uncompiled steps would draw different numbers.
@@ -122,18 +124,23 @@ def _chain(
     noise_std: tf.Tensor,
     seed: tf.Tensor,
     labels: tf.Tensor | None = None,
+    clip: tf.Tensor | None = None,
 ) -> tf.Tensor:
     """`steps` SGLD steps from `images` (float32 [N, H, W, C]); returns the last state.
 
     All numbers are tensors (steps int32, step_size/noise_std float32, seed int32 [2]
-    for the stateless noise, step i using fold_in(seed, i)), so a new chain length
-    or step size does not retrace. Traces once per model, per labels/no labels, and
-    (relaxed) per image shape.
+    for the stateless noise, step i using fold_in(seed, i), `clip` float32 [2]
+    bounds every step is clipped to, or None), so a new chain length or step size
+    does not retrace. Traces once per model, per labels/no labels, per clipped or
+    not, and (relaxed) per image shape.
     """
 
     def body(i, x):
         noise = normal_noise(tf.shape(x), fold_in(seed, i))
-        return i + 1, sgld_step(model, x, step_size, noise_std, noise, labels)
+        x = sgld_step(model, x, step_size, noise_std, noise, labels)
+        if clip is not None:
+            x = tf.clip_by_value(x, clip[0], clip[1])
+        return i + 1, x
 
     # A while loop with a tensor bound; XLA compiles it as one While whose
     # shapes are fixed per compiled image shape.
@@ -157,10 +164,12 @@ def sgld(
     labels=None,
     seed: int | None = None,
     jit_compile: bool = False,
+    clip: bool = False,
 ) -> tf.Tensor:
     """Runs an SGLD chain from `images` ([N, H, W, C] in [-1, 1]); returns float32
     samples of the same shape. With `labels` ([N] int) the chain samples p(x|y) ∝
-    exp f(x)[y]; without, p(x) ∝ Σ_y exp f(x)[y]. Samples are not clipped.
+    exp f(x)[y]; without, p(x) ∝ Σ_y exp f(x)[y]. `clip` keeps every step inside
+    `DATA_RANGE` (else chains may wander far outside the images' range).
 
     `seed` fixes the noise; None draws one from TF's global generator (seeded by
     `keras.utils.set_random_seed`). `jit_compile` runs the XLA-compiled chain.
@@ -176,7 +185,13 @@ def sgld(
         tf.constant(noise_std, tf.float32),
         seed_pair(seed),
         None if labels is None else tf.convert_to_tensor(labels, tf.int32),
+        data_range() if clip else None,
     )
+
+
+def data_range() -> tf.Tensor:
+    """`DATA_RANGE` as the float32 [2] tensor the chain clips to."""
+    return tf.constant(DATA_RANGE, tf.float32)
 
 
 @keras.saving.register_keras_serializable(package="hdge_tf")
@@ -226,14 +241,21 @@ class ReplayBuffer(keras.layers.Layer):
         return self.size // (self.num_classes or 1)
 
     def sample(
-        self, batch_size=None, labels=None, reinit_freq: float = 0.05, seed=None
+        self,
+        batch_size=None,
+        labels=None,
+        reinit_freq: float = 0.05,
+        seed=None,
+        fresh=None,
     ):
         """Chain starts and the buffer rows they came from.
 
         Draws `batch_size` rows uniformly (with replacement) from the buffer, or with
         `labels` ([N] int) one row per label from that class's slice; a fraction
-        `reinit_freq` of the starts (each independently) is replaced by fresh
-        uniform [-1, 1] noise, as in JEM. `seed`: int, int32 [2] tensor or None.
+        `reinit_freq` of the starts (each independently) is replaced by a fresh
+        start: uniform [-1, 1] noise as in JEM, or the row of `fresh` ([N, H, W, C],
+        e.g. `chain_starts.ClassGaussians` draws). `seed`: int, int32 [2] tensor
+        or None.
 
         Returns (images [N, H, W, C] float32, indices [N] int32); write the chains'
         final states back with `write(indices, samples)`.
@@ -262,9 +284,10 @@ class ReplayBuffer(keras.layers.Layer):
             indices = labels * self.class_size + offsets
         starts = tf.gather(self.images, indices)
         reinit = uniform_noise([n], reinit_seed) < reinit_freq
-        noise = uniform_noise(tf.shape(starts), noise_seed, -1.0, 1.0)
+        if fresh is None:
+            fresh = uniform_noise(tf.shape(starts), noise_seed, *DATA_RANGE)
         reinit = tf.reshape(reinit, [-1] + [1] * len(self.image_shape))
-        return tf.where(reinit, noise, starts), indices
+        return tf.where(reinit, tf.cast(fresh, tf.float32), starts), indices
 
     def write(self, indices, images, keep=True) -> None:
         """Stores chain states `images` ([N, H, W, C]) at rows `indices` ([N] int).

@@ -148,10 +148,13 @@ def _train(config, run: RunDir, extra_callbacks: list) -> tuple[HDGEClassifier, 
             str(Path(checkpoint_dir) / run.best_checkpoint_dir.name),
             max_to_keep=1,
         )
+    _warn_if_capped(model)
     restore_latest(checkpoint, manager)
     if manager.latest_checkpoint is None:
         if train_cfg.init_from:
             warm_start(model, train_cfg.init_from)
+        if model.chain_starts is not None:
+            _fit_chain_starts(model, config)
         # A good state to return to should the first epoch diverge.
         manager.save(checkpoint_number=0)
     initial_epoch = int(state.epoch.numpy())
@@ -223,12 +226,54 @@ def _train(config, run: RunDir, extra_callbacks: list) -> tuple[HDGEClassifier, 
     return model, metrics
 
 
+def _fit_chain_starts(model: HDGEClassifier, config) -> None:
+    """Fits `loss.sgld_start="class_gaussian"`'s Gaussians to the training split
+    (without the validation images)."""
+    cfg = config.data
+    images, labels = data_lib.load_arrays(
+        cfg.name,
+        "train",
+        cfg.data_dir,
+        cfg.download,
+        cfg.limit_train,
+        cfg.validation_size,
+    )
+    model.fit_chain_starts(images, labels)
+    logging.info("Chain starts: class Gaussians fitted to %d images.", len(labels))
+
+
+def _warn_if_capped(model: HDGEClassifier) -> None:
+    """Warns when the energy penalty caps the labelled logit below what a model
+    needs to say 99% where it is right (the other logits near 0)."""
+    needed = float(np.log(99.0 * (model.num_classes - 1)))
+    cap = model.energy_cap
+    if cap < needed:
+        logging.warning(
+            "loss.energy_l2_weight caps the data's labelled logit near %.1f "
+            "((SGLD weight + CE weight) / (2 * energy_l2_weight)), below the %.1f a "
+            "classifier needs to be 99%% confident: expect an under-confident model "
+            "(high ECE). Lower loss.energy_l2_weight or the SGLD weights.",
+            cap,
+            needed,
+        )
+    elif np.isfinite(cap):
+        logging.info("Energy L2 penalty: labelled logits capped near %.1f.", cap)
+
+
 def _check_train_config(config) -> None:
     train_cfg = config.train
     if train_cfg.batch_size > config.loss.queue_size:
         raise ValueError(
             f"train.batch_size={train_cfg.batch_size} exceeds "
             f"loss.queue_size={config.loss.queue_size}; the queue must hold a batch."
+        )
+    if config.loss.get("sgld_start") == "class_gaussian" and (
+        config.data.labels_per_class
+    ):
+        raise ValueError(
+            "loss.sgld_start='class_gaussian' fits its Gaussians to labelled "
+            "training images, which data.labels_per_class > 0 hides: use "
+            "loss.sgld_start='uniform' for semi-supervised runs."
         )
     if train_cfg.select not in SELECTIONS:
         raise ValueError(

@@ -135,6 +135,14 @@ def test_train_step_sgld_term_matches_a_manual_computation(separable_data, term)
         sample_density = sample_logits[np.arange(8), rows // 1000]
     expected = -(data_density.mean() - sample_density.mean())
     np.testing.assert_allclose(logs[term], expected, rtol=1e-4, atol=1e-5)
+    # The energy monitors: mean E = -log p̃ of the data and of the samples.
+    prefix = term.removesuffix("_sgld")
+    np.testing.assert_allclose(
+        logs[f"{prefix}_data_energy"], -data_density.mean(), rtol=1e-4, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        logs[f"{prefix}_sample_energy"], -sample_density.mean(), rtol=1e-4, atol=1e-5
+    )
     np.testing.assert_allclose(
         logs["energy_l2"],
         np.mean(data_density**2) + np.mean(sample_density**2),
@@ -159,6 +167,8 @@ def test_fit_with_px_sgld_reports_the_term_and_changes_the_buffer(separable_data
         "pxy_contrast",
         "px_sgld",
         "energy_l2",
+        "px_data_energy",
+        "px_sample_energy",
         "accuracy",
         "skipped_steps",
     }
@@ -167,9 +177,86 @@ def test_fit_with_px_sgld_reports_the_term_and_changes_the_buffer(separable_data
     after = model.replay_buffer.images.numpy()
     assert np.isfinite(after).all()
     assert (after != before).reshape(40, -1).any(-1).mean() > 0.5
-    # Evaluation runs no chains and reports no SGLD terms.
+    # Evaluation runs no chains and reports no SGLD terms, but the top two logits.
     result = model.evaluate(images, labels, verbose=0, return_dict=True)
     assert "px_sgld" not in result and np.isfinite(result["loss"])
+    top_two = np.sort(model.predict(images, verbose=0), axis=-1)[:, -2:]
+    np.testing.assert_allclose(result["top_logit"], top_two[:, 1].mean(), rtol=1e-5)
+    np.testing.assert_allclose(result["second_logit"], top_two[:, 0].mean(), rtol=1e-5)
+
+
+def _changed_rows(before, after) -> np.ndarray:
+    return np.flatnonzero((after != before).reshape(len(after), -1).any(-1))
+
+
+@pytest.mark.parametrize("term", ["px_sgld", "pxy_sgld"])
+def test_sgld_batch_size_sets_the_chains_per_step(separable_data, term):
+    """24 chains for a batch of 32: 24 buffer rows rewritten (0 steps, every chain
+    restarted, a buffer large enough that two draws rarely share a row); the
+    class-conditional chains draw their own labels, so their rows spread over
+    every class slice, not only over the batch's classes."""
+    images, labels = separable_data
+    images, labels = images[:32], labels[:32]
+    model = _sgld_model(
+        **{f"{term}_weight": 1.0},
+        sgld_steps=0,
+        reinit_freq=1.0,
+        replay_buffer_size=40000,
+        sgld_batch_size=24,
+    )
+    before = model.replay_buffer.images.numpy().copy()
+    model.train_on_batch(images, labels)
+    assert len(_changed_rows(before, model.replay_buffer.images.numpy())) == 24
+
+
+def test_sgld_batch_size_draws_labels_for_pxy_chains(separable_data):
+    images, labels = separable_data
+    images, labels = images[:32], np.zeros(32, np.int32)  # one class in the batch
+    model = _sgld_model(
+        pxy_sgld_weight=1.0,
+        sgld_steps=0,
+        reinit_freq=1.0,
+        replay_buffer_size=40000,
+        sgld_batch_size=40,
+    )
+    before = model.replay_buffer.images.numpy().copy()
+    model.train_on_batch(images, labels)
+    rows = _changed_rows(before, model.replay_buffer.images.numpy())
+    assert set(rows // 10000) == {0, 1, 2, 3}
+
+
+class _Outward(keras.layers.Layer):
+    """Logits growing with the image's sum: SGLD pushes every pixel upwards."""
+
+    def call(self, images):
+        total = keras.ops.sum(images, axis=(1, 2, 3))[:, None]
+        return keras.ops.concatenate([5.0 * total, -5.0 * total], axis=-1)
+
+
+@pytest.mark.parametrize("clip", [True, False])
+def test_sgld_clip_keeps_training_chains_in_the_data_range(separable_data, clip):
+    images, labels = separable_data
+    inputs = keras.Input((8, 8, 1))
+    backbone = keras.Model(inputs, _Outward()(inputs))
+    model = HDGEClassifier(
+        backbone,
+        queue_size=64,
+        pxy_contrast_weight=0.0,
+        px_sgld_weight=1.0,
+        sgld_steps=3,
+        replay_buffer_size=100,
+        sgld_clip=clip,
+    )
+    model.compile(optimizer="sgd")
+    before = model.replay_buffer.images.numpy().copy()
+    model.train_on_batch(images[:16], labels[:16] % 2)
+    after = model.replay_buffer.images.numpy()
+    written = after[_changed_rows(before, after)]
+    assert len(written) > 0
+    if clip:
+        assert written.min() >= -1.0 and written.max() == 1.0
+    else:
+        assert written.max() > 2.0
 
 
 def test_default_model_has_no_buffer():

@@ -30,10 +30,16 @@ def _flag_values(command, name):
 
 
 def test_plan_has_the_judge_variants_and_ablation_runs(tmp_path):
-    """Tiny config, 2 seeds: the judge, 4 variants and one ablation run (K = 64;
+    """Tiny config, 2 seeds: the judge, 5 variants and one ablation run (K = 64;
     K = 128 is hdge's own) per seed: 1 + 2 * (4 + 1) = 11 jobs."""
     config = reproduce_mnist5k.get_config("tiny")
-    assert sorted(config.variants) == ["ce", "hdge", "hdge_jem", "hdge_paper"]
+    assert sorted(config.variants) == [
+        "ce",
+        "hdge",
+        "hdge_jem",
+        "hdge_jem_px",
+        "hdge_paper",
+    ]
     jobs = build_plan(config, tmp_path, seeds=2)
     assert len(jobs) == 1 + 2 * (len(config.variants) + 1)
     assert jobs[0].name == "judge" and jobs[0].seed is None
@@ -123,11 +129,11 @@ def test_ablation_runs_override_the_queue_size_last(tmp_path):
 
 def test_full_plan_skips_the_base_queue_size(tmp_path):
     """Full config: hdge's own K is 4,096 (mnist5k_hdge), so four ablation runs
-    per seed: 1 + 1 * (4 + 4) jobs."""
+    per seed: 1 + 1 * (5 + 4) jobs."""
     config = reproduce_mnist5k.get_config()
     assert plan.base_queue_size(config) == 4096
     names = [j.name for j in build_plan(config, tmp_path, seeds=1)]
-    assert len(names) == 9
+    assert len(names) == 10
     assert [n for n in names if n.startswith("hdge_k")] == [
         "hdge_k64/seed0",
         "hdge_k256/seed0",
@@ -143,7 +149,7 @@ def test_plan_needs_a_seed(tmp_path):
         build_plan(config, tmp_path, seeds=0)
     with pytest.raises(ValueError, match="seeds"):
         build_plan(config, tmp_path, seeds=-1)
-    assert len(build_plan(config, tmp_path)) == 11  # None: the config's 2
+    assert len(build_plan(config, tmp_path)) == 13  # None: the config's 2
 
 
 def test_job_is_finished_when_its_record_exists(tmp_path):
@@ -187,7 +193,10 @@ def _records():
                 "seed": seed,
                 "metrics": {"accuracy": B_ACCURACY[seed]},
                 "samples": {
-                    "conditional": {"class_agreement": B_AGREEMENT[seed], "start": "x"}
+                    "conditional": {
+                        "fresh": {"100": {"class_agreement": B_AGREEMENT[seed]}},
+                        "start": "x",
+                    }
                 },
             }
         )
@@ -206,12 +215,15 @@ def test_aggregate_means_and_spreads_per_seed():
     cells = summary.aggregate(_records())
     assert set(cells) == {"a", "b"}
     assert set(cells["a"]) == {"accuracy", "auroc.log_px.noise", "kept_epoch"}
-    assert set(cells["b"]) == {"accuracy", "samples.conditional.class_agreement"}
+    assert set(cells["b"]) == {
+        "accuracy",
+        "samples.conditional.fresh.100.class_agreement",
+    }
     for variant, path, values in (
         ("a", "accuracy", A_ACCURACY),
         ("a", "auroc.log_px.noise", A_NOISE),
         ("b", "accuracy", B_ACCURACY),
-        ("b", "samples.conditional.class_agreement", B_AGREEMENT),
+        ("b", "samples.conditional.fresh.100.class_agreement", B_AGREEMENT),
     ):
         cell = cells[variant][path]
         hand = [values[s] for s in (0, 1, 2)]
@@ -470,7 +482,7 @@ def test_hdge_reproduce_tiny_end_to_end(tmp_path):
     )
     first_seconds = time.time() - began
     assert first.returncode == 0, first.stderr[-3000:]
-    assert len(_progress_lines(first.stdout)) == 11, first.stdout
+    assert len(_progress_lines(first.stdout)) == 13, first.stdout
 
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["missing_runs"] == []
@@ -492,14 +504,29 @@ def test_hdge_reproduce_tiny_end_to_end(tmp_path):
     assert "| 64 |" in markdown and "| 128 |" in markdown
     assert _png(tmp_path / "k_ablation.png")
     assert _png(tmp_path / "ood_auroc.png")
-    agreement = report["variants"]["hdge_jem"]["samples.conditional.class_agreement"]
-    assert agreement["n"] == 2
-    assert all(0.0 <= v <= 1.0 for v in agreement["values"])
+    # Every start of the JEM model, at 0 steps and after the chains; the report
+    # shows each and holds the variant to its targets.
+    jem = report["variants"]["hdge_jem"]
+    for start in ("fresh", "buffer"):
+        for steps in (0, 2):
+            agreement = jem[f"samples.conditional.{start}.{steps}.class_agreement"]
+            assert agreement["n"] == 2
+            assert all(0.0 <= v <= 1.0 for v in agreement["values"])
+    assert (
+        "samples.unconditional.fresh.2.inception_score"
+        in (report["variants"]["hdge_jem_px"])
+    )
+    targets = {t["target"] for t in report["targets"]}
+    assert "conditional samples from buffer starts (2 steps) every class >= 70%" in (
+        targets
+    )
+    generative = markdown.split("## Generative quality", 1)[1]
+    assert "| HDGE + JEM | conditional | buffer |" in generative
     ceiling = report["judge"]["ceiling"]
     assert {"class_agreement", "inception_score", "frechet_distance"} <= set(ceiling)
 
     records = sorted((tmp_path / "runs").glob("**/reproduce.json"))
-    assert len(records) == 11
+    assert len(records) == 13
     mtimes = {path: path.stat().st_mtime_ns for path in records}
     began = time.time()
     second = subprocess.run(
@@ -508,7 +535,7 @@ def test_hdge_reproduce_tiny_end_to_end(tmp_path):
     second_seconds = time.time() - began
     assert second.returncode == 0, second.stderr[-3000:]
     lines = _progress_lines(second.stdout)
-    assert len(lines) == 11
+    assert len(lines) == 13
     assert all("skipped" in line for line in lines), lines
     assert {path: path.stat().st_mtime_ns for path in records} == mtimes
     assert second_seconds < first_seconds / 3, (first_seconds, second_seconds)

@@ -12,8 +12,10 @@ from hdge_tf import HDGEClassifier
 from hdge_tf.evaluation.sample_quality import (
     SampleJudge,
     class_agreement,
+    class_agreement_per_class,
     frechet_distance,
     inception_score,
+    value_range,
 )
 
 # Inception score -------------------------------------------------------------------
@@ -185,7 +187,16 @@ def test_judge_score_combines_the_three_numbers():
         rel=1e-4,
         abs=1e-6,
     )
-    assert set(judge.score(x)) == {"num_images", "inception_score"}
+    per_class = [np.mean(probs[labels == c].argmax(axis=1) == c) for c in range(3)]
+    assert result["class_agreement_per_class"] == pytest.approx(per_class)
+    assert result["worst_class_agreement"] == pytest.approx(min(per_class))
+    assert set(judge.score(x)) == {
+        "num_images",
+        "inception_score",
+        "min_value",
+        "max_value",
+        "in_range_fraction",
+    }
 
 
 def test_judge_reads_an_hdge_classifiers_backbone():
@@ -206,3 +217,19 @@ def test_judge_needs_a_dense_head():
     outputs = keras.layers.Activation("linear")(h)
     with pytest.raises(ValueError, match="Activation"):
         SampleJudge(keras.Model(inputs, outputs))
+
+
+def test_per_class_agreement_and_value_range_on_hand_examples():
+    probs = np.array(
+        [[0.1, 0.8, 0.1], [0.6, 0.3, 0.1], [0.2, 0.3, 0.5], [0.3, 0.3, 0.4]]
+    )
+    # Class 0: image 4 (argmax 2): 0/1; class 1: images 1, 2: 1/2; class 2: 1/1.
+    assert class_agreement_per_class(probs, [1, 1, 2, 0]) == [0.0, 0.5, 1.0]
+    images = np.zeros((3, 2, 2, 1), np.float32)
+    images[1, 0, 0, 0] = 1.5
+    images[2, 1, 1, 0] = -1.0
+    assert value_range(images) == {
+        "min_value": -1.0,
+        "max_value": 1.5,
+        "in_range_fraction": pytest.approx(2 / 3),
+    }

@@ -89,3 +89,17 @@ def test_chain_does_not_retrace_for_new_data_or_buffer_starts(model, images):
         sampling.sgld(model, starts, steps=2, labels=(labels + seed) % 4, seed=seed)
         sampling.sgld(model, images * (seed + 1) / 4, 2, labels=labels, seed=seed)
     assert sampling.sgld_chain.experimental_get_tracing_count() == traces
+
+
+def test_clip_keeps_every_step_in_the_data_range(model, images):
+    """Large noiseless steps leave [-1, 1]; clipped, the chain ends at the clipped
+    gradient steps (each step clipped, not only the last)."""
+    free = sampling.sgld(model, images, 3, step_size=50.0, noise_std=0.0).numpy()
+    assert np.abs(free).max() > 1.5
+    clipped = sampling.sgld(model, images, 3, 50.0, 0.0, clip=True).numpy()
+    assert clipped.min() >= -1.0 and clipped.max() <= 1.0
+    x = images
+    for _ in range(3):
+        _, grad = sampling.log_density_gradient(model, x)
+        x = np.clip(x + 50.0 * grad.numpy(), -1.0, 1.0)
+    np.testing.assert_allclose(clipped, x, atol=1e-5)

@@ -243,3 +243,48 @@ def test_warm_start_copies_backbone_and_queue_and_adds_a_replay_buffer(tmp_path)
     other.train.init_from = str(source / "model.keras")
     with pytest.raises(ValueError, match="backbone does not match"):
         training.train(other, tmp_path / "other")
+
+
+def _event_tags(directory: Path) -> set[str]:
+    import tensorflow as tf
+
+    tags = set()
+    for path in directory.glob("*tfevents*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            tags.update(value.tag for value in event.summary.value)
+    return tags
+
+
+def test_jem_run_monitors_energies_fits_chain_starts_and_warns_of_the_cap(
+    tmp_path, caplog
+):
+    """A smoke HDGE + JEM run with class-Gaussian starts and clipped chains:
+    the energy monitor is in history.csv and TensorBoard, the Gaussians are
+    fitted to the training split, the buffer stays in [-1, 1], and an energy
+    penalty that caps the labelled logit below 99% confidence is named."""
+    config = _last(epochs=1)
+    config.loss.pxy_sgld_weight = 0.3
+    config.loss.energy_l2_weight = 0.1  # cap (0.3 + 1) / 0.2 = 6.5 < log(99 * 9)
+    config.loss.sgld_steps = 2
+    config.loss.replay_buffer_size = 100
+    config.loss.sgld_clip = True
+    config.loss.sgld_start = "class_gaussian"
+    model, _ = training.train_model(config, tmp_path)
+    assert "caps the data's labelled logit near 6.5" in caplog.text
+    row = _history_rows(tmp_path)[0]
+    for name in ("pxy_data_energy", "pxy_sample_energy"):
+        assert np.isfinite(float(row[name]))
+    assert float(row["val_top_logit"]) >= float(row["val_second_logit"])
+    assert "epoch_pxy_data_energy" in _event_tags(tmp_path / "tensorboard" / "train")
+    assert "epoch_top_logit" in _event_tags(tmp_path / "tensorboard" / "validation")
+    _, labels = data_lib.load_arrays("mnist5k", "train", limit=128, validation_size=32)
+    np.testing.assert_array_equal(
+        model.chain_starts.counts.numpy(), np.bincount(labels, minlength=10)
+    )
+    buffer = model.replay_buffer.images.numpy()
+    assert buffer.min() >= -1.0 and buffer.max() <= 1.0
+
+    caplog.clear()
+    config.loss.energy_l2_weight = 0.003  # cap 217
+    training.train_model(config, tmp_path / "uncapped")
+    assert "caps the data's labelled logit" not in caplog.text

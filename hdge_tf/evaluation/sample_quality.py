@@ -53,16 +53,25 @@ class SampleJudge:
         )
 
     def score(self, images, labels=None, reference_features=None) -> dict:
-        """IS analogue, Fréchet distance to `reference_features` (when given) and,
-        for conditional images with `labels`, the fraction assigned to their class."""
+        """IS analogue, Fréchet distance to `reference_features` (when given),
+        the images' value range (the judge sees them clipped) and, for
+        conditional images with `labels`, the fraction assigned to their class,
+        overall and per class."""
         probs = self.probabilities(images)
-        result = {"num_images": len(probs), "inception_score": inception_score(probs)}
+        result = {
+            "num_images": len(probs),
+            "inception_score": inception_score(probs),
+            **value_range(images),
+        }
         if reference_features is not None:
             result["frechet_distance"] = frechet_distance(
                 self.features(images), reference_features
             )
         if labels is not None:
             result["class_agreement"] = class_agreement(probs, labels)
+            per_class = class_agreement_per_class(probs, labels)
+            result["class_agreement_per_class"] = per_class
+            result["worst_class_agreement"] = min(per_class)
         return result
 
 
@@ -124,3 +133,26 @@ def class_agreement(probs, labels) -> float:
     if len(probs) != len(labels):
         raise ValueError(f"{len(probs)} predictions for {len(labels)} labels.")
     return float(np.mean(probs.argmax(axis=1) == labels))
+
+
+def class_agreement_per_class(probs, labels) -> list[float]:
+    """`class_agreement` of each class's images, in class order (the classes
+    present in `labels`)."""
+    probs, labels = np.asarray(probs), np.asarray(labels)
+    return [
+        class_agreement(probs[labels == c], labels[labels == c])
+        for c in np.unique(labels)
+    ]
+
+
+def value_range(images, low: float = -1.0, high: float = 1.0) -> dict:
+    """The pixel range of `images` and the fraction of images wholly inside
+    [low, high] (to float32 rounding): SGLD chains that are not clipped leave it."""
+    images = np.asarray(images, np.float32).reshape(len(images), -1)
+    tolerance = 1e-6
+    inside = (images.min(1) >= low - tolerance) & (images.max(1) <= high + tolerance)
+    return {
+        "min_value": float(images.min()),
+        "max_value": float(images.max()),
+        "in_range_fraction": float(inside.mean()),
+    }

@@ -95,46 +95,59 @@ def real_ceiling(judge_model, config, sampling: dict) -> dict:
 
 
 def score_samples(model, judge_model, config, sampling: dict, output_dir: Path):
-    """Conditional and unconditional SGLD samples of `model`: grids in
-    `output_dir` and the judge's scores."""
+    """Conditional and unconditional SGLD samples of `model` from every start it
+    has (`generation.available_starts`), at 0 steps (the starts themselves: what
+    the initializer alone gives) and at `sampling["steps"]`: the judge's scores
+    as {mode: {start: {steps: scores}}}, grids of the sampled ones in
+    `output_dir` (MODE_START.png)."""
     judge = SampleJudge(judge_model)
     reference = reference_features(judge, config)
-    start = generation.default_start(model)
     output_dir.mkdir(parents=True, exist_ok=True)
     result = {}
     for index, mode in enumerate(("conditional", "unconditional")):
         conditional = mode == "conditional"
-        began = time.time()
-        images, labels = generation.draw_samples(
-            model,
-            sampling["per_class"] if conditional else sampling["unconditional"],
-            conditional,
-            sampling["steps"],
-            start,
-            seed=sampling["seed"] + index,
-        )
-        grid = images
-        if conditional:  # at most 10 per class in the picture
-            shown = min(sampling["per_class"], 10)
-            grid = images.reshape(-1, sampling["per_class"], *images.shape[1:])
-            grid = grid[:, :shown].reshape(-1, *images.shape[1:])
-        png = output_dir / f"{mode}.png"
-        plots.plot_image_grid(
-            grid[:100],
-            png,
-            row_labels=[f"class {c}" for c in np.unique(labels)]
-            if conditional
-            else None,
-            title=f"{mode}: {sampling['steps']} SGLD steps from {start}",
-        )
-        result[mode] = {
-            **judge.score(images, labels, reference),
-            "start": start,
-            "steps": sampling["steps"],
-            "grid": str(png),
-            "seconds": round(time.time() - began, 1),
-        }
+        result[mode] = {}
+        for start in generation.available_starts(model):
+            result[mode][start] = {}
+            for steps in sorted({0, sampling["steps"]}):
+                began = time.time()
+                images, labels = generation.draw_samples(
+                    model,
+                    sampling["per_class"] if conditional else sampling["unconditional"],
+                    conditional,
+                    steps,
+                    start,
+                    seed=sampling["seed"] + index,
+                )
+                scores = judge.score(images, labels, reference)
+                scores["seconds"] = round(time.time() - began, 1)
+                result[mode][start][str(steps)] = scores
+            png = output_dir / f"{mode}_{start}.png"
+            _sample_grid(
+                images,
+                labels,
+                sampling,
+                png,
+                f"{mode}: {steps} SGLD steps from {start}",
+            )
     return result
+
+
+def _sample_grid(images, labels, sampling: dict, path: Path, title: str) -> None:
+    """At most 10 samples per class (conditional) or 100 in all, as a grid."""
+    grid = images
+    if labels is not None:
+        shown = min(sampling["per_class"], 10)
+        grid = images.reshape(-1, sampling["per_class"], *images.shape[1:])
+        grid = grid[:, :shown].reshape(-1, *images.shape[1:])
+    plots.plot_image_grid(
+        grid[:100],
+        path,
+        row_labels=None
+        if labels is None
+        else [f"class {c}" for c in np.unique(labels)],
+        title=title,
+    )
 
 
 def main(argv):
