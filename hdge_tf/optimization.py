@@ -90,15 +90,50 @@ class CoupledL2Mixin:
         return config
 
 
-@keras.saving.register_keras_serializable(package="hdge_tf")
-class CoupledL2Adam(CoupledL2Mixin, keras.optimizers.Adam):
-    """keras.optimizers.Adam plus `coupled_weight_decay` (see `CoupledL2Mixin`).
+class TorchAdam(keras.optimizers.Adam):
+    """keras.optimizers.Adam with torch.optim.Adam's placement of epsilon.
 
-    Keras adds `epsilon` to sqrt(v) with the bias correction folded into the step
-    size; torch adds it to sqrt(v̂) = sqrt(v / (1 - β₂^t)). Keras's epsilon thus acts
-    as torch's epsilon / sqrt(1 - β₂^t): ~32x at the first step, ~1.3x after 1,000,
-    ~1x after 5,000. Only gradients of order epsilon notice.
+    Keras adds `epsilon` to sqrt(v) and folds the bias corrections into the step
+    size; torch adds it to sqrt(v̂) = sqrt(v / (1 - β₂^t)):
+
+        θ -= lr / (1 - β₁^t) · m / (sqrt(v) / sqrt(1 - β₂^t) + ε)
+
+    Keras's form acts as torch's with ε / sqrt(1 - β₂^t): ~32x at the first step,
+    ~3x after 100, ~1.3x after 1,000. That is not negligible: at the torch-default
+    init of a WRN-16-2 on MNIST, 22% of the gradient entries are below 1e-5 and
+    3% below 1e-6, whose first updates Keras's form shrinks by 3% and 24%. The
+    moments (and so checkpoints) are the same variables as Keras's Adam.
     """
+
+    def update_step(self, gradient, variable, learning_rate):
+        lr = ops.cast(learning_rate, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
+        local_step = ops.cast(self.iterations + 1, variable.dtype)
+        bias_1 = 1 - ops.power(ops.cast(self.beta_1, variable.dtype), local_step)
+        bias_2 = 1 - ops.power(ops.cast(self.beta_2, variable.dtype), local_step)
+        index = self._get_variable_index(variable)
+        m, v = self._momentums[index], self._velocities[index]
+        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
+        self.assign_add(
+            v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2)
+        )
+        if self.amsgrad:  # torch keeps the running maximum of v, as Keras does
+            v_hat = self._velocity_hats[index]
+            self.assign(v_hat, ops.maximum(v_hat, v))
+            v = v_hat
+        denominator = ops.add(
+            ops.divide(ops.sqrt(v), ops.sqrt(bias_2)),
+            ops.cast(self.epsilon, variable.dtype),
+        )
+        self.assign_sub(
+            variable, ops.divide(ops.multiply(m, ops.divide(lr, bias_1)), denominator)
+        )
+
+
+@keras.saving.register_keras_serializable(package="hdge_tf")
+class CoupledL2Adam(CoupledL2Mixin, TorchAdam):
+    """torch.optim.Adam in Keras: `TorchAdam` (torch's epsilon placement) plus
+    `coupled_weight_decay` (see `CoupledL2Mixin`)."""
 
 
 @keras.saving.register_keras_serializable(package="hdge_tf")

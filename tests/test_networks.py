@@ -136,6 +136,43 @@ def test_small_cnn_param_count():
 @pytest.mark.parametrize(
     "model_fn",
     [
+        lambda: WideResNet(10, depth=10, width=2, image_shape=(32, 32, 1)),
+        lambda: SmallCNN(10, filters=(16, 32), dense_units=128),
+    ],
+    ids=["wrn", "small_cnn"],
+)
+def test_kernels_and_biases_start_as_torch_defaults(model_fn):
+    """Every conv/dense kernel AND bias starts U(+-1/sqrt(fan_in)), as torch's
+    nn.Conv2d / nn.Linear do in the published code (it never re-initializes
+    them); Keras's default zero biases made our CE baseline differ from it."""
+    keras.utils.set_random_seed(0)
+    model = model_fn()
+    layers = [
+        layer for layer in model.layers if getattr(layer, "bias", None) is not None
+    ]
+    assert len(layers) >= 4
+    pooled = []
+    for layer in layers:
+        kernel, bias = (
+            keras.ops.convert_to_numpy(w) for w in (layer.kernel, layer.bias)
+        )
+        fan_in = int(np.prod(kernel.shape[:-1]))  # (kh, kw, in, out) or (in, out)
+        bound = 1.0 / np.sqrt(fan_in)
+        for values in (kernel, bias):
+            assert np.abs(values).max() <= bound * (1 + 1e-6), layer.name
+        if bias.size >= 10:  # not zeros, and spread over the whole interval
+            assert np.abs(bias).max() > 0.5 * bound, layer.name
+            assert np.unique(bias).size == bias.size, layer.name
+        pooled.append(bias / bound)
+    pooled = np.concatenate(pooled)  # U(-1, 1): mean 0, std 1/sqrt(3) = 0.577
+    assert pooled.size >= 200
+    assert abs(pooled.mean()) < 0.1
+    assert 0.5 < pooled.std() < 0.65
+
+
+@pytest.mark.parametrize(
+    "model_fn",
+    [
         *(
             lambda norm=norm: WideResNet(3, depth=10, width=1, norm=norm)
             for norm in NORMS

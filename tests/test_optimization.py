@@ -104,8 +104,9 @@ def _first_adam_step(optimizer, gradient: float) -> float:
 
 
 def test_the_base_config_defaults_to_coupled_l2_and_torch_epsilon():
-    """epsilon 1e-8 reaches the update: with a gradient of 1e-8 the first Adam step
-    differs by 10x between torch's epsilon and Keras's default 1e-7."""
+    """epsilon 1e-8 reaches the update where torch puts it: with a gradient of 1e-8
+    the first step is torch.optim.Adam's (lr * 1e-8 / (1e-8 + 1e-8) = lr / 2), 5.5x
+    that with epsilon 1e-7, and twice Keras's own Adam's (epsilon on sqrt(v))."""
     from hdge_tf.configs import base
 
     train = base.get_config().train
@@ -114,18 +115,38 @@ def test_the_base_config_defaults_to_coupled_l2_and_torch_epsilon():
     assert isinstance(adam, CoupledL2Adam)
     rate = float(adam.learning_rate)
 
-    def plain(epsilon):
-        return _first_adam_step(keras.optimizers.Adam(rate, epsilon=epsilon), 1e-8)
+    def torch_step(lr, eps):
+        return float(torch_adam(np.zeros(1), [np.array([1e-8])], lr, 0.0, eps=eps)[0])
 
     step = _first_adam_step(adam, 1e-8)
-    np.testing.assert_allclose(step, plain(1e-8), rtol=1e-6)
-    assert abs(step) > 5 * abs(plain(1e-7))
+    np.testing.assert_allclose(step, torch_step(rate, 1e-8), rtol=1e-5)
+    assert abs(step) > 5 * abs(torch_step(rate, 1e-7))
+    keras_form = _first_adam_step(keras.optimizers.Adam(rate, epsilon=1e-8), 1e-8)
+    assert abs(step) > 1.5 * abs(keras_form)
     other = build_optimizer(_train_config(optimizer="adam", adam_epsilon=1e-3), 10)
     np.testing.assert_allclose(
-        _first_adam_step(other, 1e-8),
-        _first_adam_step(keras.optimizers.Adam(0.1, epsilon=1e-3), 1e-8),
-        rtol=1e-6,
+        _first_adam_step(other, 1e-8), torch_step(0.1, 1e-3), rtol=1e-5
     )
+
+
+def test_adam_matches_torch_for_gradients_near_epsilon():
+    """Gradients of 1e-5 to 1e-8 (a fifth of a fresh WRN's gradient entries are
+    below 1e-5): five steps of CoupledL2Adam are torch.optim.Adam's, while Keras's
+    Adam, whose epsilon acts as epsilon / sqrt(1 - beta_2^t), moves them less."""
+    scales = np.array([[1e-5, -3e-6, 1e-6], [-3e-7, 1e-7, 1e-8]])
+    grads = [scales * (1.0 + 0.1 * k) * (-1) ** k for k in range(5)]
+    w0 = np.zeros((2, 3), np.float32)
+    want = torch_adam(w0.astype(np.float64), grads, 1e-3, 0.0)
+    got = _run(
+        CoupledL2Adam(1e-3, epsilon=1e-8), [g.astype(np.float32) for g in grads], w0
+    )
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-10)
+    keras_form = _run(
+        keras.optimizers.Adam(1e-3, epsilon=1e-8),
+        [g.astype(np.float32) for g in grads],
+        w0,
+    )
+    assert np.abs(keras_form - want).max() > 0.1 * np.abs(want).max()
 
 
 def test_the_sgd_recipe_config():
@@ -196,9 +217,8 @@ def test_coupled_l2_sgd_matches_torch_formula():
 
 
 def test_coupled_l2_adam_matches_torch_formula():
-    """Gradients well above epsilon: Keras puts epsilon on sqrt(v) rather than
-    sqrt(v̂) (CoupledL2Adam's docstring), which moves these updates by < 1e-7.
-    atol is float32's resolution at |w| ~ 2; the decay moves w by > 1e-3."""
+    """Gradients well above epsilon, with coupled decay. atol is float32's
+    resolution at |w| ~ 2; the decay moves w by > 1e-3."""
     grads = [G1.astype(np.float64), G2.astype(np.float64)]
     want = torch_adam(W0.astype(np.float64), grads, 1e-2, WD)
     opt = CoupledL2Adam(1e-2, epsilon=1e-8, coupled_weight_decay=WD)

@@ -6,6 +6,7 @@ Kept in one place so every backbone accepts exactly the same `norm` and
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 
@@ -100,17 +101,48 @@ def torch_default_initializer() -> keras.initializers.Initializer:
     )
 
 
+def torch_default_bias_initializer(fan_in: int) -> keras.initializers.Initializer:
+    """PyTorch's default Conv/Linear bias init, U(+-1/sqrt(fan_in)), fan_in being
+    the kernel's inputs per output unit (in_channels * kernel area for a conv)."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return keras.initializers.RandomUniform(-bound, bound)
+
+
+@keras.saving.register_keras_serializable(package="hdge_tf")
+class TorchInitConv2D(keras.layers.Conv2D):
+    """Conv2D whose bias starts as torch.nn.Conv2d's, U(+-1/sqrt(fan_in)).
+
+    The published JEM/HDGE networks never re-initialize their convs, so every
+    bias starts at PyTorch's default rather than Keras's zeros. The fan-in is
+    only known once the input channels are, hence the initializer is set here.
+    """
+
+    def build(self, input_shape):
+        fan_in = int(input_shape[-1]) * math.prod(self.kernel_size)
+        self.bias_initializer = torch_default_bias_initializer(fan_in)
+        super().build(input_shape)
+
+
+@keras.saving.register_keras_serializable(package="hdge_tf")
+class TorchInitDense(keras.layers.Dense):
+    """Dense whose bias starts as torch.nn.Linear's, U(+-1/sqrt(in_features))."""
+
+    def build(self, input_shape):
+        self.bias_initializer = torch_default_bias_initializer(int(input_shape[-1]))
+        super().build(input_shape)
+
+
 def conv2d(
     filters: int, kernel_size: int, strides: int, name: str, padding: str = "same"
 ) -> keras.layers.Conv2D:
     """A convolution, "same"-padded unless told otherwise; biases kept as in the
-    JEM reference code.
+    JEM reference code, and kernel and bias initialized as PyTorch does.
 
     "same" pads a stride-2 conv on an even-sized input only at the bottom/right,
     unlike PyTorch's symmetric `padding=1`; callers wanting PyTorch's alignment
     put a `ZeroPadding2D` in front and pass `padding="valid"`.
     """
-    return keras.layers.Conv2D(
+    return TorchInitConv2D(
         filters,
         kernel_size,
         strides=strides,
@@ -122,7 +154,8 @@ def conv2d(
 
 
 def dense(units: int, name: str, dtype: str | None = None) -> keras.layers.Dense:
-    return keras.layers.Dense(
+    """A dense layer with PyTorch's default kernel and bias init (nn.Linear's)."""
+    return TorchInitDense(
         units,
         kernel_initializer=torch_default_initializer(),
         dtype=dtype,
