@@ -558,3 +558,20 @@ def test_base_config_builds_the_published_layout():
     kwargs.update(depth=10, width=1)  # WRN-28-10 itself is slow to build here
     wrn = build_backbone(kwargs.pop("name"), 10, (32, 32, 3), **kwargs)
     assert wrn.layout == "published"
+
+
+@pytest.mark.parametrize(
+    "model_fn",
+    [
+        lambda: WideResNet(10, depth=10, width=1, image_shape=(32, 32, 1)),
+        lambda: SmallCNN(10, filters=(4, 8), dense_units=8),
+    ],
+    ids=["wrn", "small_cnn"],
+)
+def test_backbones_hold_only_stock_keras_layers(model_fn):
+    """`.keras` files store a layer's weights under a path named for its class:
+    a subclass of Conv2D or Dense (e.g. to set the bias init) would move them,
+    and every file saved before would fail to load ("expected 2 variables, but
+    received 0"). The torch-default biases come from initializers instead."""
+    for layer in model_fn().layers:
+        assert type(layer).__module__.startswith("keras."), (layer.name, type(layer))

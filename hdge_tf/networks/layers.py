@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 
@@ -108,56 +108,52 @@ def torch_default_bias_initializer(fan_in: int) -> keras.initializers.Initialize
     return keras.initializers.RandomUniform(-bound, bound)
 
 
-@keras.saving.register_keras_serializable(package="hdge_tf")
-class TorchInitConv2D(keras.layers.Conv2D):
-    """Conv2D whose bias starts as torch.nn.Conv2d's, U(+-1/sqrt(fan_in)).
-
-    The published JEM/HDGE networks never re-initialize their convs, so every
-    bias starts at PyTorch's default rather than Keras's zeros. The fan-in is
-    only known once the input channels are, hence the initializer is set here.
-    """
-
-    def build(self, input_shape):
-        fan_in = int(input_shape[-1]) * math.prod(self.kernel_size)
-        self.bias_initializer = torch_default_bias_initializer(fan_in)
-        super().build(input_shape)
-
-
-@keras.saving.register_keras_serializable(package="hdge_tf")
-class TorchInitDense(keras.layers.Dense):
-    """Dense whose bias starts as torch.nn.Linear's, U(+-1/sqrt(in_features))."""
-
-    def build(self, input_shape):
-        self.bias_initializer = torch_default_bias_initializer(int(input_shape[-1]))
-        super().build(input_shape)
-
-
 def conv2d(
     filters: int, kernel_size: int, strides: int, name: str, padding: str = "same"
-) -> keras.layers.Conv2D:
-    """A convolution, "same"-padded unless told otherwise; biases kept as in the
-    JEM reference code, and kernel and bias initialized as PyTorch does.
+) -> Callable[[keras.KerasTensor], keras.KerasTensor]:
+    """A convolution to apply to a tensor, "same"-padded unless told otherwise;
+    biases kept as in the JEM reference code, kernel and bias initialized as
+    PyTorch does.
 
+    The bias bound needs the input channels, so the layer is made when applied.
+    It is a stock `Conv2D`: a subclass would store its weights under another
+    path in `.keras` files, and files saved before would no longer load.
     "same" pads a stride-2 conv on an even-sized input only at the bottom/right,
     unlike PyTorch's symmetric `padding=1`; callers wanting PyTorch's alignment
     put a `ZeroPadding2D` in front and pass `padding="valid"`.
     """
-    return TorchInitConv2D(
-        filters,
-        kernel_size,
-        strides=strides,
-        padding=padding,
-        use_bias=True,
-        kernel_initializer=torch_default_initializer(),
-        name=name,
-    )
+
+    def apply(x):
+        fan_in = int(x.shape[-1]) * kernel_size * kernel_size
+        layer = keras.layers.Conv2D(
+            filters,
+            kernel_size,
+            strides=strides,
+            padding=padding,
+            use_bias=True,
+            kernel_initializer=torch_default_initializer(),
+            bias_initializer=torch_default_bias_initializer(fan_in),
+            name=name,
+        )
+        return layer(x)
+
+    return apply
 
 
-def dense(units: int, name: str, dtype: str | None = None) -> keras.layers.Dense:
-    """A dense layer with PyTorch's default kernel and bias init (nn.Linear's)."""
-    return TorchInitDense(
-        units,
-        kernel_initializer=torch_default_initializer(),
-        dtype=dtype,
-        name=name,
-    )
+def dense(
+    units: int, name: str, dtype: str | None = None
+) -> Callable[[keras.KerasTensor], keras.KerasTensor]:
+    """A stock `Dense` to apply to a tensor, with PyTorch's default kernel and
+    bias init (nn.Linear's); made when applied, as `conv2d`."""
+
+    def apply(x):
+        layer = keras.layers.Dense(
+            units,
+            kernel_initializer=torch_default_initializer(),
+            bias_initializer=torch_default_bias_initializer(int(x.shape[-1])),
+            dtype=dtype,
+            name=name,
+        )
+        return layer(x)
+
+    return apply
