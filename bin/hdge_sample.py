@@ -8,7 +8,9 @@ The model is RUN/model.keras (or --model). Conditional mode samples p(x|y), --nu
 per class, one grid row per class; unconditional mode samples p(x), --num in all.
 Chains start from the model's replay buffer when it has one (runs trained with
 loss.px_sgld_weight or loss.pxy_sgld_weight > 0), else from uniform noise; --start
-overrides. Step size and noise default to the run's SGLD settings. Writes, to
+overrides ("gaussian": the class Gaussians of runs with
+loss.sgld_start=class_gaussian). Step size, noise and clipping to [-1, 1] default
+to the run's SGLD settings; the grid's title names the start and the steps. Writes, to
 RUN/samples/ (or --output_dir), MODE_START.png, MODE_START.npy (raw float32 samples,
 unclipped) and for conditional mode MODE_START_labels.npy; see
 hdge_tf.generation.draw_samples.
@@ -53,6 +55,9 @@ _STEP_SIZE = flags.DEFINE_float(
 _NOISE_STD = flags.DEFINE_float(
     "noise_std", None, "SGLD noise std; default the model's sgld_noise_std (or 0.01)."
 )
+_CLIP = flags.DEFINE_bool(
+    "clip", None, "Clip every step to [-1, 1]; default the model's sgld_clip."
+)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the starts and the chains' noise.")
 _BATCH_SIZE = flags.DEFINE_integer(
     "batch_size", 256, "Chains run at once.", lower_bound=1
@@ -82,6 +87,7 @@ def main(argv):
         noise_std=_NOISE_STD.value,
         batch_size=_BATCH_SIZE.value,
         seed=_SEED.value,
+        clip=_CLIP.value,
     )
 
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -77,6 +77,9 @@ def get_config() -> ml_collections.ConfigDict:
     # uniform noise among them.
     config.loss.sgld_start = "uniform"
     config.loss.sgld_start_uniform_fraction = 0.1
+    # The log p(x) term's chains sample p(x|y) for random labels (HDGE's code:
+    # --class_cond_p_x_sample); the term stays on log p(x).
+    config.loss.px_sgld_conditional_chains = False
     # A step with a non-finite loss/gradient or |loss| above this is not applied and
     # the trainer restarts from the last good checkpoint (train.divergence_retries).
     config.loss.divergence_threshold = 1e8

@@ -72,6 +72,10 @@ class HDGEClassifier(keras.Model):
         training images by `fit_chain_starts`, see `chain_starts`).
       sgld_start_uniform_fraction: with "class_gaussian", the share of fresh
         starts that are uniform noise all the same.
+      px_sgld_conditional_chains: the log p(x) term's chains sample p(x|y) for
+        uniformly drawn labels from a class-split buffer (HDGE's
+        `--class_cond_p_x_sample`); the term itself stays on log p(x), which
+        leaves p(y|x) alone where a log p(x|y) term would lower it.
       divergence_threshold: a training step whose loss is non-finite or larger in
         magnitude than this, or whose gradients are non-finite, is not applied
         (weights, optimizer, queue and replay buffer stay as they were) and counts
@@ -112,6 +116,7 @@ class HDGEClassifier(keras.Model):
         sgld_batch_size: int = 0,
         sgld_start: str = "uniform",
         sgld_start_uniform_fraction: float = 0.1,
+        px_sgld_conditional_chains: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -165,6 +170,7 @@ class HDGEClassifier(keras.Model):
         self.sgld_batch_size = int(sgld_batch_size)
         self.sgld_start = sgld_start
         self.sgld_start_uniform_fraction = float(sgld_start_uniform_fraction)
+        self.px_sgld_conditional_chains = bool(px_sgld_conditional_chains)
         # Only SGLD training has a buffer (and chain starts): old files load as-is.
         self.replay_buffer = self.chain_starts = None
         sgld_terms = [t for t in SGLD_MONITORS if self.loss_weights_[t] > 0]
@@ -172,7 +178,7 @@ class HDGEClassifier(keras.Model):
             self.replay_buffer = sampling.ReplayBuffer(
                 self.replay_buffer_size,
                 self.image_shape,
-                self.num_classes if self.loss_weights_["pxy_sgld"] > 0 else None,
+                self.num_classes if self._class_chains() else None,
                 name="replay_buffer",
             )
             if sgld_start == "class_gaussian":
@@ -204,6 +210,12 @@ class HDGEClassifier(keras.Model):
         return energy.logits(self.backbone, images, training)
 
     # Training -------------------------------------------------------------------
+
+    def _class_chains(self) -> bool:
+        """Whether any SGLD chain samples p(x|y) (then the buffer is class-split)."""
+        return self.loss_weights_["pxy_sgld"] > 0 or (
+            self.loss_weights_["px_sgld"] > 0 and self.px_sgld_conditional_chains
+        )
 
     @property
     def energy_cap(self) -> float:
@@ -337,13 +349,11 @@ class HDGEClassifier(keras.Model):
             total += tf.add_n([tf.cast(v, tf.float32) for v in self.losses])
         return total
 
-    def _sgld_chains(self, num_chains, labels=None):
+    def _sgld_chains(self, num_chains, labels=None, stream=_PXY_CHAINS_STREAM):
         """(samples, buffer indices, labels) of `num_chains` chains; with `labels`
         they sample p(x|y) for those labels. Runs outside the gradient tape with
         the network in inference mode; the compiled chain works in float32."""
-        seed = self.step_seed(
-            _PX_CHAINS_STREAM if labels is None else _PXY_CHAINS_STREAM
-        )
+        seed = self.step_seed(_PX_CHAINS_STREAM if labels is None else stream)
         fresh = None
         if self.chain_starts is not None:
             start_labels = labels
@@ -383,10 +393,12 @@ class HDGEClassifier(keras.Model):
         uniformly drawn ones (HDGE's code draws them the same way)."""
         if not self.sgld_batch_size:
             return labels
-        draw = sampling.uniform_noise(
-            [self._num_chains(labels)], self.step_seed(_PXY_CHAINS_STREAM + 1)
-        )
-        return tf.cast(draw * self.num_classes, labels.dtype)
+        return self._random_labels(self._num_chains(labels), _PXY_CHAINS_STREAM + 1)
+
+    def _random_labels(self, num, stream: int) -> tf.Tensor:
+        """`num` class labels drawn uniformly from this step's stream `stream`."""
+        draw = sampling.uniform_noise([num], self.step_seed(stream))
+        return tf.cast(draw * self.num_classes, tf.int32)
 
     def sgld_terms(
         self, logits, labels, chains, px_logits=None
@@ -454,7 +466,13 @@ class HDGEClassifier(keras.Model):
         px_data = images if unlabeled is None else unlabeled
         chains = {}
         if self.loss_weights_["px_sgld"] > 0:
-            chains["px_sgld"] = self._sgld_chains(self._num_chains(px_data))
+            num_chains = self._num_chains(px_data)
+            px_labels = None
+            if self.px_sgld_conditional_chains:
+                px_labels = self._random_labels(num_chains, _PX_CHAINS_STREAM + 10)
+            chains["px_sgld"] = self._sgld_chains(
+                num_chains, px_labels, _PX_CHAINS_STREAM
+            )
         if self.loss_weights_["pxy_sgld"] > 0:
             chain_labels = self._chain_labels(labels)
             chains["pxy_sgld"] = self._sgld_chains(
@@ -562,6 +580,7 @@ class HDGEClassifier(keras.Model):
             sgld_batch_size=self.sgld_batch_size,
             sgld_start=self.sgld_start,
             sgld_start_uniform_fraction=self.sgld_start_uniform_fraction,
+            px_sgld_conditional_chains=self.px_sgld_conditional_chains,
         )
         return config
 

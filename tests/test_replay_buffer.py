@@ -102,21 +102,28 @@ def _sgld_model(**kwargs):
     return model
 
 
-@pytest.mark.parametrize("term", ["px_sgld", "pxy_sgld"])
+@pytest.mark.parametrize("term", ["px_sgld", "pxy_sgld", "px_sgld_conditional"])
 def test_train_step_sgld_term_matches_a_manual_computation(separable_data, term):
     """With 0 SGLD steps and every chain re-initialized, the samples are the fresh
     noise the step writes back; recompute the term from those rows and the
-    pre-step weights (a twin model: same seed, same weights)."""
+    pre-step weights (a twin model: same seed, same weights). Conditional
+    chains of the log p(x) term live in a class-split buffer, and the term is
+    still on log p(x)."""
     images, labels = separable_data
     images, labels = images[:8], labels[:8]
+    conditional = term == "px_sgld_conditional"
+    term = term.removesuffix("_conditional")
     kwargs = {
         f"{term}_weight": 1.0,
+        "px_sgld_conditional_chains": conditional,
         "energy_l2_weight": 0.1,
         "sgld_steps": 0,
         "reinit_freq": 1.0,
         "replay_buffer_size": 4000,  # 8 draws: a repeated row is unlikely
     }
     model, twin = _sgld_model(**kwargs), _sgld_model(**kwargs)
+    split = term == "pxy_sgld" or conditional
+    assert model.replay_buffer.num_classes == (4 if split else None)
     before = model.replay_buffer.images.numpy().copy()
     logs = model.train_on_batch(images, labels, return_dict=True)
     after = model.replay_buffer.images.numpy()
