@@ -61,9 +61,12 @@ def get_config(size: str = "full") -> ml_collections.ConfigDict:
     config.judge = _variant("mnist5k_ce", "judge (CE classifier)", ["seed=1000"])
 
     config.sampling = ml_collections.ConfigDict()
-    config.sampling.per_class = 50  # conditional samples per class
-    config.sampling.unconditional = 500
-    config.sampling.steps = 100
+    # Conditional chains per class and unconditional chains, each from every
+    # start a model has (uniform noise, its replay buffer, its class Gaussians),
+    # scored at 0 steps and after `steps`.
+    config.sampling.per_class = 20
+    config.sampling.unconditional = 100
+    config.sampling.steps = 500
     config.sampling.seed = 0
 
     if size == "tiny":  # tests: a few steps of a tiny network

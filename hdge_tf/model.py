@@ -10,6 +10,7 @@ unhealthy steps in `hdge_tf.distribute`.
 from __future__ import annotations
 
 import copy
+import math
 
 import keras
 import tensorflow as tf
@@ -231,6 +232,30 @@ class HDGEClassifier(keras.Model):
         if not penalty:
             return float("inf")
         return (weight + self.loss_weights_["ce"]) / (2.0 * penalty)
+
+    @property
+    def settled_confidence(self) -> float:
+        """p(y|x) where the energy penalty settles a right example once the SGLD
+        samples look like the data (1 without the penalty).
+
+        Then a data term and the sample term beside it cancel, and only CE's
+        α(1 - p) pushes the labelled logit against the penalty's 2λf: f settles
+        at α(1 - p) / (2λ) with p = 1 / (1 + (C - 1) e^-f) (the other logits near
+        0), far below `energy_cap`. Solved by bisection on f.
+        """
+        penalty = self.loss_weights_["energy_l2"]
+        if not penalty:
+            return 1.0
+        rest = self.num_classes - 1
+        low, high = 0.0, self.energy_cap
+        for _ in range(60):
+            logit = (low + high) / 2
+            confidence = 1.0 / (1.0 + rest * math.exp(-logit))
+            if self.loss_weights_["ce"] * (1 - confidence) > 2 * penalty * logit:
+                low = logit
+            else:
+                high = logit
+        return 1.0 / (1.0 + rest * math.exp(-low))
 
     def fit_chain_starts(self, images, labels) -> None:
         """Fits the class Gaussians of `sgld_start="class_gaussian"` to training

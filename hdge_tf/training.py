@@ -243,21 +243,29 @@ def _fit_chain_starts(model: HDGEClassifier, config) -> None:
 
 
 def _warn_if_capped(model: HDGEClassifier) -> None:
-    """Warns when the energy penalty caps the labelled logit below what a model
-    needs to say 99% where it is right (the other logits near 0)."""
+    """Warns when the energy penalty keeps a right example's p(y|x) below 99%:
+    always (its labelled logit capped below the log(99 (C - 1)) that needs, the
+    other logits near 0), or once the SGLD samples look like the data."""
     needed = float(np.log(99.0 * (model.num_classes - 1)))
-    cap = model.energy_cap
-    if cap < needed:
+    cap, settled = model.energy_cap, model.settled_confidence
+    if cap < needed or settled < 0.99:
         logging.warning(
             "loss.energy_l2_weight caps the data's labelled logit near %.1f "
-            "((SGLD weight + CE weight) / (2 * energy_l2_weight)), below the %.1f a "
-            "classifier needs to be 99%% confident: expect an under-confident model "
-            "(high ECE). Lower loss.energy_l2_weight or the SGLD weights.",
+            "((SGLD weight + CE weight) / (2 * energy_l2_weight); %.1f gives 99%% "
+            "confidence), and once samples look like the data it settles where "
+            "p(y|x) = %.3f: expect an under-confident model (high ECE). Lower "
+            "loss.energy_l2_weight.",
             cap,
             needed,
+            settled,
         )
     elif np.isfinite(cap):
-        logging.info("Energy L2 penalty: labelled logits capped near %.1f.", cap)
+        logging.info(
+            "Energy L2 penalty: labelled logits capped near %.1f, settling at "
+            "p(y|x) = %.3f.",
+            cap,
+            settled,
+        )
 
 
 def _check_train_config(config) -> None:

@@ -202,3 +202,27 @@ def test_a_probability_head_is_rejected(head):
     outputs = layer(hidden)
     with pytest.raises(ValueError, match="needs raw logits"):
         HDGEClassifier(keras.Model(inputs, outputs), 40)
+
+
+@pytest.mark.parametrize("penalty", [0.1, 0.003, 0.0005])
+def test_energy_cap_and_settled_confidence_match_their_closed_forms(penalty):
+    """cap = (w + α) / (2λ); the settled logit solves α(1 - p) = 2λf with
+    p = 1 / (1 + (C - 1) e^-f), here by scipy's root finder."""
+    from scipy.optimize import brentq
+
+    model = HDGEClassifier(
+        tiny_backbone(num_classes=10),
+        queue_size=64,
+        ce_weight=1.5,
+        pxy_sgld_weight=0.2,
+        energy_l2_weight=penalty,
+    )
+    assert model.energy_cap == pytest.approx((0.2 + 1.5) / (2 * penalty))
+
+    def confidence(logit):
+        return 1.0 / (1.0 + 9.0 * np.exp(-logit))
+
+    logit = brentq(lambda f: 1.5 * (1 - confidence(f)) - 2 * penalty * f, 0, 100)
+    assert model.settled_confidence == pytest.approx(confidence(logit), abs=1e-6)
+    no_penalty = HDGEClassifier(tiny_backbone(), queue_size=64, pxy_sgld_weight=0.2)
+    assert no_penalty.energy_cap == np.inf and no_penalty.settled_confidence == 1.0

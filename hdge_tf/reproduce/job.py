@@ -96,7 +96,8 @@ def real_ceiling(judge_model, config, sampling: dict) -> dict:
 
 def score_samples(model, judge_model, config, sampling: dict, output_dir: Path):
     """Conditional and unconditional SGLD samples of `model` from every start it
-    has (`generation.available_starts`), at 0 steps (the starts themselves: what
+    has (`generation.available_starts`; unconditional chains not from the class
+    Gaussians), at 0 steps (the starts themselves: what
     the initializer alone gives) and at `sampling["steps"]`: the judge's scores
     as {mode: {start: {steps: scores}}}, grids of the sampled ones in
     `output_dir` (MODE_START.png)."""
@@ -108,6 +109,8 @@ def score_samples(model, judge_model, config, sampling: dict, output_dir: Path):
         conditional = mode == "conditional"
         result[mode] = {}
         for start in generation.available_starts(model):
+            if start == "gaussian" and not conditional:
+                continue  # a mixture of the class Gaussians tells nothing more
             result[mode][start] = {}
             for steps in sorted({0, sampling["steps"]}):
                 began = time.time()
