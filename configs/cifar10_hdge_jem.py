@@ -15,6 +15,19 @@ from hdge_tf.configs import cifar10_hdge
 
 def get_config():
     config = cifar10_hdge.get_config()
+    # The published recipe, unchanged. What the MNIST demo taught
+    # (docs/hdge_jem.md), should this run diverge or come out under-confident:
+    # - Watch history.csv / TensorBoard: px_data_energy and px_sample_energy
+    #   apart and drifting (the sample energy climbing towards
+    #   px_sgld_weight / (2 * energy_l2_weight)) means the chains lost the data:
+    #   the run is about to diverge. A positive loss.energy_l2_weight bounds it.
+    # - That penalty also caps confidence: hdge-train logs the p(y|x) a right
+    #   example settles at (`HDGEClassifier.settled_confidence`) and warns below
+    #   99%; keep energy_l2_weight small (the demo: 5e-4, not JEM users' 0.1).
+    # - loss.sgld_clip=True keeps chains in [-1, 1] (unclipped demo chains
+    #   reached -12..20), loss.sgld_start="class_gaussian" with
+    #   sgld_start_uniform_fraction=0.5 starts them near each class (JEM++),
+    #   loss.sgld_batch_size decouples the chains from the batch (HDGE's code).
     config.loss.px_sgld_weight = 1.0
     config.loss.sgld_steps = 20
     config.loss.sgld_step_size = 1.0
