@@ -6,6 +6,8 @@ The bad inputs a new user tries: one process per program runs all of its cases
 """
 
 import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import SMOKE_OVERRIDES, smoke_flags
 
-from hdge_tf import workdir
+from hdge_tf import run_lock, workdir
 from hdge_tf.configs import mnist5k_hdge
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,13 +95,13 @@ CASES = [
         "hdge_train",
         "zero_temperature",
         _train("temperature", "--config.loss.temperature=0.0"),
-        "temperature must be positive, got 0.0.",
+        "loss.temperature=0.0: expected a finite number > 0.",
     ),
     (
         "hdge_train",
         "zero_batch",
         _train("batch", "--config.train.batch_size=0"),
-        "batch_size must be positive, got 0.",
+        "train.batch_size=0: expected an integer >= 1.",
     ),
     (
         "hdge_train",
@@ -124,6 +126,15 @@ CASES = [
         "corrupt_checkpoint",
         [*smoke_flags(), "--workdir={tmp}/corrupt"],
         "Cannot resume from checkpoint {tmp}/corrupt/checkpoints/ckpt-1",
+    ),
+    (
+        "hdge_train",
+        "workdir_in_use",
+        [*smoke_flags(), "--workdir={tmp}/in_use"],
+        # Held by this test's process, alive on this host.
+        f"The workdir {{tmp}}/in_use is in use by PID {os.getpid()} on host "
+        f"{socket.gethostname()} (lock file {{tmp}}/in_use/.lock); wait for that "
+        "run to finish or stop it, or pass another --workdir.",
     ),
     (
         "hdge_train",
@@ -186,6 +197,7 @@ def _prepare(tmp: Path) -> None:
     (tmp / "tfds").mkdir()
     (tmp / "garbage.keras").write_bytes(b"garbage")
     (tmp / "notes.txt").write_text("not a model\n")
+    run_lock.acquire(tmp / "in_use")
     # A checkpoint that cannot be read, in a run without config.json.
     checkpoints = tmp / "corrupt" / "checkpoints"
     checkpoints.mkdir(parents=True)
