@@ -8,7 +8,9 @@ ends the program with exit status 1 and, as the last line on stderr,
     hdge-train: error: <what is wrong, and how to fix it where we know>
 
 without a traceback; `--verbosity=1` (or higher) shows the traceback too. Other
-exceptions are bugs and keep their traceback.
+exceptions are bugs and keep their traceback. A run stopped by SIGINT/SIGTERM
+(`hdge_tf.interrupts`) ends with `hdge-train: interrupted in epoch N; run the same
+command to resume` and exit status 130/143.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import functools
 import sys
 
 from absl import app, flags
+
+from hdge_tf import interrupts
 
 # What the library raises for bad inputs (DatasetUnavailableError and
 # TrainingDiverged are RuntimeErrors, missing files OSErrors); TensorFlow's OpError
@@ -91,6 +95,11 @@ def _verbose() -> bool:
 def _main_with_errors(main, program: str, argv: list[str]):
     try:
         return main(argv)
+    except interrupts.Interrupted as err:
+        if _verbose():
+            raise
+        print(f"{program}: {err}", file=sys.stderr, flush=True)
+        sys.exit(err.exit_status)
     except Exception as err:
         if not _is_user_error(err) or _verbose():
             raise

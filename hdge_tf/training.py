@@ -4,6 +4,11 @@ The workdir's layout (config.json, checkpoints/, model.keras, metrics.json, ...)
 `hdge_tf.workdir.RunDir`'s; the callbacks (checkpoints, the divergence guard,
 sample grids) are in `hdge_tf.callbacks`. This module puts them together.
 
+SIGINT/SIGTERM stop training at the next batch boundary with `interrupts.Interrupted`
+(the CLI's one line and exit status 130/143); a full disk ends it with
+`interrupts.DiskFullError` naming the workdir. Either way the checkpoints written
+so far are intact.
+
 Calling `train` again on a workdir that holds a checkpoint resumes from it (a config
 that differs from the run's config.json is checked first: `workdir.check_resume`).
 Every random draw is a function of (seed, epoch, step): data order and augmentation
@@ -26,7 +31,7 @@ import tensorflow as tf
 from absl import logging
 
 from hdge_tf import data as data_lib
-from hdge_tf import distribute, hardware, run_lock
+from hdge_tf import distribute, hardware, interrupts, run_lock
 from hdge_tf.callbacks import DivergenceGuard, EpochCheckpoint, RunState, SampleGrid
 from hdge_tf.config_checks import check_config
 from hdge_tf.evaluation import report
@@ -136,7 +141,11 @@ def train_model(
     """`train`, also returning the kept model."""
     check_config(config)
     # The policy holds while models are built; the caller's is restored after.
-    with hardware.precision_policy(config.precision):
+    with (
+        hardware.precision_policy(config.precision),
+        interrupts.signals_stop_training(),
+    ):
+        interrupts.set_phase("while preparing the run")
         return _train(config, RunDir(workdir), list(callbacks))
 
 
@@ -168,7 +177,14 @@ def _train(config, run: RunDir, extra_callbacks: list) -> tuple[HDGEClassifier, 
         )
     # Only the chief writes the run directory (other workers checkpoint elsewhere).
     with run_lock.hold(run.path) if chief else contextlib.nullcontext():
-        return _train_locked(config, run, strategy, data, model, state, extra_callbacks)
+        try:
+            return _train_locked(
+                config, run, strategy, data, model, state, extra_callbacks
+            )
+        except Exception as err:
+            if interrupts.is_disk_full(err):
+                raise interrupts.DiskFullError(run.path) from err
+            raise
 
 
 def _open_run(config, run: RunDir, strategy, model, state: RunState):
@@ -244,6 +260,7 @@ def _train_locked(
     else:
         logging.info("Workdir already trained to epoch %d; evaluating.", initial_epoch)
     train_seconds = time.time() - start
+    interrupts.set_phase(f"while evaluating epoch {int(state.epoch.numpy())}")
 
     metrics = evaluate(model, data, config, loop)
     selected_epoch = int(state.epoch.numpy())
@@ -383,10 +400,12 @@ def _fit(model, data, config, loop, state, validation, callbacks, verbose) -> No
         "verbose": (1 if sys.stdout.isatty() else 2) if verbose else 0,
     }
     batches = data.train_epochs(initial_epoch, train_cfg.epochs, seed)
-    if loop is not None:
-        loop.fit(batches, **fit_kwargs)
-    else:
-        model.fit(batches, shuffle=False, **fit_kwargs)
+    fit_kwargs["callbacks"] = [interrupts.StopOnSignal(), *callbacks]
+    with interrupts.deferred(f"in epoch {initial_epoch + 1}"):
+        if loop is not None:
+            loop.fit(batches, **fit_kwargs)
+        else:
+            model.fit(batches, shuffle=False, **fit_kwargs)
 
 
 def _restart_after_divergence(
