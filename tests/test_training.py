@@ -216,9 +216,18 @@ def test_trainer_and_report_agree_on_one_model(tmp_path):
     logits = model.predict(validation, verbose=0).astype(np.float64)
     scores = np.log(np.exp(logits).sum(-1))
     assert gate["threshold"] == pytest.approx(np.quantile(scores, 0.05), abs=1e-5)
+    upper = np.quantile(scores, 0.995)
+    assert gate["upper_threshold"] == pytest.approx(upper, abs=1e-5)
     assert set(gate["fpr"]) == set(config.eval.ood_sets)
     assert all(0 <= rate <= 1 for rate in gate["fpr"].values())
-    assert "## OOD gate" in (tmp_path / "eval" / "report.md").read_text()
+    text = " ".join((tmp_path / "eval" / "report.md").read_text().split())
+    assert "## OOD gate" in text
+    assert (
+        f"It also rejects log_px > {gate['upper_threshold']:.4f} (the 99.5% quantile "
+        "of the validation images: higher than nearly every real image scores), any "
+        "non-finite pixel, and pixels outside [-1, 1] by more than 0.1; the "
+        "signature's `reason` output names the check an input failed." in text
+    )
 
 
 def test_warm_start_copies_backbone_and_queue_and_adds_a_replay_buffer(tmp_path):
