@@ -169,8 +169,11 @@ def export_saved_model(
     Images of another height, width or channel count fail with an error naming
     the expected shape (a signature call does not check its input's shape).
     """
-    backbone = model.backbone if isinstance(model, HDGEClassifier) else model
-    image_shape = _image_shape(backbone)
+    if isinstance(model, HDGEClassifier):
+        # Its image shape, also for a subclassed backbone without defined inputs.
+        backbone, image_shape = model.backbone, model.image_shape
+    else:
+        backbone, image_shape = model, _image_shape(model)
     export_dir = str(export_dir)
 
     def logits_of(images):
