@@ -64,7 +64,10 @@ def warm_start(model: HDGEClassifier, source: str | Path) -> None:
     path = Path(source)
     if path.is_dir():
         path = RunDir(path).model_file
-    trained = load_model(path)
+    try:
+        trained = load_model(path)
+    except (OSError, ValueError) as err:  # named by the key that asked for it
+        raise ValueError(f"train.init_from={source}: {err}") from err
     for part in ("backbone", "queue"):
         ours, theirs = getattr(model, part), getattr(trained, part, None)
         if theirs is None or [w.shape for w in ours.weights] != [
@@ -175,6 +178,9 @@ def _train(config, run: RunDir, extra_callbacks: list) -> tuple[HDGEClassifier, 
         model.compile(
             optimizer=_optimizer(config, data.steps_per_epoch), jit_compile=jit_compile
         )
+    if train_cfg.init_from and not run.has_checkpoint():
+        # Before the workdir is touched: the source may fail to load or to fit.
+        warm_start(model, train_cfg.init_from)
     # Only the chief writes the run directory (other workers checkpoint elsewhere).
     with run_lock.hold(run.path) if chief else contextlib.nullcontext():
         try:
@@ -209,8 +215,6 @@ def _open_run(config, run: RunDir, strategy, model, state: RunState):
     resumed = restore_latest(checkpoint, manager)
     done = int(state.epoch.numpy())
     _check_epochs(config, run, done)
-    if resumed is None and train_cfg.init_from:
-        warm_start(model, train_cfg.init_from)
     if chief:
         write_atomic(run.config_file, config.to_json_best_effort(indent=2))
         repair_history(run.history_file, done)

@@ -81,6 +81,19 @@ def test_a_bad_value_changes_nothing(run, tmp_path, key, value, message):
     assert not (tmp_path / "new").exists()
 
 
+def test_an_init_from_that_does_not_load_is_named_before_the_workdir_exists(tmp_path):
+    (tmp_path / "garbage.keras").write_bytes(b"garbage")
+    config = smoke_config(epochs=1)
+    config.train.init_from = str(tmp_path / "garbage.keras")
+    with pytest.raises(
+        ValueError,
+        match=f"^train.init_from={tmp_path}/garbage.keras: {tmp_path}/garbage.keras "
+        "is not a .keras model archive",
+    ):
+        training.train(config, tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+
+
 def test_fewer_epochs_than_done_refuse_to_replace_the_model(run):
     before = _outputs(run)
     with pytest.raises(
