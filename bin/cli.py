@@ -8,15 +8,20 @@ ends the program with exit status 1 and, as the last line on stderr,
     hdge-train: error: <what is wrong, and how to fix it where we know>
 
 without a traceback; `--verbosity=1` (or higher) shows the traceback too. Other
-exceptions are bugs and keep their traceback.
+exceptions are bugs and keep their traceback. A run stopped by SIGINT/SIGTERM
+(`hdge_tf.interrupts`) ends with `hdge-train: interrupted in epoch N; run the same
+command to resume` and exit status 130/143.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import sys
 
 from absl import app, flags
+
+from hdge_tf import interrupts
 
 # What the library raises for bad inputs (DatasetUnavailableError and
 # TrainingDiverged are RuntimeErrors, missing files OSErrors); TensorFlow's OpError
@@ -57,6 +62,22 @@ def _unknown_config_field(err: BaseException, argv: list[str]) -> str:
     return f"{message}. {hint}".strip()
 
 
+_NOT_A_NUMBER = re.compile(
+    r"flag (--\S+?)=(.*?): (invalid literal for (int|float)\(\)|could not convert "
+    r"string to float)"
+)
+
+
+def _expected_type(message: str) -> str:
+    """Python's "invalid literal for int()" of a flag's value, with the type the
+    flag expects said in words first."""
+    match = _NOT_A_NUMBER.match(message)
+    if not match:
+        return message
+    expected = "an integer" if match.group(4) == "int" else "a number"
+    return f"{match.group(1)}={match.group(2)}: expected {expected} ({message})"
+
+
 def _load_config_files() -> None:
     """Uses every flag's value once: config_flags defers the error of a config file
     that failed to load (e.g. does not exist) to the config's first use."""
@@ -71,17 +92,55 @@ def _parse_flags(program: str, argv: list[str]) -> list[str]:
         _load_config_files()
         return args
     except flags.Error as err:
-        _exit(program, _one_line(err))
+        _exit(program, _expected_type(_one_line(err)))
     except (AttributeError, KeyError) as err:
         # config_flags' error for an override of a field the config does not have.
-        if not isinstance(err.__context__ or err, KeyError):
+        if isinstance(err.__context__ or err, KeyError):
+            _exit(program, _unknown_config_field(err, argv))
+        if _verbose_argv(argv):
             raise
-        _exit(program, _unknown_config_field(err, argv))
+        _exit(program, _config_file_error(err, argv))
     except OSError as err:
         # config_flags' error for a config file that does not load: the paths it
         # tried, then why (e.g. "[Errno 2] No such file or directory: 'x.py'").
         reason = str(err.__cause__ or err).strip().splitlines()[-1].strip()
         _exit(program, f"cannot load the config file: {reason}")
+    except Exception as err:
+        # Anything else raised while flags are parsed comes from running a config
+        # file's code: a syntax error, no get_config, an error in get_config.
+        if _verbose_argv(argv):
+            raise
+        _exit(program, _config_file_error(err, argv))
+
+
+def _config_file_error(err: Exception, argv: list[str]) -> str:
+    """One line for an exception raised by loading or running a config file."""
+    files = [arg.split("=", 1)[1] for arg in argv[1:] if arg.startswith("--config=")]
+    where = f"the config file {files[0]}" if files else "the config file"
+    if isinstance(err, SyntaxError):
+        return f"cannot load {where}: {err.msg} at line {err.lineno}: " + (
+            (err.text or "").strip()
+        )
+    if isinstance(err, AttributeError) and "get_config" in str(err):
+        return (
+            f"cannot load {where}: it defines no get_config(); a config file's "
+            "get_config() returns an ml_collections.ConfigDict (see configs/base.py)."
+        )
+    return f"cannot load {where}: {type(err).__name__}: {_one_line(err)}"
+
+
+def _verbose_argv(argv: list[str]) -> bool:
+    """--verbosity=N (or -v N) >= 1 on a command line whose parsing failed."""
+    for i, arg in enumerate(argv[1:], start=1):
+        name, separator, value = arg.partition("=")
+        if name.lstrip("-") in ("verbosity", "v"):
+            if not separator and i + 1 < len(argv):
+                value = argv[i + 1]
+            try:
+                return int(value) >= 1
+            except ValueError:
+                return False
+    return False
 
 
 def _verbose() -> bool:
@@ -91,6 +150,11 @@ def _verbose() -> bool:
 def _main_with_errors(main, program: str, argv: list[str]):
     try:
         return main(argv)
+    except interrupts.Interrupted as err:
+        if _verbose():
+            raise
+        print(f"{program}: {err}", file=sys.stderr, flush=True)
+        sys.exit(err.exit_status)
     except Exception as err:
         if not _is_user_error(err) or _verbose():
             raise

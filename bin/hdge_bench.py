@@ -107,12 +107,35 @@ _ISOLATE = flags.DEFINE_boolean(
 _OUTPUT = flags.DEFINE_string("output", "bench.json", "Where the JSON report goes.")
 
 
+# Dtype policies a benchmark step runs under (Keras accepts more, e.g. float64, that
+# our steps do not support).
+_SUPPORTED_PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+def _check_list_flags() -> None:
+    """Each list flag's values before anything runs: one line naming the flag."""
+    for holder, allowed in (
+        (_MODES, bench.MODES),
+        (_PRECISIONS, _SUPPORTED_PRECISIONS),
+    ):
+        unknown = [v for v in holder.value if v not in allowed]
+        if unknown or not holder.value:
+            raise app.UsageError(
+                f"--{holder.name}={','.join(holder.value)}: "
+                f"{'unknown ' + ', '.join(unknown) if unknown else 'empty'}; "
+                f"allowed values: {', '.join(allowed)} (comma-separated)."
+            )
+    if not all(b.isdigit() and int(b) > 0 for b in _BATCH_SIZES.value):
+        raise app.UsageError(
+            f"--batch_sizes={','.join(_BATCH_SIZES.value)}: expected positive "
+            "integers, comma-separated (e.g. 64,256)."
+        )
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    unknown = sorted(set(_MODES.value) - set(bench.MODES))
-    if unknown:
-        raise app.UsageError(f"Unknown modes {unknown}; use {bench.MODES}.")
+    _check_list_flags()
     try:
         bench.parse_network(_NETWORK.value)
         options = bench.TimingOptions(

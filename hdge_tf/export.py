@@ -4,16 +4,31 @@ Only the classifier (the backbone) is written: the logit queue, replay buffer an
 optimizer are training state and stay behind. Reload with `tf.saved_model.load`, or
 serve with TF Serving; `saved_model_cli show --all --dir DIR` lists the signatures.
 
-With an `OODGate` (beyond the published code) a third signature, `gate`, flags
-inputs as in-distribution when log p(x) >= a threshold chosen on held-out
-validation images at a stated true-positive rate; the threshold is a constant of
-the SavedModel and is also written to `assets.extra/gate.json`.
+With an `OODGate` (beyond the published code) a third signature, `gate`, calls an
+input in-distribution only when all of these hold, and says which failed in its
+`reason` output:
+
+  finite               every pixel is finite ("non_finite_input"; a NaN pixel
+                       makes log p(x) NaN or +inf, which no threshold rejects)
+  in the data range    every pixel within `input_range` (-1, 1) widened by
+                       `range_tolerance` ("outside_data_range": e.g. 0..255 pixels)
+  log p(x) >= threshold  the log p(x) that a fraction `tpr` of held-out
+                       validation images reach ("log_px_below_threshold")
+  log p(x) <= upper_threshold  the `upper_quantile` (99.5%) of the validation
+                       log p(x): inputs scored above nearly all real images are
+                       not typical of them ("log_px_above_validation_range"); it
+                       costs at most 0.5 point of validation TPR.
+
+The thresholds are constants of the SavedModel and are also written to
+`assets.extra/gate.json`. Every signature checks that its images are
+[batch, H, W, C] of the model's H, W and C, and fails naming the expected shape.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import keras
@@ -29,30 +44,86 @@ SIGNATURES = {
 }
 GATE_SIGNATURE = (
     "gate",
-    ("logits", "probabilities", "log_px", "in_distribution", "threshold"),
+    (
+        "logits",
+        "probabilities",
+        "log_px",
+        "in_distribution",
+        "reason",
+        "threshold",
+        "upper_threshold",
+    ),
 )
+# The `reason` output of the gate, in the order the checks apply.
+REASONS = (
+    "non_finite_input",
+    "outside_data_range",
+    "log_px_above_validation_range",
+    "log_px_below_threshold",
+    "in_distribution",
+)
+# The validation quantile of log p(x) above which the gate rejects.
+UPPER_QUANTILE = 0.995
 
 
 @dataclasses.dataclass(frozen=True)
 class OODGate:
-    """Accepts an input as in-distribution when log p(x) >= `threshold`, the
-    log p(x) that a fraction `tpr` of `num_validation` held-out images reach."""
+    """Accepts an input as in-distribution when its pixels are finite and within
+    `input_range` +- `range_tolerance`, and `threshold` <= log p(x) <=
+    `upper_threshold`: the log p(x) that a fraction `tpr`, and the `upper_quantile`
+    of `num_validation` held-out images reach (module docstring)."""
 
     threshold: float
     tpr: float
     num_validation: int
     score: str = "log_px"
     inputs: str = "raw images, no test-time noise (as the signature receives them)"
+    # Defaults of a gate.json written before these checks: no upper bound.
+    upper_threshold: float = math.inf
+    upper_quantile: float = 1.0
+    input_range: tuple[float, float] = (-1.0, 1.0)
+    # Pixels of images converted from uint8 are within the range exactly; the
+    # tolerance admits resampling overshoot and mild noise, not 0..255 pixels.
+    range_tolerance: float = 0.1
+
+
+def gate_decision(gate: OODGate, images, log_px) -> tuple[tf.Tensor, tf.Tensor]:
+    """(in_distribution [batch] bool, reason [batch] string, one of `REASONS`) of
+    float32 `images` [batch, H, W, C] with their `log_px` [batch]: the one
+    implementation the exported signature and the evaluation report share."""
+    images = tf.convert_to_tensor(images, tf.float32)
+    log_px = tf.convert_to_tensor(log_px, tf.float32)
+    low = gate.input_range[0] - gate.range_tolerance
+    high = gate.input_range[1] + gate.range_tolerance
+    pixels = tf.reshape(images, (tf.shape(images)[0], -1))
+    finite = tf.reduce_all(tf.math.is_finite(pixels), axis=-1)
+    in_range = tf.reduce_all((pixels >= low) & (pixels <= high), axis=-1)
+    too_high = log_px > tf.constant(gate.upper_threshold, tf.float32)
+    # NaN compares False: a NaN log p(x) is below the threshold, not accepted.
+    high_enough = log_px >= tf.constant(gate.threshold, tf.float32)
+    failed = [~finite, ~in_range, too_high, ~high_enough]
+    reason = tf.fill(tf.shape(log_px), REASONS[-1])
+    for fails, name in reversed(list(zip(failed, REASONS[:-1], strict=True))):
+        reason = tf.where(fails, name, reason)
+    return reason == REASONS[-1], reason
 
 
 def fit_gate(
     model: keras.Model, validation_images, tpr: float = 0.95, batch_size: int = 256
 ) -> OODGate:
     """The gate whose threshold is the (1 - tpr) quantile of log p(x) over
-    `validation_images` (in-distribution images the model did not train on)."""
+    `validation_images` (in-distribution images the model did not train on), and
+    whose upper threshold is their `UPPER_QUANTILE`."""
     logits = energy.predict_logits(model, validation_images, batch_size)
-    threshold = threshold_at_tpr(energy.log_px(logits), tpr)
-    return OODGate(threshold, float(tpr), len(validation_images))
+    scores = np.asarray(energy.log_px(logits), np.float64)
+    threshold = threshold_at_tpr(scores, tpr)
+    return OODGate(
+        threshold,
+        float(tpr),
+        len(validation_images),
+        upper_threshold=float(np.quantile(scores, UPPER_QUANTILE)),
+        upper_quantile=UPPER_QUANTILE,
+    )
 
 
 def threshold_at_tpr(in_scores, tpr: float = 0.95) -> float:
@@ -90,12 +161,23 @@ def export_saved_model(
         max_softmax    [batch]  max_y p(y|x), the classifier's confidence.
       gate (only with `gate`):
         logits, probabilities, log_px  as above.
-        in_distribution  [batch] bool  log_px >= threshold.
-        threshold        [batch]  the gate's threshold, repeated per input.
+        in_distribution  [batch] bool  every check of `gate_decision` passed.
+        reason           [batch] string  the first check that failed (`REASONS`),
+                                 "in_distribution" when none did.
+        threshold, upper_threshold  [batch]  the gate's log p(x) bounds, repeated.
+
+    Images of another height, width or channel count fail with an error naming
+    the expected shape (a signature call does not check its input's shape).
     """
-    backbone = model.backbone if isinstance(model, HDGEClassifier) else model
-    image_shape = _image_shape(backbone)
+    if isinstance(model, HDGEClassifier):
+        # Its image shape, also for a subclassed backbone without defined inputs.
+        backbone, image_shape = model.backbone, model.image_shape
+    else:
+        backbone, image_shape = model, _image_shape(model)
     export_dir = str(export_dir)
+
+    def logits_of(images):
+        return energy.logits(backbone, _check_shape(images, image_shape))
 
     def serving_default(images):
         """images: float32 [batch, H, W, C] in [-1, 1] (uint8 pixels: x / 127.5 - 1).
@@ -103,7 +185,7 @@ def export_saved_model(
         Returns float32 `logits` [batch, classes] and `probabilities` = softmax of
         the logits, p(y|x), [batch, classes].
         """
-        logits = energy.logits(backbone, images)
+        logits = logits_of(images)
         return {"logits": logits, "probabilities": energy.probabilities(logits)}
 
     def energy_fn(images):
@@ -113,7 +195,7 @@ def export_saved_model(
         unnormalized log p(x), higher = more in-distribution; and `max_softmax`
         [batch], max_y p(y|x).
         """
-        logits = energy.logits(backbone, images)
+        logits = logits_of(images)
         return {
             "log_px": energy.log_px(logits),
             "max_softmax": energy.max_softmax(logits),
@@ -126,20 +208,24 @@ def export_saved_model(
     archive.add_endpoint("serving_default", serving_default, [spec])
     archive.add_endpoint("energy", energy_fn, [spec])
     if gate is not None:
-        threshold = tf.constant(gate.threshold, tf.float32)
 
         def gate_fn(images):
             """images: float32 [batch, H, W, C] in [-1, 1]. Returns logits,
-            probabilities, log_px, `in_distribution` = log_px >= threshold (bool),
-            and the threshold (per input)."""
-            logits = energy.logits(backbone, images)
+            probabilities, log_px, `in_distribution` (bool), its `reason`, and the
+            log p(x) bounds (per input); see `gate_decision`."""
+            logits = logits_of(images)
             density = energy.log_px(logits)
+            accepted, reason = gate_decision(gate, images, density)
             return {
                 "logits": logits,
                 "probabilities": energy.probabilities(logits),
                 "log_px": density,
-                "in_distribution": density >= threshold,
-                "threshold": tf.fill(tf.shape(density), threshold),
+                "in_distribution": accepted,
+                "reason": reason,
+                "threshold": tf.fill(tf.shape(density), float(gate.threshold)),
+                "upper_threshold": tf.fill(
+                    tf.shape(density), float(gate.upper_threshold)
+                ),
             }
 
         archive.add_endpoint(GATE_SIGNATURE[0], gate_fn, [spec])
@@ -156,7 +242,10 @@ def read_gate(export_dir: str | Path) -> OODGate | None:
     path = Path(export_dir) / "assets.extra" / "gate.json"
     if not path.is_file():
         return None
-    return OODGate(**json.loads(path.read_text()))
+    fields = json.loads(path.read_text())
+    if "input_range" in fields:
+        fields["input_range"] = tuple(fields["input_range"])
+    return OODGate(**fields)
 
 
 def describe_signatures(export_dir: str | Path) -> str:
@@ -175,6 +264,22 @@ def _specs(specs: dict[str, tf.TensorSpec]) -> str:
         f"{key} {spec.dtype.name}{spec.shape.as_list()}"
         for key, spec in sorted(specs.items())
     )
+
+
+def _check_shape(images, image_shape) -> tf.Tensor:
+    """`images` once their [batch, H, W, C] is checked against `image_shape` (None
+    for a free axis) at run time: a signature's input spec is not enforced on its
+    callers."""
+    expected = ", ".join("any" if d is None else str(int(d)) for d in image_shape)
+    axes = [axis for axis, d in enumerate(image_shape, start=1) if d is not None]
+    check = tf.debugging.assert_equal(
+        tf.gather(tf.shape(images), axes),
+        tf.constant([int(image_shape[a - 1]) for a in axes], tf.int32),
+        message=f"images must have shape [batch, {expected}] (height, width, "
+        "channels) for this model",
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(images)
 
 
 def _image_shape(backbone) -> tuple:

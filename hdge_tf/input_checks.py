@@ -35,7 +35,13 @@ def unpack_batch(data, image_shape, num_classes: int) -> Batch:
     if labels is None:
         raise ValueError("HDGEClassifier needs (images, labels) to train/evaluate.")
     if sample_weight is not None:
-        raise ValueError("HDGEClassifier does not support sample weights.")
+        raise ValueError(
+            "HDGEClassifier does not support sample weights: fit's class_weight= "
+            "and sample_weight= (and (x, y, weight) datasets) weight a single "
+            "loss, and its loss has several terms, of which the contrastive ones "
+            "pair each image with the whole logit queue. Balance the classes in "
+            "the data instead (e.g. by resampling)."
+        )
     unlabeled = None
     if isinstance(images, dict):
         unknown = set(images) - {"images", "unlabeled"}
@@ -111,6 +117,21 @@ def check_labels(labels, num_classes: int) -> tf.Tensor:
     """`labels` as int32 class indices in [0, num_classes), [N] (an [N, 1] column
     is squeezed)."""
     labels = tf.convert_to_tensor(labels)
+    if labels.shape.rank is None:
+        # A step Keras retraced with relaxed shapes (labels [N] in one fit, [N, 1]
+        # in the next): either is N values, one per image, whatever the rank.
+        checks = [
+            tf.debugging.assert_rank_in(
+                labels, [1, 2], "Labels must have shape [batch] or [batch, 1]."
+            ),
+            tf.debugging.assert_equal(
+                tf.size(labels),
+                tf.shape(labels)[0],
+                "Labels must have shape [batch] or [batch, 1].",
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            labels = tf.reshape(labels, [-1])
     if labels.shape.rank == 2 and labels.shape[-1] == 1:
         labels = tf.squeeze(labels, -1)
     if labels.shape.rank != 1:

@@ -89,6 +89,12 @@ class HDGEClassifier(keras.Model):
       seed: every random draw of a training step (input noise, SGLD chains) is a
         stateless function of (seed, optimizer step, replica), so a run resumed
         from a checkpoint draws what an uninterrupted run would have.
+      image_shape: (H, W, C) of the images; needed only for a subclassed backbone
+        that was never built or called (a functional one states its input shape).
+
+    Loading a saved model needs the classes registered: `import hdge_tf` before
+    `keras.saving.load_model("model.keras")`, or Keras reports "Could not locate
+    class 'HDGEClassifier'".
     """
 
     def __init__(
@@ -118,6 +124,7 @@ class HDGEClassifier(keras.Model):
         sgld_start: str = "uniform",
         sgld_start_uniform_fraction: float = 0.1,
         px_sgld_conditional_chains: bool = False,
+        image_shape: tuple[int, int, int] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -140,8 +147,8 @@ class HDGEClassifier(keras.Model):
                 f"divergence_threshold must be positive, got {divergence_threshold}."
             )
         self.backbone = backbone
-        self.image_shape = tuple(backbone.input_shape[1:])
-        self.num_classes = int(backbone.output_shape[-1])
+        self.image_shape = _backbone_image_shape(backbone, image_shape)
+        self.num_classes = _backbone_num_classes(backbone, self.image_shape)
         self.temperature = float(temperature)
         self.loss_weights_ = {
             "ce": float(ce_weight),
@@ -606,6 +613,7 @@ class HDGEClassifier(keras.Model):
             sgld_start=self.sgld_start,
             sgld_start_uniform_fraction=self.sgld_start_uniform_fraction,
             px_sgld_conditional_chains=self.px_sgld_conditional_chains,
+            image_shape=self.image_shape,
         )
         return config
 
@@ -614,6 +622,61 @@ class HDGEClassifier(keras.Model):
         config = copy.deepcopy(config)  # deserializing consumes the nested dict
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         return cls(**config)
+
+    def export(self, filepath, format="tf_saved_model", input_signature=None, **kw):
+        """Keras's `Model.export`, for float32 images [batch, H, W, C] unless told
+        otherwise: this model is built in __init__, not by a first call, so Keras
+        has no call to infer the signature from."""
+        if input_signature is None:
+            input_signature = [
+                keras.InputSpec(shape=(None, *self.image_shape), dtype="float32")
+            ]
+        return super().export(
+            filepath, format=format, input_signature=input_signature, **kw
+        )
+
+
+def _backbone_image_shape(backbone: keras.Model, image_shape) -> tuple:
+    """(H, W, C) of the backbone's images: `image_shape` if given, else its input
+    shape (functional, Sequential), else the shape it was built with or first
+    called on (a subclassed model); an error saying what to pass otherwise."""
+    if image_shape is None:
+        try:
+            image_shape = backbone.input_shape[1:]
+        except (AttributeError, ValueError):
+            # Keras records the shape a subclassed model was built or called with.
+            shapes = list(
+                (getattr(backbone, "_build_shapes_dict", None) or {}).values()
+            )
+            if len(shapes) != 1 or len(shapes[0]) != 4:
+                raise ValueError(
+                    f"HDGEClassifier cannot tell which images the backbone "
+                    f"{backbone.name!r} takes (a subclassed model that was never "
+                    "built or called): pass image_shape=(height, width, channels), "
+                    "or call the backbone on a batch of images first."
+                ) from None
+            image_shape = shapes[0][1:]
+    image_shape = tuple(None if d is None else int(d) for d in image_shape)
+    if len(image_shape) != 3:
+        raise ValueError(
+            f"image_shape must be (height, width, channels), got {image_shape}."
+        )
+    return image_shape
+
+
+def _backbone_num_classes(backbone: keras.Model, image_shape: tuple) -> int:
+    """The backbone's logit count; an unbuilt (subclassed) backbone is built by
+    calling it on one image of `image_shape`, as Keras builds on a first call."""
+    try:
+        return int(backbone.output_shape[-1])
+    except (AttributeError, ValueError):
+        pass
+    if any(d is None for d in image_shape):
+        raise ValueError(
+            f"Pass the full image_shape for the subclassed backbone {backbone.name!r}"
+            f"; got {image_shape}."
+        )
+    return int(backbone(keras.ops.zeros((1, *image_shape))).shape[-1])
 
 
 def _check_logit_backbone(backbone: keras.Model) -> None:

@@ -4,6 +4,11 @@ The workdir's layout (config.json, checkpoints/, model.keras, metrics.json, ...)
 `hdge_tf.workdir.RunDir`'s; the callbacks (checkpoints, the divergence guard,
 sample grids) are in `hdge_tf.callbacks`. This module puts them together.
 
+SIGINT/SIGTERM stop training at the next batch boundary with `interrupts.Interrupted`
+(the CLI's one line and exit status 130/143); a full disk ends it with
+`interrupts.DiskFullError` naming the workdir. Either way the checkpoints written
+so far are intact.
+
 Calling `train` again on a workdir that holds a checkpoint resumes from it (a config
 that differs from the run's config.json is checked first: `workdir.check_resume`).
 Every random draw is a function of (seed, epoch, step): data order and augmentation
@@ -14,6 +19,7 @@ an uninterrupted run would (bitwise with `config.deterministic` on CPU).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -25,16 +31,22 @@ import tensorflow as tf
 from absl import logging
 
 from hdge_tf import data as data_lib
-from hdge_tf import distribute, hardware
+from hdge_tf import distribute, hardware, interrupts, run_lock
 from hdge_tf.callbacks import DivergenceGuard, EpochCheckpoint, RunState, SampleGrid
+from hdge_tf.config_checks import check_config
 from hdge_tf.evaluation import report
 from hdge_tf.model import HDGEClassifier
 from hdge_tf.networks import build_backbone
 from hdge_tf.optimization import build_optimizer
 from hdge_tf.plots import plot_history
-from hdge_tf.workdir import RunDir, check_resume, load_model
-
-SELECTIONS = ("best_val_accuracy", "last")
+from hdge_tf.workdir import (
+    RunDir,
+    check_resume,
+    load_model,
+    repair_history,
+    save_model_atomic,
+    write_atomic,
+)
 
 
 def build_model(config, num_classes: int, image_shape) -> HDGEClassifier:
@@ -52,7 +64,10 @@ def warm_start(model: HDGEClassifier, source: str | Path) -> None:
     path = Path(source)
     if path.is_dir():
         path = RunDir(path).model_file
-    trained = load_model(path)
+    try:
+        trained = load_model(path)
+    except (OSError, ValueError) as err:  # named by the key that asked for it
+        raise ValueError(f"train.init_from={source}: {err}") from err
     for part in ("backbone", "queue"):
         ours, theirs = getattr(model, part), getattr(trained, part, None)
         if theirs is None or [w.shape for w in ours.weights] != [
@@ -72,28 +87,53 @@ class TrainingDiverged(RuntimeError):
 
 def restore_latest(
     checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager
-):
-    """Restores the newest checkpoint, if any, with a clear error when unusable."""
-    path = manager.latest_checkpoint
-    if path is None:
-        return
-    try:
-        checkpoint.restore(path).assert_existing_objects_matched()
-    # The checkpoint reader fails with assorted types (OpError, IndexError,
-    # ValueError, AssertionError) depending on what is wrong with the files.
-    except Exception as err:
+) -> str | None:
+    """Restores the newest intact checkpoint, if any; returns its path.
+
+    A newest checkpoint that cannot be read (a process killed while writing it, a
+    full disk) falls back to the next newest, with a warning naming both; only when
+    none can be read is it an error.
+    """
+    unreadable = []
+    # The state file's newest first; `checkpoints` omits it when the file has no
+    # timestamps (one written by hand or by an older TF).
+    newest_first = [manager.latest_checkpoint, *reversed(manager.checkpoints)]
+    for path in dict.fromkeys(p for p in newest_first if p is not None):
+        try:
+            checkpoint.restore(path).assert_existing_objects_matched()
+        # The checkpoint reader fails with assorted types (OpError, IndexError,
+        # ValueError, AssertionError) depending on what is wrong with the files.
+        except Exception as err:
+            unreadable.append((path, f"{type(err).__name__}: {str(err)[:300]}"))
+            continue
+        if unreadable:
+            logging.warning(
+                "The newest checkpoint %s cannot be read (%s); resuming from %s, "
+                "the newest intact one.",
+                unreadable[0][0],
+                unreadable[0][1],
+                path,
+            )
+        else:
+            logging.info("Resumed from %s", path)
+        return path
+    if unreadable:
+        newest, reason = unreadable[0]
         raise RuntimeError(
-            f"Cannot resume from checkpoint {path}: it is corrupt or was written by a "
-            f"different model/config ({type(err).__name__}: {str(err)[:300]}). "
+            f"Cannot resume from checkpoint {newest} (nor from any older one): it "
+            f"is corrupt or was written by a different model/config ({reason}). "
             "Use a new --workdir, or delete the checkpoints directory to start over."
-        ) from err
-    logging.info("Resumed from %s", path)
+        )
+    return None
 
 
 def train(config, workdir: str | Path, callbacks=()) -> dict:
     """Trains (or resumes) experiment `config` in `workdir`; returns test metrics.
 
     `callbacks` (Keras callbacks) join the trainer's own in every `fit` call.
+    Every config value is checked (`config_checks`), and the data and model are
+    built, before anything is written to `workdir`; while training, the workdir is
+    locked against a second trainer (`run_lock`).
     """
     return train_model(config, workdir, callbacks)[1]
 
@@ -102,25 +142,27 @@ def train_model(
     config, workdir: str | Path, callbacks=()
 ) -> tuple[HDGEClassifier, dict]:
     """`train`, also returning the kept model."""
+    check_config(config)
     # The policy holds while models are built; the caller's is restored after.
-    with hardware.precision_policy(config.precision):
+    with (
+        hardware.precision_policy(config.precision),
+        interrupts.signals_stop_training(),
+    ):
+        interrupts.set_phase("while preparing the run")
         return _train(config, RunDir(workdir), list(callbacks))
 
 
 def _train(config, run: RunDir, extra_callbacks: list) -> tuple[HDGEClassifier, dict]:
     strategy = distribute.build_strategy(config.strategy)
     chief = distribute.is_chief(strategy)
-    check_resume(run, config)
-    if chief:
-        run.create()
-        run.config_file.write_text(config.to_json_best_effort(indent=2))
+    if run.path.exists() and not run.path.is_dir():
+        run.create()  # its error: the workdir is a file
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
     hardware.warn_if_slow_precision(config.precision)
 
     train_cfg = config.train
-    _check_train_config(config)
     jit_compile = _jit_compile(config)
     data = data_lib.build_datasets(config.data, train_cfg.batch_size, seed=config.seed)
     if data.num_labeled < data.num_train and not config.loss.px_sgld_weight:
@@ -136,6 +178,29 @@ def _train(config, run: RunDir, extra_callbacks: list) -> tuple[HDGEClassifier, 
         model.compile(
             optimizer=_optimizer(config, data.steps_per_epoch), jit_compile=jit_compile
         )
+    _warn_if_capped(model)
+    if train_cfg.init_from and not run.has_checkpoint():
+        # Before the workdir is touched: the source may fail to load or to fit.
+        warm_start(model, train_cfg.init_from)
+    # Only the chief writes the run directory (other workers checkpoint elsewhere).
+    with run_lock.hold(run.path) if chief else contextlib.nullcontext():
+        try:
+            return _train_locked(
+                config, run, strategy, data, model, state, extra_callbacks
+            )
+        except Exception as err:
+            if interrupts.is_disk_full(err):
+                raise interrupts.DiskFullError(run.path) from err
+            raise
+
+
+def _open_run(config, run: RunDir, strategy, model, state: RunState):
+    """Checkpoint, its managers (the run's, the best epoch's or None) and the
+    epochs done, from the run's newest intact checkpoint or a new start; writes
+    config.json only once nothing is left to refuse the config."""
+    train_cfg = config.train
+    chief = distribute.is_chief(strategy)
+    check_resume(run, config)
     checkpoint = state.checkpoint(model)
     checkpoint_dir = distribute.writable_dir(str(run.checkpoint_dir), strategy)
     manager = tf.train.CheckpointManager(
@@ -148,19 +213,29 @@ def _train(config, run: RunDir, extra_callbacks: list) -> tuple[HDGEClassifier, 
             str(Path(checkpoint_dir) / run.best_checkpoint_dir.name),
             max_to_keep=1,
         )
-    _warn_if_capped(model)
-    restore_latest(checkpoint, manager)
-    if manager.latest_checkpoint is None:
-        if train_cfg.init_from:
-            warm_start(model, train_cfg.init_from)
+    resumed = restore_latest(checkpoint, manager)
+    done = int(state.epoch.numpy())
+    _check_epochs(config, run, done)
+    if chief:
+        write_atomic(run.config_file, config.to_json_best_effort(indent=2))
+        repair_history(run.history_file, done)
+    if resumed is None:
         if model.chain_starts is not None:
             _fit_chain_starts(model, config)
         # A good state to return to should the first epoch diverge.
         manager.save(checkpoint_number=0)
-    initial_epoch = int(state.epoch.numpy())
+    return checkpoint, manager, best, done
+
+
+def _train_locked(
+    config, run, strategy, data, model, state, extra_callbacks
+) -> tuple[HDGEClassifier, dict]:
+    train_cfg = config.train
+    chief = distribute.is_chief(strategy)
+    checkpoint, manager, best, initial_epoch = _open_run(
+        config, run, strategy, model, state
+    )
     model.seed = _run_seed(config, state)
-    if chief:
-        _truncate_history(run.history_file, initial_epoch)
     validation = _validation_data(data, config)
 
     # model.fit/evaluate fail under MultiWorkerMirroredStrategy (Keras 3.15).
@@ -192,6 +267,7 @@ def _train(config, run: RunDir, extra_callbacks: list) -> tuple[HDGEClassifier, 
     else:
         logging.info("Workdir already trained to epoch %d; evaluating.", initial_epoch)
     train_seconds = time.time() - start
+    interrupts.set_phase(f"while evaluating epoch {int(state.epoch.numpy())}")
 
     metrics = evaluate(model, data, config, loop)
     selected_epoch = int(state.epoch.numpy())
@@ -218,8 +294,8 @@ def _train(config, run: RunDir, extra_callbacks: list) -> tuple[HDGEClassifier, 
         protocol=_protocol(config),
     )
     if chief:
-        run.metrics_file.write_text(json.dumps(metrics, indent=2))
-        model.save(run.model_file)
+        write_atomic(run.metrics_file, json.dumps(metrics, indent=2))
+        save_model_atomic(model, run.model_file)
         if run.history_file.exists():
             plot_history(run.history_file, run.curves_file)
     logging.info("Test metrics: %s", metrics)
@@ -268,31 +344,14 @@ def _warn_if_capped(model: HDGEClassifier) -> None:
         )
 
 
-def _check_train_config(config) -> None:
-    train_cfg = config.train
-    if train_cfg.batch_size > config.loss.queue_size:
+def _check_epochs(config, run: RunDir, done: int) -> None:
+    """A run is continued or evaluated, never wound back: fewer epochs than its
+    checkpoint has would replace its model by an older one."""
+    if config.train.epochs < done:
         raise ValueError(
-            f"train.batch_size={train_cfg.batch_size} exceeds "
-            f"loss.queue_size={config.loss.queue_size}; the queue must hold a batch."
-        )
-    if config.loss.get("sgld_start") == "class_gaussian" and (
-        config.data.labels_per_class
-    ):
-        raise ValueError(
-            "loss.sgld_start='class_gaussian' fits its Gaussians to labelled "
-            "training images, which data.labels_per_class > 0 hides: use "
-            "loss.sgld_start='uniform' for semi-supervised runs."
-        )
-    if train_cfg.select not in SELECTIONS:
-        raise ValueError(
-            f"Unknown train.select {train_cfg.select!r}; expected one of {SELECTIONS}."
-        )
-    if train_cfg.select == "best_val_accuracy" and not (
-        config.data.validation_size and train_cfg.validate
-    ):
-        raise ValueError(
-            "train.select='best_val_accuracy' needs a validation split: set "
-            "data.validation_size > 0 and train.validate=True, or train.select='last'."
+            f"train.epochs={config.train.epochs}, but the run in {run.path} has "
+            f"already trained {done} epochs; pass --config.train.epochs={done} to "
+            "evaluate it again (or more to continue it), or use a new --workdir."
         )
 
 
@@ -344,17 +403,6 @@ def _validation_data(data: data_lib.DataBundle, config):
     )
 
 
-def _truncate_history(path: Path, epochs: int) -> None:
-    """Drops rows of epochs a resumed run will replay (written after the last
-    checkpoint by a run that was then killed)."""
-    if not path.exists():
-        return
-    lines = path.read_text().splitlines(keepends=True)
-    kept = lines[:1] + [row for row in lines[1:] if int(row.split(",")[0]) < epochs]
-    if len(kept) < len(lines):
-        path.write_text("".join(kept))
-
-
 def _sample_grid(model: HDGEClassifier, config, run: RunDir) -> SampleGrid:
     """Grids of what the model's own chains look like: the replay buffer's chains
     continued (one row per class when it is class-split), or conditional chains
@@ -401,10 +449,12 @@ def _fit(model, data, config, loop, state, validation, callbacks, verbose) -> No
         "verbose": (1 if sys.stdout.isatty() else 2) if verbose else 0,
     }
     batches = data.train_epochs(initial_epoch, train_cfg.epochs, seed)
-    if loop is not None:
-        loop.fit(batches, **fit_kwargs)
-    else:
-        model.fit(batches, shuffle=False, **fit_kwargs)
+    fit_kwargs["callbacks"] = [interrupts.StopOnSignal(), *callbacks]
+    with interrupts.deferred(f"in epoch {initial_epoch + 1}"):
+        if loop is not None:
+            loop.fit(batches, **fit_kwargs)
+        else:
+            model.fit(batches, shuffle=False, **fit_kwargs)
 
 
 def _restart_after_divergence(

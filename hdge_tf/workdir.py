@@ -15,9 +15,16 @@
                          train.sample_every_epochs epochs, and hdge-sample's)
     eval/                hdge-eval's report
     export/saved_model/  hdge-export's SavedModel
+    .lock                the PID and host of the trainer using it (`run_lock`)
 
 `RunDir` names these paths; `load_model` and `load_run_config` read a run back, and
 `check_resume` compares a new config with the one a run was trained with.
+
+config.json, metrics.json, history.csv (when repaired) and model.keras are replaced
+atomically (`write_atomic`, `save_model_atomic`: a temporary file in the same
+directory, then `os.replace`), so a process killed mid-write leaves the previous
+version, never half a file. `repair_history` makes a damaged history.csv (interleaved
+headers, a cut-off row) consistent with the checkpoint a run resumes from.
 
 Resuming with another config: keys whose change would alter what the checkpoint
 holds or what the model is for (`RESUME_BLOCKING_KEYS`: the network, the logit
@@ -29,8 +36,13 @@ logged as a warning and applies from the resumed epoch on.
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import dataclasses
+import io
 import json
+import os
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -128,6 +140,91 @@ class RunDir:
             return json.loads(self.config_file.read_text())
         except json.JSONDecodeError as err:
             raise ValueError(f"{self.config_file} is not valid JSON: {err}") from err
+
+
+@contextlib.contextmanager
+def _temporary_beside(path: Path, suffix: str = ""):
+    """A fresh path in `path`'s directory (so `os.replace` is a rename on one
+    filesystem), removed unless the block moved it into place."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    temporary = Path(name)
+    try:
+        yield temporary
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Replaces `path` with `text` in one step: readers see the old or the new file."""
+    path = Path(path)
+    with _temporary_beside(path) as temporary:
+        with open(temporary, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+
+
+def save_model_atomic(model: keras.Model, path: str | Path) -> None:
+    """`model.save(path)` that never leaves a half-written archive at `path`."""
+    path = Path(path)
+    # Keras infers the format from the suffix, so the temporary keeps it.
+    with _temporary_beside(path, suffix=path.suffix) as temporary:
+        model.save(temporary)
+        os.replace(temporary, path)
+
+
+def repair_history(path: str | Path, epochs: int) -> None:
+    """Keeps the rows of history.csv for epochs < `epochs` (0-based, as CSVLogger
+    writes them) that match its header, dropping those a resumed run will replay
+    and any damage (a second header, a cut-off row, text that is not a row, an
+    epoch written twice, of which the later row is kept); a file
+    without a readable header is removed, and CSVLogger starts a new one. Each
+    change is logged as a warning, except dropping rows past the checkpoint."""
+    path = Path(path)
+    if not path.exists():
+        return
+    text = path.read_text(errors="replace")
+    rows = list(csv.reader(io.StringIO(text)))
+    header = rows[0] if rows else []
+    if not header or header[0] != "epoch":
+        logging.warning(
+            "%s has no header row (damaged); starting it again from epoch %d.",
+            path,
+            epochs + 1,
+        )
+        path.unlink()
+        return
+    by_epoch, damaged = {}, 0
+    for row in rows[1:]:
+        epoch = _int_or_none(row[0]) if len(row) == len(header) else None
+        if epoch is None or epoch in by_epoch:
+            damaged += 1
+        if epoch is not None and epoch < epochs:
+            by_epoch[epoch] = row  # of an epoch written twice, the later row
+    kept = [header] + [by_epoch[e] for e in sorted(by_epoch)]
+    if damaged:
+        logging.warning(
+            "%s had %d damaged line(s) (a second header, a cut-off or malformed "
+            "row, an epoch twice); dropped them, keeping %d epoch row(s).",
+            path,
+            damaged,
+            len(kept) - 1,
+        )
+    # A cut-off last line would also glue CSVLogger's next row onto itself.
+    if len(kept) < len(rows) or not text.endswith("\n"):
+        out = io.StringIO()
+        csv.writer(out).writerows(kept)  # CSVLogger's dialect, csv.excel
+        write_atomic(path, out.getvalue())
+
+
+def _int_or_none(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
 
 
 def run_paths(workdir: str | Path | None, model: str | Path | None):

@@ -26,6 +26,12 @@ def _run(module, args: list[str]) -> int:
         if name.startswith("config."):
             delattr(flags.FLAGS, name)
     flags.FLAGS.unparse_flags()
+    # config_flags loads a config file as module "<flag>_config" with
+    # load_module(), which runs a new file in the old module's namespace: drop it,
+    # or a file without get_config() would find the previous case's.
+    for name in [n for n in sys.modules if n.endswith("_config")]:
+        if name.split("_config")[0] in flags.FLAGS:
+            del sys.modules[name]
     sys.argv = [module.__name__, *args]
     try:
         module.run()

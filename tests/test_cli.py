@@ -2,10 +2,12 @@
 MESSAGE`, and exit status 1, without a traceback unless --verbosity=1 (bin/cli.py).
 
 The bad inputs a new user tries: one process per program runs all of its cases
-(tests/cli_driver.py), so TensorFlow is imported four times, not once per case.
+(tests/cli_driver.py), so TensorFlow is imported once per program, not per case.
 """
 
 import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,12 +15,13 @@ from pathlib import Path
 import pytest
 from conftest import SMOKE_OVERRIDES, smoke_flags
 
-from hdge_tf import workdir
+from hdge_tf import run_lock, workdir
 from hdge_tf.configs import mnist5k_hdge
 
 REPO = Path(__file__).resolve().parents[1]
 PROGRAMS = {
     "hdge_train": "hdge-train",
+    "hdge_bench": "hdge-bench",
     "hdge_eval": "hdge-eval",
     "hdge_export": "hdge-export",
     "hdge_sample": "hdge-sample",
@@ -45,7 +48,68 @@ CASES = [
         "hdge_train",
         "bad_value",
         _train("bad_value", "--config.train.batch_size=abc"),
-        "flag --config.train.batch_size=abc: invalid literal for int()",
+        "--config.train.batch_size=abc: expected an integer (flag "
+        "--config.train.batch_size=abc: invalid literal for int()",
+    ),
+    (
+        "hdge_train",
+        "bad_tuple_value",
+        _train("bad_tuple", "--config.train.decay_epochs=abc"),
+        "train.decay_epochs=('abc',): expected a tuple of epochs (integers >= 1).",
+    ),
+    (
+        "hdge_train",
+        "nan_learning_rate",
+        _train("nan_lr", "--config.train.learning_rate=nan"),
+        "train.learning_rate=nan: expected a finite number > 0.",
+    ),
+    (
+        "hdge_train",
+        "missing_init_from",
+        _train("init_from", "--config.train.init_from={tmp}/MISSING"),
+        "train.init_from={tmp}/MISSING: no file {tmp}/MISSING; pass a trained run's "
+        "directory or its .keras file as --config.train.init_from, or '' for no "
+        "warm start.",
+    ),
+    (
+        "hdge_train",
+        "config_syntax_error",
+        ["--config={tmp}/syntax_error.py", "--workdir={tmp}/runs/x"],
+        "cannot load the config file {tmp}/syntax_error.py: invalid syntax at line 2",
+    ),
+    (
+        "hdge_train",
+        "config_without_get_config",
+        ["--config={tmp}/no_get_config.py", "--workdir={tmp}/runs/x"],
+        "cannot load the config file {tmp}/no_get_config.py: it defines no "
+        "get_config(); a config file's get_config() returns an "
+        "ml_collections.ConfigDict",
+    ),
+    (
+        "hdge_train",
+        "config_get_config_fails",
+        ["--config={tmp}/get_config_fails.py", "--workdir={tmp}/runs/x"],
+        "cannot load the config file {tmp}/get_config_fails.py: NameError: name "
+        "'no_such_name' is not defined",
+    ),
+    (
+        "hdge_bench",
+        "unsupported_precision",
+        ["--precisions=float32,float64"],
+        "--precisions=float32,float64: unknown float64; allowed values: float32, "
+        "mixed_bfloat16, mixed_float16 (comma-separated).",
+    ),
+    (
+        "hdge_bench",
+        "unknown_mode",
+        ["--modes=ce,jem2"],
+        "--modes=ce,jem2: unknown jem2; allowed values: ce, hdge, jem",
+    ),
+    (
+        "hdge_bench",
+        "bad_batch_size",
+        ["--batch_sizes=64,abc"],
+        "--batch_sizes=64,abc: expected positive integers, comma-separated",
     ),
     (
         "hdge_train",
@@ -93,13 +157,13 @@ CASES = [
         "hdge_train",
         "zero_temperature",
         _train("temperature", "--config.loss.temperature=0.0"),
-        "temperature must be positive, got 0.0.",
+        "loss.temperature=0.0: expected a finite number > 0.",
     ),
     (
         "hdge_train",
         "zero_batch",
         _train("batch", "--config.train.batch_size=0"),
-        "batch_size must be positive, got 0.",
+        "train.batch_size=0: expected an integer >= 1.",
     ),
     (
         "hdge_train",
@@ -124,6 +188,15 @@ CASES = [
         "corrupt_checkpoint",
         [*smoke_flags(), "--workdir={tmp}/corrupt"],
         "Cannot resume from checkpoint {tmp}/corrupt/checkpoints/ckpt-1",
+    ),
+    (
+        "hdge_train",
+        "workdir_in_use",
+        [*smoke_flags(), "--workdir={tmp}/in_use"],
+        # Held by this test's process, alive on this host.
+        f"The workdir {{tmp}}/in_use is in use by PID {os.getpid()} on host "
+        f"{socket.gethostname()} (lock file {{tmp}}/in_use/.lock); wait for that "
+        "run to finish or stop it, or pass another --workdir.",
     ),
     (
         "hdge_train",
@@ -175,8 +248,13 @@ CASES = [
         "is not a .keras model archive",
     ),
 ]
-# Run last in its process: it leaves absl's verbosity raised.
+# Run last in their processes: they leave absl's verbosity raised.
 VERBOSE_CASE = ("hdge_eval", "verbose", ["--workdir={tmp}/empty", "--verbosity=1"])
+VERBOSE_CONFIG_CASE = (
+    "hdge_train",
+    "verbose_config",
+    ["--config={tmp}/no_get_config.py", "--workdir={tmp}/runs/x", "--verbosity=1"],
+)
 
 
 def _prepare(tmp: Path) -> None:
@@ -186,6 +264,10 @@ def _prepare(tmp: Path) -> None:
     (tmp / "tfds").mkdir()
     (tmp / "garbage.keras").write_bytes(b"garbage")
     (tmp / "notes.txt").write_text("not a model\n")
+    (tmp / "syntax_error.py").write_text("import ml_collections\ndef get_config(:\n")
+    (tmp / "no_get_config.py").write_text("import ml_collections\nCONFIG = 1\n")
+    (tmp / "get_config_fails.py").write_text("def get_config():\n    no_such_name\n")
+    run_lock.acquire(tmp / "in_use")
     # A checkpoint that cannot be read, in a run without config.json.
     checkpoints = tmp / "corrupt" / "checkpoints"
     checkpoints.mkdir(parents=True)
@@ -209,7 +291,11 @@ def outcomes(tmp_path_factory) -> dict[tuple[str, str], tuple[int, str]]:
     out = tmp / "out"
     out.mkdir()
     cases = {module: {} for module in PROGRAMS}
-    for module, name, args, _ in [*CASES, (*VERBOSE_CASE, None)]:
+    for module, name, args, _ in [
+        *CASES,
+        (*VERBOSE_CASE, None),
+        (*VERBOSE_CONFIG_CASE, None),
+    ]:
         cases[module][name] = [arg.format(tmp=tmp) for arg in args]
     processes = []
     for module, module_cases in cases.items():
@@ -260,3 +346,11 @@ def test_verbosity_1_adds_the_traceback(outcomes):
     assert status == 1
     assert "Traceback" in stderr
     assert "FileNotFoundError: No model file {tmp}/empty/model.keras" in stderr
+
+
+@pytest.mark.slow
+def test_verbosity_1_keeps_a_config_file_traceback(outcomes):
+    status, stderr = outcomes[VERBOSE_CONFIG_CASE[:2]]
+    assert status == 1
+    assert "Traceback" in stderr
+    assert "has no attribute 'get_config'" in stderr

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from conftest import tiny_backbone
 
+from hdge_tf.config_checks import check_config
 from hdge_tf.model import HDGEClassifier
 
 CONFIGS = sorted(
@@ -24,6 +25,7 @@ def test_config_builds_the_model_it_describes(name):
     assert (model.replay_buffer is not None) == sgld
     assert model.queue.size == config.loss.queue_size
     assert config.train.batch_size <= config.loss.queue_size
+    check_config(config)  # every value the trainer checks before a run
 
 
 def test_the_jem_configs_use_the_sgld_term():

@@ -281,9 +281,14 @@ def test_cli_exports_a_gate_set_on_the_validation_split(tmp_path):
     np.testing.assert_allclose(outputs["log_px"].numpy(), in_memory, atol=1e-5)
     flags = outputs["in_distribution"].numpy()
     assert flags.dtype == bool
-    near = np.abs(in_memory - gate.threshold) < 1e-4  # float rounding at the edge
-    np.testing.assert_array_equal(flags[~near], (in_memory >= gate.threshold)[~near])
+    # Float rounding at either edge.
+    near = (np.abs(in_memory - gate.threshold) < 1e-4) | (
+        np.abs(in_memory - gate.upper_threshold) < 1e-4
+    )
+    expected = (in_memory >= gate.threshold) & (in_memory <= gate.upper_threshold)
+    np.testing.assert_array_equal(flags[~near], expected[~near])
     np.testing.assert_allclose(outputs["threshold"].numpy(), gate.threshold)
+    np.testing.assert_allclose(outputs["upper_threshold"].numpy(), gate.upper_threshold)
 
 
 def test_no_validation_split_exports_no_gate(exported, tmp_path):
@@ -298,3 +303,103 @@ def test_no_validation_split_exports_no_gate(exported, tmp_path):
     export_dir = workdir / "export" / "saved_model"
     assert export.read_gate(export_dir) is None
     assert "gate" not in tf.saved_model.load(str(export_dir)).signatures
+
+
+# Loads a SavedModel in a fresh process and runs each named signature on each
+# input of an .npz file; writes {case: {output: list} or {"error": message}}.
+_SERVE = """
+import json, sys
+import numpy as np, tensorflow as tf
+loaded = tf.saved_model.load(sys.argv[1])
+results = {}
+for case, images in np.load(sys.argv[2]).items():
+    signature = case.split(":")[0]
+    try:
+        out = loaded.signatures[signature](images=tf.constant(images))
+        results[case] = {
+            k: v.numpy().astype(str if v.dtype == tf.string else float).tolist()
+            for k, v in out.items()
+        }
+    except tf.errors.InvalidArgumentError as err:
+        results[case] = {"error": err.message}
+print(json.dumps(results))
+"""
+
+
+def _serve(export_dir, cases: dict[str, np.ndarray], tmp_path) -> dict:
+    np.savez(tmp_path / "cases.npz", **cases)
+    done = subprocess.run(
+        [sys.executable, "-c", _SERVE, str(export_dir), str(tmp_path / "cases.npz")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_the_gate_rejects_inputs_no_data_image_looks_like(exported, tmp_path):
+    model = exported[0]
+    validation = _images(400, seed=11)
+    gate = export.fit_gate(model, validation, tpr=0.9)
+    scores = logsumexp(model.predict(validation, verbose=0).astype(np.float64), -1)
+    # The upper bound is near the validation maximum and costs <= 0.5 point of TPR.
+    assert gate.upper_threshold == pytest.approx(np.quantile(scores, 0.995), abs=1e-5)
+    assert gate.threshold < gate.upper_threshold <= scores.max()
+    assert np.mean(scores > gate.upper_threshold) <= 0.005
+    export_dir = tmp_path / "sm"
+    export_saved_model(model, export_dir, gate)
+    assert export.read_gate(export_dir) == gate
+
+    # An accepted image, one scored above and one below the validation range.
+    candidates = _images(2000, seed=12)
+    log_px = logsumexp(model.predict(candidates, verbose=0).astype(np.float64), -1)
+    accepted = candidates[
+        np.argmin(np.abs(log_px - (gate.threshold + gate.upper_threshold) / 2))
+    ]
+    above = candidates[np.argmax(log_px)]
+    below = candidates[np.argmin(log_px)]
+    assert log_px.max() > gate.upper_threshold + 1e-3
+    assert log_px.min() < gate.threshold - 1e-3
+    one_nan = accepted.copy()
+    one_nan[3, 4, 0] = np.nan
+    uint8_scale = (accepted + 1) * 127.5  # pixels 0..255, not [-1, 1]
+    images = np.stack(
+        [accepted, one_nan, uint8_scale, np.full_like(accepted, 1e6), above, below]
+    )
+    outputs = _serve(export_dir, {"gate": images}, tmp_path)["gate"]
+    assert outputs["reason"] == [
+        "in_distribution",
+        "non_finite_input",
+        "outside_data_range",
+        "outside_data_range",
+        "log_px_above_validation_range",
+        "log_px_below_threshold",
+    ]
+    assert outputs["in_distribution"] == [True] + [False] * 5
+    # Slightly outside [-1, 1], within the stated tolerance: still judged on log p(x).
+    assert gate.range_tolerance == 0.1 and gate.input_range == (-1.0, 1.0)
+    nudged = np.clip(accepted * 1.05, -1.05, 1.05)[None]
+    assert np.abs(nudged).max() > 1.0
+    outputs = _serve(export_dir, {"gate": nudged}, tmp_path)["gate"]
+    assert outputs["reason"] != ["outside_data_range"]
+
+
+def test_every_signature_names_the_image_shape_it_expects(exported, tmp_path):
+    model = exported[0]
+    export_dir = tmp_path / "sm"
+    gate = export.fit_gate(model, _images(50, seed=13))
+    export_saved_model(model, export_dir, gate)
+    cases = {}
+    for signature in (*SIGNATURES, "gate"):
+        cases[f"{signature}:size"] = _images(2, seed=1, image_shape=(6, 6, 1))
+        cases[f"{signature}:channels"] = _images(2, seed=1, image_shape=(8, 8, 3))
+        cases[f"{signature}:right"] = _images(2, seed=1)
+    results = _serve(export_dir, cases, tmp_path)
+    for case, result in results.items():
+        if case.endswith(":right"):
+            assert "error" not in result, case
+        else:
+            assert "images must have shape [batch, 8, 8, 1] (height, width, " in (
+                result.get("error", "")
+            ), (case, result)

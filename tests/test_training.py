@@ -9,6 +9,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import smoke_config
 
 from hdge_tf import data as data_lib
@@ -75,7 +76,8 @@ def test_train_writes_outputs_and_resumes(tmp_path, caplog):
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     training.train(smoke_config(epochs=1), tmp_path)
-    for shard in (tmp_path / "checkpoints").glob("ckpt-1.data-*"):
+    # Every checkpoint (0 and 1): an intact older one would be resumed from.
+    for shard in (tmp_path / "checkpoints").glob("ckpt-*.data-*"):
         shard.write_bytes(b"not a checkpoint")
     with pytest.raises(RuntimeError, match="Cannot resume from checkpoint .*ckpt-1"):
         training.train(smoke_config(epochs=2), tmp_path)
@@ -109,7 +111,10 @@ def test_bad_config_values_name_the_problem(tmp_path):
         training.train(config, tmp_path / "b")
     config = smoke_config()
     config.train.optimizer = "rmsprop"
-    with pytest.raises(ValueError, match="optimizer 'rmsprop'"):
+    with pytest.raises(
+        ValueError,
+        match=r"train.optimizer='rmsprop': expected one of \('adam', 'sgd'\)",
+    ):
         training.train(config, tmp_path / "c")
 
 
@@ -182,7 +187,8 @@ def test_best_selection_needs_a_validation_split(tmp_path):
     with pytest.raises(ValueError, match="needs a validation split"):
         training.train(config, tmp_path)
     config.train.select = "first"
-    with pytest.raises(ValueError, match="Unknown train.select 'first'"):
+    expected = r"train.select='first': expected one of \('best_val_accuracy', 'last'\)"
+    with pytest.raises(ValueError, match=expected):
         training.train(config, tmp_path)
 
 
@@ -210,9 +216,18 @@ def test_trainer_and_report_agree_on_one_model(tmp_path):
     logits = model.predict(validation, verbose=0).astype(np.float64)
     scores = np.log(np.exp(logits).sum(-1))
     assert gate["threshold"] == pytest.approx(np.quantile(scores, 0.05), abs=1e-5)
+    upper = np.quantile(scores, 0.995)
+    assert gate["upper_threshold"] == pytest.approx(upper, abs=1e-5)
     assert set(gate["fpr"]) == set(config.eval.ood_sets)
     assert all(0 <= rate <= 1 for rate in gate["fpr"].values())
-    assert "## OOD gate" in (tmp_path / "eval" / "report.md").read_text()
+    text = " ".join((tmp_path / "eval" / "report.md").read_text().split())
+    assert "## OOD gate" in text
+    assert (
+        f"It also rejects log_px > {gate['upper_threshold']:.4f} (the 99.5% quantile "
+        "of the validation images: higher than nearly every real image scores), any "
+        "non-finite pixel, and pixels outside [-1, 1] by more than 0.1; the "
+        "signature's `reason` output names the check an input failed." in text
+    )
 
 
 def test_warm_start_copies_backbone_and_queue_and_adds_a_replay_buffer(tmp_path):
@@ -221,22 +236,26 @@ def test_warm_start_copies_backbone_and_queue_and_adds_a_replay_buffer(tmp_path)
     source = tmp_path / "hdge"
     trained, _ = training.train_model(smoke_config(epochs=1), source)
     config = smoke_config(epochs=1)
-    config.train.epochs = 0  # no step: the warm-started weights are what is saved
     config.train.select = "last"
     config.train.init_from = str(source)
     config.loss.px_sgld_weight = 0.1
     config.loss.sgld_steps = 1
     config.loss.replay_buffer_size = 64
     warm, _ = training.train_model(config, tmp_path / "jem")
+    assert warm.replay_buffer is not None and trained.replay_buffer is None
+    assert int(warm.optimizer.iterations.numpy()) == 3  # a fresh optimizer
+    # Checkpoint 0, the state before the first step, holds the copied weights.
+    start = training.build_model(config, trained.num_classes, trained.image_shape)
+    tf.train.Checkpoint(model=start).read(
+        str(tmp_path / "jem" / "checkpoints" / "ckpt-0")
+    ).expect_partial()
     for ours, theirs in zip(
-        warm.backbone.weights, trained.backbone.weights, strict=True
+        start.backbone.weights, trained.backbone.weights, strict=True
     ):
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
     np.testing.assert_array_equal(
-        warm.queue.get_weights()[0], trained.queue.get_weights()[0]
+        start.queue.get_weights()[0], trained.queue.get_weights()[0]
     )
-    assert warm.replay_buffer is not None and trained.replay_buffer is None
-    assert int(warm.optimizer.iterations.numpy()) == 0
 
     other = smoke_config(epochs=1)
     other.backbone.filters = (4, 16)

@@ -151,3 +151,65 @@ def test_a_run_from_before_the_hold_out_has_no_validation_split():
     assert workdir.resolve_config(base.get_config(), old).data.validation_size == 0
     new = {"data": {"name": "mnist5k", "validation_size": 300}}
     assert workdir.resolve_config(base.get_config(), new).data.validation_size == 300
+
+
+_HEADER = "epoch,accuracy,loss\r\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "kept", "damaged"),
+    [
+        # Two trainers on one workdir: interleaved headers, an epoch twice.
+        (
+            _HEADER + _HEADER + "0,0.1,2.0\r\n0,0.2,1.9\r\n1,0.3,1.8\r\n",
+            ["0,0.2,1.9", "1,0.3,1.8"],
+            True,
+        ),
+        # A row cut off by a kill mid-write, with no newline after it.
+        (_HEADER + "0,0.1,2.0\r\n1,0.3,1.8\r\n2,0.", ["0,0.1,2.0", "1,0.3,1.8"], True),
+        # Rows of epochs past the checkpoint: dropped without a warning.
+        (
+            _HEADER + "0,0.1,2.0\r\n1,0.3,1.8\r\n2,0.4,1.7\r\n3,0.5,1.6\r\n",
+            ["0,0.1,2.0", "1,0.3,1.8"],
+            False,
+        ),
+    ],
+)
+def test_repair_history_keeps_the_checkpointed_rows(
+    tmp_path, caplog, text, kept, damaged
+):
+    path = tmp_path / "history.csv"
+    path.write_bytes(text.encode())
+    workdir.repair_history(path, epochs=2)
+    # CSVLogger's line ends, so its next row lands on a line of its own.
+    assert path.read_bytes().decode() == _HEADER + "".join(f"{r}\r\n" for r in kept)
+    assert ("damaged line" in caplog.text) == damaged
+
+
+def test_repair_history_removes_a_file_without_a_header(tmp_path, caplog):
+    path = tmp_path / "history.csv"
+    path.write_text("0,0.1,2.0\n1,0.2,1.9\n")
+    workdir.repair_history(path, epochs=2)
+    assert not path.exists()
+    assert "has no header row (damaged); starting it again from epoch 3" in caplog.text
+
+
+def test_atomic_writes_leave_the_old_file_when_they_fail(tmp_path, monkeypatch):
+    path = tmp_path / "metrics.json"
+    workdir.write_atomic(path, '{"a": 1}')
+    assert path.read_text() == '{"a": 1}'
+
+    model = tiny_backbone()
+    workdir.save_model_atomic(model, tmp_path / "model.keras")
+    before = (tmp_path / "model.keras").read_bytes()
+
+    def disk_full(self, filepath, *args, **kwargs):
+        Path(filepath).write_bytes(b"half an archive")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(type(model), "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        workdir.save_model_atomic(model, tmp_path / "model.keras")
+    assert (tmp_path / "model.keras").read_bytes() == before
+    # No temporary file is left behind either.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "model.keras"]

@@ -210,9 +210,11 @@ def _ood(model, config, x_clean, x_noisy, logits, output_dir: Path) -> dict:
 
 
 def _gate(model, config, x_test, sets: dict) -> dict:
-    """The deployable OOD gate of `hdge-export`: its log p(x) threshold at
-    `eval.gate_tpr` on the validation split, and what it accepts of the test
-    split and of each OOD set. Raw inputs, as the exported signature sees them."""
+    """The deployable OOD gate of `hdge-export`: its log p(x) bounds (the
+    threshold at `eval.gate_tpr` on the validation split, the upper one at its
+    `export.UPPER_QUANTILE`) and input checks, and what it accepts of the test
+    split and of each OOD set (`export.gate_decision`, the signature's own
+    decision). Raw inputs, as the exported signature sees them."""
     tpr = float(config.eval.gate_tpr)
     arrays = data_lib.load_validation_arrays(config.data) if tpr else None
     if arrays is None:
@@ -222,11 +224,16 @@ def _gate(model, config, x_test, sets: dict) -> dict:
 
     def accepted(images) -> float:
         scores = ood.log_px(ood.predict_logits(model, images, config.eval.batch_size))
-        return float(np.mean(scores.numpy() >= gate.threshold))
+        in_distribution, _ = export.gate_decision(gate, images, scores)
+        return float(np.mean(in_distribution.numpy()))
 
     return {
         "score": gate.score,
         "threshold": gate.threshold,
+        "upper_threshold": gate.upper_threshold,
+        "upper_quantile": gate.upper_quantile,
+        "input_range": list(gate.input_range),
+        "range_tolerance": gate.range_tolerance,
         "validation_tpr": gate.tpr,
         "validation_examples": gate.num_validation,
         "inputs": gate.inputs,
@@ -369,6 +376,22 @@ def run_evaluation(model: keras.Model, config, output_dir: str | Path) -> dict:
 # Markdown -------------------------------------------------------------------------
 
 
+def _gate_checks(gate: dict) -> list[str]:
+    """The gate's other checks, in words (reports from before them have none)."""
+    if "upper_threshold" not in gate:
+        return []
+    low, high = gate["input_range"]
+    return [
+        "",
+        f"It also rejects {gate['score']} > {gate['upper_threshold']:.4f} (the "
+        f"{100 * gate['upper_quantile']:g}% quantile of the validation images: "
+        "higher than nearly every real image scores), any non-finite pixel, and "
+        f"pixels outside [{low:g}, {high:g}] by more than "
+        f"{gate['range_tolerance']:g}; the signature's `reason` output names the "
+        "check an input failed.",
+    ]
+
+
 def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
@@ -441,6 +464,7 @@ def markdown_report(report: dict) -> str:
             f"Accepts an input when {gate['score']} >= {gate['threshold']:.4f}, the "
             f"threshold that keeps {100 * gate['validation_tpr']:.0f}% of "
             f"{gate['validation_examples']} validation images; {gate['inputs']}.",
+            *_gate_checks(gate),
             "",
             *markdown.table(
                 ["set", "accepted"],

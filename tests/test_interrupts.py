@@ -1,0 +1,146 @@
+"""Stopping a training run: SIGINT and SIGTERM sent to a real hdge-train process
+end it with one line and the shell's exit status, and the same command resumes it;
+a full disk (a real one: a small tmpfs) ends it naming the workdir, with the
+earlier checkpoints intact."""
+
+import contextlib
+import errno
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import pytest
+from conftest import smoke_config, smoke_flags
+
+from hdge_tf import interrupts, training
+
+REPO = Path(__file__).resolve().parents[1]
+EPOCHS = 30  # ~0.3 s each: a signal lands mid-run
+
+
+def _start(workdir: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hdge_tf.bin.hdge_train",
+            *smoke_flags(epochs=EPOCHS),
+            "--config.train.select=last",
+            f"--workdir={workdir}",
+        ],
+        cwd=REPO,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _checkpointed_epoch(workdir: Path) -> int:
+    state = (workdir / "checkpoints" / "checkpoint").read_text()
+    return int(re.search(r'model_checkpoint_path: "ckpt-(\d+)"', state).group(1))
+
+
+def _interrupt(workdir: Path, signum: int, after_epoch: int) -> tuple[int, str]:
+    """Runs hdge-train until checkpoint `after_epoch` exists, then sends `signum`."""
+    process = _start(workdir)
+    deadline = time.time() + 600
+    while not (workdir / "checkpoints" / f"ckpt-{after_epoch}.index").exists():
+        assert process.poll() is None, process.stderr.read()[-3000:]
+        assert time.time() < deadline
+        time.sleep(0.02)
+    process.send_signal(signum)
+    status = process.wait(timeout=120)
+    return status, process.stderr.read()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)]
+)
+def test_a_signal_ends_training_in_one_line_and_the_run_resumes(
+    tmp_path, signum, status
+):
+    workdir = tmp_path / "run"
+    got, stderr = _interrupt(workdir, signum, after_epoch=2)
+    assert got == status, stderr[-3000:]
+    assert "Traceback" not in stderr
+    last = stderr.splitlines()[-1]
+    match = re.fullmatch(
+        r"hdge-train: interrupted in epoch (\d+); run the same command to resume", last
+    )
+    assert match, stderr[-3000:]
+    # The epoch in progress: the one after the last checkpoint, which is whole.
+    done = _checkpointed_epoch(workdir)
+    assert int(match.group(1)) == done + 1 and 2 <= done < EPOCHS
+    assert not (workdir / "metrics.json").exists()
+    assert not (workdir / ".lock").exists()
+
+    resumed = _start(workdir)
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()[-3000:]
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    assert metrics["resumed_from_epoch"] == done and metrics["epochs"] == EPOCHS
+    with open(workdir / "history.csv") as f:
+        epochs = [line.split(",")[0] for line in f.read().splitlines()[1:]]
+    assert epochs == [str(e) for e in range(EPOCHS)]
+
+
+@contextlib.contextmanager
+def _small_disk(path: Path, size: str):
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+    )
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        # Lazily: the interrupted fit's TensorBoard and CSV writers still hold files.
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+class _FillDisk(keras.callbacks.Callback):
+    """Fills the disk at the end of epoch 2, before its checkpoint is written."""
+
+    def __init__(self, filler: Path):
+        super().__init__()
+        self.filler = filler
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch != 1:
+            return
+        with open(self.filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError as err:
+                assert err.errno == errno.ENOSPC
+
+
+def test_a_full_disk_ends_training_naming_the_workdir(tmp_path, caplog):
+    with _small_disk(tmp_path / "disk", "8m") as disk:
+        run, filler = disk / "run", disk / "filler"
+        config = smoke_config(epochs=3)
+        config.train.select = "last"
+        with pytest.raises(interrupts.DiskFullError) as info:
+            training.train(config, run, callbacks=[_FillDisk(filler)])
+        assert str(info.value) == (
+            f"No space left on device writing to {run}: free space there (or move "
+            "the run to a larger disk) and run the same command to resume; the "
+            "checkpoints written before are intact."
+        )
+        assert _checkpointed_epoch(run) == 1
+
+        filler.unlink()
+        metrics = training.train(config, run)
+        assert "cannot be read" not in caplog.text
+        assert metrics["resumed_from_epoch"] == 1 and metrics["epochs"] == 3
