@@ -520,6 +520,9 @@ def test_hdge_reproduce_tiny_end_to_end(tmp_path):
     assert "conditional samples from buffer starts (2 steps) every class >= 70%" in (
         targets
     )
+    gate = jem["gate.fpr.noise"]
+    assert gate["n"] == 2 and all(0.0 <= v <= 1.0 for v in gate["values"])
+    assert "| variant | test TPR | FPR interp | FPR noise |" in markdown
     generative = markdown.split("## Generative quality", 1)[1]
     assert "| HDGE + JEM | conditional | buffer |" in generative
     ceiling = report["judge"]["ceiling"]

@@ -54,6 +54,7 @@ def run_metrics(metrics: dict, evaluation: dict) -> dict:
         for score, values in result.get("scores", {}).items():
             aurocs.setdefault(score, {})[set_name] = values["auroc"]
     classification = evaluation["classification"]
+    gate = evaluation.get("gate", {})
     return {
         "accuracy": classification["accuracy"],
         "nll": classification["nll"],
@@ -63,6 +64,8 @@ def run_metrics(metrics: dict, evaluation: dict) -> dict:
         "kept_epoch": metrics["selected_epoch"],
         "last_epoch_accuracy": metrics["last_epoch"]["test_accuracy"],
         "divergence_restarts": metrics["divergence_restarts"],
+        # What hdge-export's gate admits: the test split and each OOD set.
+        "gate": {k: gate[k] for k in ("test_tpr", "fpr") if k in gate},
     }
 
 

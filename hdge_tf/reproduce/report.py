@@ -319,6 +319,26 @@ def markdown(config, report: dict, cells, labels) -> str:
         if rows:
             lines += [f"Score `{score}`:", ""]
             lines += [*table(["variant", *sets], rows), ""]
+    gated = [v for v in main if "gate.test_tpr" in cells[v]]
+    if gated:
+        lines += [
+            "OOD gate of `hdge-export` (log p(x) bounds set on the validation "
+            "split, input checks): share admitted of the test split (TPR) and of "
+            "each OOD set (FPR).",
+            "",
+        ]
+        lines += table(
+            ["variant", "test TPR", *(f"FPR {s}" for s in sets)],
+            [
+                [
+                    labels[v],
+                    fmt(cells[v].get("gate.test_tpr")),
+                    *(fmt(cells[v].get(f"gate.fpr.{s}")) for s in sets),
+                ]
+                for v in gated
+            ],
+        )
+        lines += [""]
     if "ood_auroc.png" in report["figures"]:
         lines += ["![log p(x) AUROC per variant](ood_auroc.png)", ""]
     by_k = queue_cells(config, cells)
