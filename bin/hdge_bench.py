@@ -22,15 +22,17 @@ A quick look (booleans are absl's: --noeval, --nopgd, --noepoch, --noautotune,
     hdge-bench --modes=ce,hdge --precisions=float32 --warmup=2 --repeats=3 \
         --noeval --nopgd --noepoch --noautotune
 
-Beside PyTorch (issue 14): a yardstick script run by a Python with torch (a scratch
+Beside PyTorch: a yardstick script run by a Python with torch (a scratch
 venv, never our dependency) times the same float32 Wide ResNet's CE step (and, for
 jem, its SGLD chain) right before each of our float32 WRN configurations;
 --rounds=N runs the whole list N times, interleaved, and each check reports its
 mean over the rounds with the min-max range:
 
     hdge-bench --modes=ce,jem --precisions=float32 --noeval --nopgd --noepoch \
-        --noautotune --torch_python=VENV/bin/python \
-        --torch_yardstick=../shared/tools/torch_wrn_step.py --rounds=3
+        --noautotune --torch_python=VENV/bin/python --rounds=3
+
+The yardstick is hdge_tf/bench/torch_wrn_step.py (shipped with the package, run
+only by that Python; --torch_yardstick picks another script).
 
 Every configuration also reports its GFLOP/s (FLOPs counted from the layers,
 hdge_tf.bench.flops) against a square matmul's measured in its own process
@@ -42,6 +44,8 @@ The epoch check and the autotuning comparison train the mnist5k demo
 --output (JSON); see hdge_tf.bench. Run it on an otherwise idle machine: the numbers
 are wall times.
 """
+
+from pathlib import Path
 
 from absl import app, flags
 
@@ -95,8 +99,8 @@ _TORCH_PYTHON = flags.DEFINE_string(
 )
 _TORCH_YARDSTICK = flags.DEFINE_string(
     "torch_yardstick",
-    "",
-    "The PyTorch yardstick script (e.g. ../shared/tools/torch_wrn_step.py).",
+    str(Path(bench.__file__).with_name("torch_wrn_step.py")),
+    "The PyTorch yardstick script run by --torch_python.",
 )
 _ROUNDS = flags.DEFINE_integer(
     "rounds", 1, "Runs of the whole list of configurations, interleaved."
@@ -149,12 +153,7 @@ def main(argv):
             matmul_size=_MATMUL_SIZE.value,
         )
         torch = None
-        if _TORCH_PYTHON.value or _TORCH_YARDSTICK.value:
-            if not (_TORCH_PYTHON.value and _TORCH_YARDSTICK.value):
-                raise ValueError(
-                    "The PyTorch yardstick needs both --torch_python and "
-                    "--torch_yardstick."
-                )
+        if _TORCH_PYTHON.value:
             torch = bench.TorchYardstick(_TORCH_PYTHON.value, _TORCH_YARDSTICK.value)
         if _ROUNDS.value < 1:
             raise ValueError(f"--rounds must be >= 1, got {_ROUNDS.value}.")

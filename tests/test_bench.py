@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -681,3 +682,15 @@ def test_cli_writes_json_with_every_configuration(tmp_path):
     assert all(c["torch"] is None and c["round"] == 1 for c in configs)
     assert "| jem | float32 | 8 |" in process.stdout
     assert "PyTorch" not in process.stdout
+
+
+def test_the_pytorch_yardstick_ships_with_the_package():
+    """hdge-bench --torch_python=... runs the yardstick shipped beside the bench
+    package (no file outside the repository): its default points there, and the
+    script prints the JSON line the bench reads."""
+    from hdge_tf.bin import hdge_bench
+
+    script = Path(hdge_bench._TORCH_YARDSTICK.default)
+    assert script == Path(bench.__file__).with_name("torch_wrn_step.py")
+    text = script.read_text()
+    assert "import torch" in text and "json.dumps" in text

@@ -8,7 +8,7 @@ It writes to `output_dir` (a run's `eval/` by default in `hdge-eval`):
     ood_<score>.png    histograms of each OOD score, in-distribution vs each set
     robustness.png     accuracy under PGD against epsilon
 
-The stages follow the published protocol (see HDGE_NOTES.md): classification and
+The stages follow the published HDGE/JEM protocol: classification and
 calibration on the test split, OOD detection of the test split (positives) against
 each set in `config.eval.ood_sets` with every score in `config.eval.scores`, and PGD
 on a subset of the test split. Gaussian noise of std `config.eval.input_noise_std` is
