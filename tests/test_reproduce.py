@@ -569,3 +569,27 @@ def test_compare_needs_two_seeds_on_each_side():
     many = Cell((0.5, 0.51, 0.49), (0, 1, 2))
     assert summary.compare(one, many)["verdict"] == summary.TOO_FEW
     assert summary.compare(many, one)["verdict"] == summary.TOO_FEW
+
+
+def test_progress_line_names_each_starts_agreement(tmp_path):
+    """A finished run's progress line: headline metrics and, per start, the
+    conditional samples' agreement after the longest chains."""
+    job = build_plan(reproduce_mnist5k.get_config("tiny"), tmp_path, seeds=1)[1]
+    job.record.parent.mkdir(parents=True)
+    scores = {"0": {"class_agreement": 0.1}, "500": {"class_agreement": 0.875}}
+    job.record.write_text(
+        json.dumps(
+            {
+                "metrics": {
+                    "accuracy": 0.976,
+                    "ece": 0.048,
+                    "auroc": {"log_px": {"digits": 0.9997}},
+                },
+                "samples": {"conditional": {"fresh": scores, "buffer": scores}},
+            }
+        )
+    )
+    assert scheduler.describe(job) == (
+        "accuracy 97.6%, ECE 0.048, log p(x) AUROC digits 1.000, "
+        "fresh samples' class agreement 0.88, buffer samples' class agreement 0.88"
+    )

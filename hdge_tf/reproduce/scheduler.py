@@ -31,9 +31,10 @@ def describe(job: Job) -> str:
     if log_px:
         name, value = next(iter(log_px.items()))
         parts.append(f"log p(x) AUROC {name} {value:.3f}")
-    samples = record.get("samples", {}).get("conditional")
-    if samples:
-        parts.append(f"samples' class agreement {samples['class_agreement']:.2f}")
+    # Conditional samples after the longest chains, from each start.
+    for start, by_steps in record.get("samples", {}).get("conditional", {}).items():
+        final = by_steps[max(by_steps, key=int)]
+        parts.append(f"{start} samples' class agreement {final['class_agreement']:.2f}")
     if "ceiling" in record:
         parts.append(
             f"judge agreement on test {record['ceiling']['class_agreement']:.3f}"
