@@ -541,9 +541,6 @@ class HDGEClassifier(keras.Model):
         )
         logits = self(images, training=False)
         terms = self.loss_terms(logits, labels)
-        top_two = tf.math.top_k(logits, k=min(2, self.num_classes)).values
-        for index, name in enumerate(LOGIT_MONITORS[: top_two.shape[-1]]):
-            terms[name] = tf.reduce_mean(top_two[:, index])
         return self._update_metrics(self.total_loss(terms), terms, labels, logits)
 
     def _update_metrics(
@@ -562,6 +559,14 @@ class HDGEClassifier(keras.Model):
 
         def kept(value):  # a zero weight alone would still let NaN through
             return tf.where(healthy, value, tf.zeros_like(value))
+
+        # The energy monitor's logits, in training too: a training step must
+        # return every metric, or Keras logs one replica's values instead of
+        # the metrics' cross-replica results.
+        top_two = tf.math.top_k(logits, k=min(2, self.num_classes)).values
+        terms = dict(terms)
+        for index, name in enumerate(LOGIT_MONITORS[: top_two.shape[-1]]):
+            terms[name] = tf.reduce_mean(top_two[:, index])
 
         self._trackers["loss"].update_state(kept(loss), weight)
         reported = [n for n in self._trackers if n != "loss" and n in terms]

@@ -35,6 +35,8 @@ def test_fit_lowers_loss_and_learns(separable_data):
         "ce",
         "pxy_contrast",
         "px_contrast",
+        "top_logit",
+        "second_logit",
         "accuracy",
         "skipped_steps",
     }

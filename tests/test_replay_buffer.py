@@ -176,6 +176,8 @@ def test_fit_with_px_sgld_reports_the_term_and_changes_the_buffer(separable_data
         "energy_l2",
         "px_data_energy",
         "px_sample_energy",
+        "top_logit",
+        "second_logit",
         "accuracy",
         "skipped_steps",
     }
