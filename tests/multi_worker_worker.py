@@ -25,6 +25,7 @@ def main(port0: str, port1: str, index: str, workdir: str, out: str) -> None:
     from hdge_tf import training
 
     config = smoke_config(epochs=2)
+    config.train.select = "last"  # the kept model is the one whose steps count
     config.strategy = "multi_worker"
     config.eval.ood_sets = ()
     model, metrics = training.train_model(config, workdir)

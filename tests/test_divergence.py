@@ -149,15 +149,21 @@ class _PoisonOnce(keras.callbacks.Callback):
             self.done = True
 
 
+def _last(epochs: int):
+    """The smoke run keeping its last epoch: the kept model (and its optimizer)
+    is then the one the steps below count."""
+    config = smoke_config(epochs)
+    config.train.select = "last"
+    return config
+
+
 def test_trainer_restarts_from_the_last_good_checkpoint(tmp_path):
-    training.train(smoke_config(epochs=1), tmp_path)
+    training.train(_last(epochs=1), tmp_path)
     good = keras.saving.load_model(tmp_path / "model.keras").backbone.get_weights()
     saved = _checkpoint_bytes(tmp_path, 1)
 
     poison = _PoisonOnce(epoch=1, step=1, workdir=tmp_path)  # epoch 2, step 2
-    model, metrics = training.train_model(
-        smoke_config(epochs=3), tmp_path, callbacks=[poison]
-    )
+    model, metrics = training.train_model(_last(epochs=3), tmp_path, callbacks=[poison])
     assert metrics["divergence_restarts"] == 1 and metrics["epochs"] == 3
     # The restart began from checkpoint 1's weights, not from the poisoned ones.
     assert len(poison.starts) == 2
