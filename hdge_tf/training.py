@@ -305,15 +305,7 @@ def _train_locked(
 def _fit_chain_starts(model: HDGEClassifier, config) -> None:
     """Fits `loss.sgld_start="class_gaussian"`'s Gaussians to the training split
     (without the validation images)."""
-    cfg = config.data
-    images, labels = data_lib.load_arrays(
-        cfg.name,
-        "train",
-        cfg.data_dir,
-        cfg.download,
-        cfg.limit_train,
-        cfg.validation_size,
-    )
+    images, labels = data_lib.load_training_arrays(config.data)
     model.fit_chain_starts(images, labels)
     logging.info("Chain starts: class Gaussians fitted to %d images.", len(labels))
 

@@ -57,6 +57,31 @@ def smoke_flags(epochs: int = 1) -> list[str]:
     ]
 
 
+def start_hdge_train(workdir, *flags: str, epochs: int = 1):
+    """A real `hdge-train` process on the smoke run (stdout dropped, stderr piped),
+    for tests of what another process sees: locks, signals, resumes."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hdge_tf.bin.hdge_train",
+            *smoke_flags(epochs=epochs),
+            *flags,
+            f"--workdir={workdir}",
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def tiny_backbone(num_classes: int = 4, image_shape=(8, 8, 1), seed: int = 0):
     """A conv + dense classifier small enough for many fit steps per second."""
     keras.utils.set_random_seed(seed)

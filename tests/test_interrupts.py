@@ -6,17 +6,15 @@ earlier checkpoints intact."""
 import contextlib
 import errno
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import keras
 import pytest
-from conftest import smoke_config, smoke_flags
+from conftest import smoke_config, start_hdge_train
 
 from hdge_tf import interrupts, training
 
@@ -25,21 +23,7 @@ EPOCHS = 30  # ~0.3 s each: a signal lands mid-run
 
 
 def _start(workdir: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hdge_tf.bin.hdge_train",
-            *smoke_flags(epochs=EPOCHS),
-            "--config.train.select=last",
-            f"--workdir={workdir}",
-        ],
-        cwd=REPO,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_hdge_train(workdir, "--config.train.select=last", epochs=EPOCHS)
 
 
 def _checkpointed_epoch(workdir: Path) -> int:

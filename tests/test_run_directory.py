@@ -5,16 +5,13 @@ time (two real hdge-train processes)."""
 
 import csv
 import math
-import os
 import re
 import shutil
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import smoke_config, smoke_flags
+from conftest import smoke_config, start_hdge_train
 
 from hdge_tf import training
 
@@ -131,27 +128,10 @@ def test_a_damaged_history_and_newest_checkpoint_resume_from_what_is_intact(
         training.train(smoke_config(epochs=4), run)
 
 
-def _hdge_train(workdir: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hdge_tf.bin.hdge_train",
-            *smoke_flags(),
-            f"--workdir={workdir}",
-        ],
-        cwd=REPO,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 @pytest.mark.slow
 def test_two_trainers_on_one_workdir_one_refuses(tmp_path):
     workdir = tmp_path / "run"
-    processes = [_hdge_train(workdir) for _ in range(2)]
+    processes = [start_hdge_train(workdir) for _ in range(2)]
     outcomes = [(p.wait(timeout=600), p.stderr.read()) for p in processes]
     statuses = sorted(status for status, _ in outcomes)
     assert statuses == [0, 1], [stderr[-2000:] for _, stderr in outcomes]
@@ -167,5 +147,5 @@ def test_two_trainers_on_one_workdir_one_refuses(tmp_path):
     assert _history_epochs(workdir) == ["0"]
     assert not (workdir / ".lock").exists()
     # The workdir stays usable: running it again evaluates the finished run.
-    again = _hdge_train(workdir)
+    again = start_hdge_train(workdir)
     assert again.wait(timeout=600) == 0, again.stderr.read()[-2000:]

@@ -5,6 +5,7 @@ from hdge_tf.data.pipeline import (
     DataBundle,
     build_datasets,
     load_arrays,
+    load_training_arrays,
     load_validation_arrays,
 )
 from hdge_tf.data.tfds_source import DatasetUnavailableError
@@ -17,5 +18,6 @@ __all__ = [
     "load_arrays",
     "load_digits",
     "load_mnist5k",
+    "load_training_arrays",
     "load_validation_arrays",
 ]

@@ -198,6 +198,19 @@ def load_validation_arrays(config: Any) -> tuple[np.ndarray, np.ndarray] | None:
     )
 
 
+def load_training_arrays(config: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The images a run trains on, by a data config: the (`limit_train`) training
+    split without its validation hold-out."""
+    return load_arrays(
+        config.name,
+        "train",
+        getattr(config, "data_dir", None),
+        bool(getattr(config, "download", True)),
+        limit=int(getattr(config, "limit_train", 0) or 0),
+        validation_size=int(getattr(config, "validation_size", 0) or 0),
+    )
+
+
 def _split_labels(name: str, ds: tf.data.Dataset, config: Any) -> np.ndarray:
     """Every label of the (limited) training split, in order."""
     if name in embedded.EMBEDDED_LOADERS:

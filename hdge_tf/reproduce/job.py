@@ -71,15 +71,7 @@ def run_metrics(metrics: dict, evaluation: dict) -> dict:
 
 def reference_features(judge: SampleJudge, config) -> np.ndarray:
     """The judge's features of the training split: what samples are compared with."""
-    cfg = config.data
-    images, _ = data_lib.load_arrays(
-        cfg.name,
-        "train",
-        cfg.data_dir,
-        cfg.download,
-        cfg.limit_train,
-        cfg.validation_size,
-    )
+    images, _ = data_lib.load_training_arrays(config.data)
     return judge.features(images)
 
 
