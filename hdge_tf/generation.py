@@ -71,7 +71,8 @@ def draw_samples(
       start: "fresh" (uniform [-1, 1] noise), "buffer" (rows of the model's replay
         buffer: of class y's slice for conditional chains on a class-split buffer,
         else uniform over the buffer; never restarted, never written back) or
-        "gaussian" (the model's class Gaussians, a random class's for p(x)).
+        "gaussian" (the model's chain-start draws: its class Gaussians, a random
+        class's for p(x), with its `sgld_start_uniform_fraction` of uniform noise).
       step_size, noise_std: default to the model's `sgld_step_size` /
         `sgld_noise_std`, else JEM's 1.0 / 0.01.
       batch_size: chains run at once (bounds memory).
