@@ -50,13 +50,13 @@ _START = flags.DEFINE_enum(
     "Chain starts; default buffer when the model has a replay buffer, else fresh.",
 )
 _STEP_SIZE = flags.DEFINE_float(
-    "step_size", None, "SGLD step size; default the model's sgld_step_size (or 1)."
+    "step_size", None, "SGLD step size; default the model's sgld.step_size (or 1)."
 )
 _NOISE_STD = flags.DEFINE_float(
-    "noise_std", None, "SGLD noise std; default the model's sgld_noise_std (or 0.01)."
+    "noise_std", None, "SGLD noise std; default the model's sgld.noise_std (or 0.01)."
 )
 _CLIP = flags.DEFINE_bool(
-    "clip", None, "Clip every step to [-1, 1]; default the model's sgld_clip."
+    "clip", None, "Clip every step to [-1, 1]; default the model's sgld.clip."
 )
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the starts and the chains' noise.")
 _BATCH_SIZE = flags.DEFINE_integer(

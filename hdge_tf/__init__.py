@@ -21,6 +21,7 @@ from hdge_tf.networks import SmallCNN, WideResNet, build_backbone
 from hdge_tf.optimization import WarmupStepDecay
 from hdge_tf.queue import LogitQueue
 from hdge_tf.sampling import ReplayBuffer, sgld
+from hdge_tf.sgld_settings import SGLDSettings
 from hdge_tf.training import train
 
 __version__ = "0.1.0"
@@ -30,6 +31,7 @@ __all__ = [
     "HDGEClassifier",
     "LogitQueue",
     "ReplayBuffer",
+    "SGLDSettings",
     "SampleGrid",
     "SmallCNN",
     "WarmupStepDecay",

@@ -21,9 +21,10 @@ from absl import logging
 
 from hdge_tf import sampling
 from hdge_tf.evaluation.report import model_image_shape
+from hdge_tf.sgld_settings import SGLDSettings
 
 # "fresh": uniform noise; "buffer": the replay buffer's long-run chains;
-# "gaussian": the model's class Gaussians (`chain_starts`, sgld_start="class_gaussian").
+# "gaussian": the model's class Gaussians (`chain_starts`, sgld.start="class_gaussian").
 STARTS = ("fresh", "buffer", "gaussian")
 
 
@@ -72,12 +73,12 @@ def draw_samples(
         buffer: of class y's slice for conditional chains on a class-split buffer,
         else uniform over the buffer; never restarted, never written back) or
         "gaussian" (the model's chain-start draws: its class Gaussians, a random
-        class's for p(x), with its `sgld_start_uniform_fraction` of uniform noise).
-      step_size, noise_std: default to the model's `sgld_step_size` /
-        `sgld_noise_std`, else JEM's 1.0 / 0.01.
+        class's for p(x), with its `sgld.start_uniform_fraction` of uniform noise).
+      step_size, noise_std: default to the model's `sgld.step_size` /
+        `sgld.noise_std`, else JEM's 1.0 / 0.01 (`SGLDSettings`' defaults).
       batch_size: chains run at once (bounds memory).
       seed: int; chunk i of `batch_size` chains uses fold_in(seed, i).
-      clip: keep every step in [-1, 1]; defaults to the model's `sgld_clip`.
+      clip: keep every step in [-1, 1]; defaults to the model's `sgld.clip`.
 
     Returns:
       (samples float32 [N, H, W, C]; labels int32 [N] sorted by class, or
@@ -102,12 +103,15 @@ def draw_samples(
             "or pxy_sgld_weight > 0), and Gaussians with loss.sgld_start="
             f"'class_gaussian'. Starts of this model: {available_starts(model)}."
         )
+    settings = getattr(model, "sgld", None)
+    if not isinstance(settings, SGLDSettings):  # a plain classifier: JEM's
+        settings = SGLDSettings()
     if clip is None:
-        clip = bool(getattr(model, "sgld_clip", False))
+        clip = settings.clip
     if step_size is None:
-        step_size = getattr(model, "sgld_step_size", 1.0)
+        step_size = settings.step_size
     if noise_std is None:
-        noise_std = getattr(model, "sgld_noise_std", 0.01)
+        noise_std = settings.noise_std
     classes = num_classes(model)
     image_shape = model_image_shape(model)
     labels = np.repeat(np.arange(classes, dtype=np.int32), num) if conditional else None

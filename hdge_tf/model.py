@@ -16,8 +16,9 @@ import keras
 import tensorflow as tf
 
 from hdge_tf import distribute, energy, hardware, input_checks, losses, sampling
-from hdge_tf.chain_starts import START_KINDS, ClassGaussians
+from hdge_tf.chain_starts import ClassGaussians
 from hdge_tf.queue import LogitQueue
+from hdge_tf.sgld_settings import FLAT_KEYS, SGLDSettings, moved_argument_error
 
 LOSS_TERMS = ("ce", "pxy_contrast", "px_contrast", "px_sgld", "pxy_sgld", "energy_l2")
 # Per-epoch read-outs of the energies: data and samples of each SGLD term
@@ -32,8 +33,8 @@ LOGIT_MONITORS = ("top_logit", "second_logit")
     _NOISE_STREAM,
     _PX_CHAINS_STREAM,
     _PXY_CHAINS_STREAM,
-    _PXY_LABELS_STREAM,  # drawn labels of the log p(x|y) chains (sgld_batch_size)
-    _PX_LABELS_STREAM,  # of the log p(x) chains (px_sgld_conditional_chains)
+    _PXY_LABELS_STREAM,  # drawn labels of the log p(x|y) chains (sgld.batch_size)
+    _PX_LABELS_STREAM,  # of the log p(x) chains (sgld.px_conditional_chains)
 ) = range(5)
 # A final activation that turns the backbone's outputs into probabilities.
 _PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid", "log_softmax")
@@ -53,6 +54,13 @@ class HDGEClassifier(keras.Model):
       temperature: τ of the contrastive terms.
       ce_weight, pxy_contrast_weight, px_contrast_weight: weights of the loss terms
         (0 disables a term).
+      px_sgld_weight, pxy_sgld_weight: weights of JEM's SGLD maximum-likelihood
+        terms for log p(x) and log p(x|y) (`losses.sgld_nll_x`); either > 0 adds a
+        `ReplayBuffer` sub-layer `replay_buffer` (class-split when pxy_sgld is on,
+        or with `sgld.px_conditional_chains`).
+      energy_l2_weight: weight of mean(E_data² + E_sample²) over the SGLD terms;
+        without an SGLD term there is nothing to penalize and it is 0. It caps
+        the data's labelled logit near `energy_cap`.
       formulation: "reference" (the published code's) or "paper" scoring of the
         contrastive terms, see `hdge_tf.losses`. The default was picked by
         measurement (README.md): "paper" can keep the logits tiny, and p(y|x)
@@ -60,29 +68,8 @@ class HDGEClassifier(keras.Model):
       label_smoothing: applied to CE and to the label weights of log p(x|y).
       input_noise_std: std of Gaussian noise added to training inputs (0.03 in JEM).
       queue_init: "random" or "data", see `LogitQueue`.
-      px_sgld_weight, pxy_sgld_weight: weights of JEM's SGLD maximum-likelihood
-        terms for log p(x) and log p(x|y) (`losses.sgld_nll_x`); either > 0 adds a
-        `ReplayBuffer` sub-layer `replay_buffer` (class-split when pxy_sgld is on).
-      sgld_steps, sgld_step_size, sgld_noise_std: the SGLD chain run per step.
-      replay_buffer_size: chain states kept (divisible by the classes for pxy_sgld).
-      reinit_freq: fraction of chains restarted (from `sgld_start`) each step.
-      energy_l2_weight: weight of mean(E_data² + E_sample²) over the SGLD terms;
-        without an SGLD term there is nothing to penalize and it is 0. It caps
-        the data's labelled logit near `energy_cap`.
-      sgld_clip: clip every chain step to the data range [-1, 1] (JEM's and HDGE's
-        code leave chains unclipped; then samples drift to values no image has).
-      sgld_batch_size: chains per step (global batch), independent of the
-        classification batch as in HDGE's code; 0 = one chain per batch image.
-        With it, log p(x|y) chains get uniformly drawn labels.
-      sgld_start: where restarted chains (and the first buffer) start: "uniform"
-        noise (JEM) or "class_gaussian" (JEM++: per-class Gaussians fitted to the
-        training images by `fit_chain_starts`, see `chain_starts`).
-      sgld_start_uniform_fraction: with "class_gaussian", the share of fresh
-        starts that are uniform noise all the same.
-      px_sgld_conditional_chains: the log p(x) term's chains sample p(x|y) for
-        uniformly drawn labels from a class-split buffer (HDGE's
-        `--class_cond_p_x_sample`); the term itself stays on log p(x), which
-        leaves p(y|x) alone where a log p(x|y) term would lower it.
+      sgld: the SGLD chains' `SGLDSettings` (steps, step size, noise, buffer,
+        restarts, starts), or a dict of its fields; read only with an SGLD term.
       divergence_threshold: a training step whose loss is non-finite or larger in
         magnitude than this, or whose gradients are non-finite, is not applied
         (weights, optimizer, queue and replay buffer stay as they were) and counts
@@ -108,46 +95,35 @@ class HDGEClassifier(keras.Model):
         backbone: keras.Model,
         queue_size: int = 65536,
         temperature: float = 0.1,
+        *,
         ce_weight: float = 1.0,
         pxy_contrast_weight: float = 1.0,
         px_contrast_weight: float = 0.0,
+        px_sgld_weight: float = 0.0,
+        pxy_sgld_weight: float = 0.0,
+        energy_l2_weight: float = 0.0,
         formulation: str = "reference",
         label_smoothing: float = 0.0,
         input_noise_std: float = 0.0,
         queue_init: str = "random",
-        px_sgld_weight: float = 0.0,
-        pxy_sgld_weight: float = 0.0,
-        sgld_steps: int = 20,
-        sgld_step_size: float = 1.0,
-        sgld_noise_std: float = 0.01,
-        replay_buffer_size: int = 10000,
-        reinit_freq: float = 0.05,
-        energy_l2_weight: float = 0.0,
+        sgld: SGLDSettings | dict | None = None,
         divergence_threshold: float = 1e8,
         seed: int = 0,
-        sgld_clip: bool = False,
-        sgld_batch_size: int = 0,
-        sgld_start: str = "uniform",
-        sgld_start_uniform_fraction: float = 0.1,
-        px_sgld_conditional_chains: bool = False,
         image_shape: tuple[int, int, int] | None = None,
         **kwargs,
     ):
+        moved = [name for name in FLAT_KEYS if name in kwargs]
+        if moved:
+            raise moved_argument_error(moved)
         super().__init__(**kwargs)
         _check_logit_backbone(backbone)
         losses.check_formulation(formulation)
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}.")
-        if sgld_steps < 0:
-            raise ValueError(f"sgld_steps must be >= 0, got {sgld_steps}.")
-        if not 0.0 <= reinit_freq <= 1.0:
-            raise ValueError(f"reinit_freq must be in [0, 1], got {reinit_freq}.")
-        if sgld_batch_size < 0:
-            raise ValueError(f"sgld_batch_size must be >= 0, got {sgld_batch_size}.")
-        if sgld_start not in START_KINDS:
-            raise ValueError(
-                f"Unknown sgld_start {sgld_start!r}; expected one of {START_KINDS}."
-            )
+        if sgld is None:
+            sgld = SGLDSettings()
+        elif not isinstance(sgld, SGLDSettings):
+            sgld = SGLDSettings(**sgld)
         if not divergence_threshold > 0:
             raise ValueError(
                 f"divergence_threshold must be positive, got {divergence_threshold}."
@@ -173,33 +149,24 @@ class HDGEClassifier(keras.Model):
         self.queue = LogitQueue(
             queue_size, self.num_classes, init=queue_init, name="queue"
         )
-        self.sgld_steps = int(sgld_steps)
-        self.sgld_step_size = float(sgld_step_size)
-        self.sgld_noise_std = float(sgld_noise_std)
-        self.replay_buffer_size = int(replay_buffer_size)
-        self.reinit_freq = float(reinit_freq)
+        self.sgld = sgld
         self.divergence_threshold = float(divergence_threshold)
         self.seed = int(seed)
-        self.sgld_clip = bool(sgld_clip)
-        self.sgld_batch_size = int(sgld_batch_size)
-        self.sgld_start = sgld_start
-        self.sgld_start_uniform_fraction = float(sgld_start_uniform_fraction)
-        self.px_sgld_conditional_chains = bool(px_sgld_conditional_chains)
         # Only SGLD training has a buffer (and chain starts): old files load as-is.
         self.replay_buffer = self.chain_starts = None
         sgld_terms = [t for t in SGLD_MONITORS if self.loss_weights_[t] > 0]
         if sgld_terms:
             self.replay_buffer = sampling.ReplayBuffer(
-                self.replay_buffer_size,
+                sgld.buffer_size,
                 self.image_shape,
                 self.num_classes if self._class_chains() else None,
                 name="replay_buffer",
             )
-            if sgld_start == "class_gaussian":
+            if sgld.start == "class_gaussian":
                 self.chain_starts = ClassGaussians(
                     self.num_classes,
                     self.image_shape,
-                    uniform_fraction=self.sgld_start_uniform_fraction,
+                    uniform_fraction=sgld.start_uniform_fraction,
                     name="chain_starts",
                 )
         # CE is always tracked (it is the NLL), contrastive terms only when used.
@@ -228,7 +195,7 @@ class HDGEClassifier(keras.Model):
     def _class_chains(self) -> bool:
         """Whether any SGLD chain samples p(x|y) (then the buffer is class-split)."""
         return self.loss_weights_["pxy_sgld"] > 0 or (
-            self.loss_weights_["px_sgld"] > 0 and self.px_sgld_conditional_chains
+            self.loss_weights_["px_sgld"] > 0 and self.sgld.px_conditional_chains
         )
 
     @property
@@ -273,14 +240,14 @@ class HDGEClassifier(keras.Model):
         return 1.0 / (1.0 + rest * math.exp(-low))
 
     def fit_chain_starts(self, images, labels) -> None:
-        """Fits the class Gaussians of `sgld_start="class_gaussian"` to training
+        """Fits the class Gaussians of `sgld.start="class_gaussian"` to training
         images ([N, H, W, C], labels [N]) and refills the replay buffer from them,
         so the first chains already start there. Call once before training."""
         if self.chain_starts is None:
             raise ValueError(
-                "fit_chain_starts needs sgld_start='class_gaussian' and an SGLD term "
+                "fit_chain_starts needs sgld.start='class_gaussian' and an SGLD term "
                 f"(px_sgld_weight or pxy_sgld_weight > 0); this model has "
-                f"sgld_start={self.sgld_start!r}."
+                f"sgld.start={self.sgld.start!r}."
             )
         self.chain_starts.fit(images, labels)
         buffer = self.replay_buffer
@@ -294,7 +261,7 @@ class HDGEClassifier(keras.Model):
     def fit(self, *args, **kwargs):
         if self.chain_starts is not None and not self.chain_starts.fitted:
             raise ValueError(
-                "sgld_start='class_gaussian' needs its class Gaussians: call "
+                "sgld.start='class_gaussian' needs its class Gaussians: call "
                 "model.fit_chain_starts(train_images, train_labels) before fit()."
             )
         return super().fit(*args, **kwargs)
@@ -404,34 +371,34 @@ class HDGEClassifier(keras.Model):
         starts, indices = self.replay_buffer.sample(
             num_chains,
             labels=labels,
-            reinit_freq=self.reinit_freq,
+            reinit_freq=self.sgld.reinit_freq,
             seed=sampling.fold_in(seed, 0),
             fresh=fresh,
         )
         samples = sampling.sgld_chain(
             self,
             starts,
-            tf.constant(self.sgld_steps, tf.int32),
-            tf.constant(self.sgld_step_size, tf.float32),
-            tf.constant(self.sgld_noise_std, tf.float32),
+            tf.constant(self.sgld.steps, tf.int32),
+            tf.constant(self.sgld.step_size, tf.float32),
+            tf.constant(self.sgld.noise_std, tf.float32),
             sampling.fold_in(seed, 1),
             labels,
-            sampling.data_range() if self.sgld_clip else None,
+            sampling.data_range() if self.sgld.clip else None,
         )
         return tf.stop_gradient(samples), indices, labels
 
     def _num_chains(self, batch: tf.Tensor):
-        """Chains per step on this replica: `sgld_batch_size` split over the
+        """Chains per step on this replica: `sgld.batch_size` split over the
         replicas, else one per image of `batch`."""
-        if not self.sgld_batch_size:
+        if not self.sgld.batch_size:
             return tf.shape(batch)[0]
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        return tf.constant(-(-self.sgld_batch_size // replicas), tf.int32)
+        return tf.constant(-(-self.sgld.batch_size // replicas), tf.int32)
 
     def _chain_labels(self, labels: tf.Tensor) -> tf.Tensor:
-        """Labels of the log p(x|y) chains: the batch's, or with `sgld_batch_size`
+        """Labels of the log p(x|y) chains: the batch's, or with `sgld.batch_size`
         uniformly drawn ones (HDGE's code draws them the same way)."""
-        if not self.sgld_batch_size:
+        if not self.sgld.batch_size:
             return labels
         return self._random_labels(self._num_chains(labels), _PXY_LABELS_STREAM)
 
@@ -508,7 +475,7 @@ class HDGEClassifier(keras.Model):
         if self.loss_weights_["px_sgld"] > 0:
             num_chains = self._num_chains(px_data)
             px_labels = None
-            if self.px_sgld_conditional_chains:
+            if self.sgld.px_conditional_chains:
                 px_labels = self._random_labels(num_chains, _PX_LABELS_STREAM)
             chains["px_sgld"] = self._sgld_chains(
                 num_chains, px_labels, _PX_CHAINS_STREAM
@@ -607,33 +574,36 @@ class HDGEClassifier(keras.Model):
             ce_weight=self.loss_weights_["ce"],
             pxy_contrast_weight=self.loss_weights_["pxy_contrast"],
             px_contrast_weight=self.loss_weights_["px_contrast"],
+            px_sgld_weight=self.loss_weights_["px_sgld"],
+            pxy_sgld_weight=self.loss_weights_["pxy_sgld"],
+            energy_l2_weight=self.loss_weights_["energy_l2"],
             formulation=self.formulation,
             label_smoothing=self.label_smoothing,
             input_noise_std=self.input_noise_std,
             queue_init=self.queue.init,
-            px_sgld_weight=self.loss_weights_["px_sgld"],
-            pxy_sgld_weight=self.loss_weights_["pxy_sgld"],
-            sgld_steps=self.sgld_steps,
-            sgld_step_size=self.sgld_step_size,
-            sgld_noise_std=self.sgld_noise_std,
-            replay_buffer_size=self.replay_buffer_size,
-            reinit_freq=self.reinit_freq,
-            energy_l2_weight=self.loss_weights_["energy_l2"],
+            sgld=keras.saving.serialize_keras_object(self.sgld),
             divergence_threshold=self.divergence_threshold,
             seed=self.seed,
-            sgld_clip=self.sgld_clip,
-            sgld_batch_size=self.sgld_batch_size,
-            sgld_start=self.sgld_start,
-            sgld_start_uniform_fraction=self.sgld_start_uniform_fraction,
-            px_sgld_conditional_chains=self.px_sgld_conditional_chains,
             image_shape=self.image_shape,
         )
         return config
 
     @classmethod
     def from_config(cls, config: dict):
+        """Also reads the flat SGLD keys (`sgld_settings.FLAT_KEYS`) of models
+        saved before the settings were one object, defaults for those missing."""
         config = copy.deepcopy(config)  # deserializing consumes the nested dict
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        flat = {k: config.pop(k) for k in FLAT_KEYS if k in config}
+        if "sgld" in config:
+            if flat:
+                raise ValueError(
+                    f"HDGEClassifier config has both 'sgld' and the flat keys "
+                    f"{sorted(flat)}; expected one of the two."
+                )
+            config["sgld"] = keras.saving.deserialize_keras_object(config["sgld"])
+        else:
+            config["sgld"] = SGLDSettings.from_flat(flat)
         return cls(**config)
 
     def export(self, filepath, format="tf_saved_model", input_signature=None, **kw):

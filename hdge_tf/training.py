@@ -39,6 +39,7 @@ from hdge_tf.model import HDGEClassifier
 from hdge_tf.networks import build_backbone
 from hdge_tf.optimization import build_optimizer
 from hdge_tf.plots import plot_history
+from hdge_tf.sgld_settings import split_flat
 from hdge_tf.workdir import (
     RunDir,
     check_resume,
@@ -54,7 +55,9 @@ def build_model(config, num_classes: int, image_shape) -> HDGEClassifier:
     backbone = build_backbone(
         backbone_kwargs.pop("name"), num_classes, tuple(image_shape), **backbone_kwargs
     )
-    return HDGEClassifier(backbone, seed=config.seed, **config.loss)
+    # The config's flat loss.sgld_* keys (and co.) are the model's `sgld` settings.
+    loss, sgld = split_flat(config.loss)
+    return HDGEClassifier(backbone, sgld=sgld, seed=config.seed, **loss)
 
 
 def warm_start(model: HDGEClassifier, source: str | Path) -> None:
@@ -403,7 +406,7 @@ def _sample_grid(model: HDGEClassifier, config, run: RunDir) -> SampleGrid:
     return SampleGrid(
         run.samples_dir,
         every_epochs=config.train.sample_every_epochs,
-        steps=model.sgld_steps,
+        steps=model.sgld.steps,
         conditional=buffer is None or buffer.num_classes is not None,
         seed=config.seed,
     )

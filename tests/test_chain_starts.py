@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import tiny_backbone
 
-from hdge_tf import HDGEClassifier, generation
+from hdge_tf import HDGEClassifier, SGLDSettings, generation
 from hdge_tf.chain_starts import ClassGaussians
 
 SHAPE = (8, 8, 1)
@@ -62,18 +62,20 @@ def test_fit_needs_two_images_per_class():
         ClassGaussians(2, SHAPE).fit(np.zeros((3, *SHAPE)), np.array([0, 0, 1]))
 
 
-def _model(**kwargs):
+def _model(**sgld):
+    """A log p(x|y) model whose SGLD settings are `sgld` over class Gaussian
+    starts, 0 steps and a 400-row buffer."""
     backbone = tiny_backbone(num_classes=2, image_shape=SHAPE)
-    kwargs = {
-        "queue_size": 64,
-        "pxy_sgld_weight": 1.0,
-        "sgld_steps": 0,
-        "replay_buffer_size": 400,
-        "sgld_start": "class_gaussian",
-        "sgld_start_uniform_fraction": 0.0,
-        **kwargs,
+    sgld = {
+        "steps": 0,
+        "buffer_size": 400,
+        "start": "class_gaussian",
+        "start_uniform_fraction": 0.0,
+        **sgld,
     }
-    model = HDGEClassifier(backbone, **kwargs)
+    model = HDGEClassifier(
+        backbone, queue_size=64, pxy_sgld_weight=1.0, sgld=SGLDSettings(**sgld)
+    )
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     return model
 
@@ -115,8 +117,8 @@ def test_fit_without_fitted_starts_is_refused():
     images, labels, _ = _two_classes(n=8)
     with pytest.raises(ValueError, match="fit_chain_starts"):
         _model().fit(images, labels, epochs=1, verbose=0)
-    with pytest.raises(ValueError, match="sgld_start='class_gaussian'"):
-        _model(sgld_start="uniform").fit_chain_starts(images, labels)
+    with pytest.raises(ValueError, match="sgld.start='class_gaussian'"):
+        _model(start="uniform").fit_chain_starts(images, labels)
 
 
 def test_gaussian_start_for_sampling_and_the_keras_round_trip(tmp_path):
@@ -130,9 +132,9 @@ def test_gaussian_start_for_sampling_and_the_keras_round_trip(tmp_path):
     path = tmp_path / "model.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)
-    assert loaded.chain_starts.fitted and loaded.sgld_start == "class_gaussian"
+    assert loaded.chain_starts.fitted and loaded.sgld.start == "class_gaussian"
     np.testing.assert_array_equal(
         loaded.chain_starts.means.numpy(), model.chain_starts.means.numpy()
     )
     with pytest.raises(ValueError, match="fitted class Gaussians"):
-        generation.draw_samples(_model(sgld_start="uniform"), 2, True, 0, "gaussian")
+        generation.draw_samples(_model(start="uniform"), 2, True, 0, "gaussian")

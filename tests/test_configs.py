@@ -8,6 +8,7 @@ from conftest import tiny_backbone
 
 from hdge_tf.config_checks import check_config
 from hdge_tf.model import HDGEClassifier
+from hdge_tf.sgld_settings import split_flat
 
 CONFIGS = sorted(
     p.stem
@@ -20,7 +21,9 @@ CONFIGS = sorted(
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_builds_the_model_it_describes(name):
     config = importlib.import_module(f"hdge_tf.configs.{name}").get_config()
-    model = HDGEClassifier(tiny_backbone(), **config.loss)
+    loss, sgld = split_flat(config.loss)
+    model = HDGEClassifier(tiny_backbone(), sgld=sgld, **loss)
+    assert model.sgld.steps == config.loss.sgld_steps
     sgld = config.loss.px_sgld_weight > 0 or config.loss.pxy_sgld_weight > 0
     assert (model.replay_buffer is not None) == sgld
     assert model.queue.size == config.loss.queue_size

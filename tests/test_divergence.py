@@ -9,6 +9,7 @@ from conftest import smoke_config, tiny_backbone
 from hdge_tf import training
 from hdge_tf.callbacks import DivergenceGuard
 from hdge_tf.model import HDGEClassifier
+from hdge_tf.sgld_settings import SGLDSettings
 
 
 def _model(strategy=None, **kwargs):
@@ -40,7 +41,9 @@ def _fit_one_step(model, images, labels):
 
 def test_a_loss_above_the_threshold_changes_nothing(separable_data):
     images, labels = separable_data
-    model = _model(divergence_threshold=1e-3, px_sgld_weight=1.0, sgld_steps=2)
+    model = _model(
+        divergence_threshold=1e-3, px_sgld_weight=1.0, sgld=SGLDSettings(steps=2)
+    )
     model.replay_buffer.images.assign(
         np.random.default_rng(0).uniform(-1, 1, model.replay_buffer.images.shape)
     )
@@ -56,7 +59,7 @@ def test_a_loss_above_the_threshold_changes_nothing(separable_data):
 
 def test_an_injected_nan_is_skipped_and_later_steps_still_train(separable_data):
     images, labels = separable_data
-    model = _model(pxy_sgld_weight=1.0, sgld_steps=2, replay_buffer_size=40)
+    model = _model(pxy_sgld_weight=1.0, sgld=SGLDSettings(steps=2, buffer_size=40))
     kernel = model.backbone.layers[-1].kernel
     good = kernel.numpy()
     poisoned = good.copy()

@@ -16,20 +16,21 @@ from hdge_tf import plots, sampling, workdir
 from hdge_tf.callbacks import SampleGrid
 from hdge_tf.generation import draw_samples
 from hdge_tf.model import HDGEClassifier
+from hdge_tf.sgld_settings import SGLDSettings
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def jem_model(seed: int = 0, **kwargs) -> HDGEClassifier:
-    """4 classes of 8x8x1 images, a class-split buffer of 10 rows per class."""
-    kwargs = dict(
+def jem_model(seed: int = 0, **sgld) -> HDGEClassifier:
+    """4 classes of 8x8x1 images, a class-split buffer of 10 rows per class;
+    `sgld`: SGLD settings besides those."""
+    settings = SGLDSettings(**{"buffer_size": 40, "steps": 2, **sgld})
+    return HDGEClassifier(
+        tiny_backbone(4, (8, 8, 1), seed),
         queue_size=16,
         pxy_sgld_weight=1.0,
-        replay_buffer_size=40,
-        sgld_steps=2,
-        **kwargs,
+        sgld=settings,
     )
-    return HDGEClassifier(tiny_backbone(4, (8, 8, 1), seed), **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -112,9 +113,9 @@ def test_chains_raise_the_log_density(model):
 
 def test_step_size_and_noise_default_to_the_models():
     """One noiseless step is starts + step_size * ∇ log p(x|y): the model's
-    sgld_step_size for an HDGEClassifier, JEM's 1.0 for a plain classifier."""
+    sgld.step_size for an HDGEClassifier, JEM's 1.0 for a plain classifier."""
     backbone = tiny_backbone(4, (8, 8, 1), seed=1)
-    for model, step_size in [(backbone, 1.0), (jem_model(sgld_step_size=0.25), 0.25)]:
+    for model, step_size in [(backbone, 1.0), (jem_model(step_size=0.25), 0.25)]:
         starts, labels = draw_samples(model, 2, True, 0, seed=4)
         _, grad = sampling.log_density_gradient(model, starts, labels)
         stepped, _ = draw_samples(model, 2, True, 1, noise_std=0.0, seed=4)
@@ -125,7 +126,7 @@ def test_step_size_and_noise_default_to_the_models():
     starts, _ = draw_samples(backbone, 100, False, 0, seed=4)
     noisy, _ = draw_samples(backbone, 100, False, 1, step_size=0.0, seed=4)
     assert 0.009 < np.std(noisy - starts) < 0.011
-    quiet = jem_model(sgld_step_size=0.0, sgld_noise_std=0.0)
+    quiet = jem_model(step_size=0.0, noise_std=0.0)
     starts, _ = draw_samples(quiet, 3, True, 0, seed=4)
     np.testing.assert_array_equal(draw_samples(quiet, 3, True, 5, seed=4)[0], starts)
 

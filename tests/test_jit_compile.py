@@ -11,6 +11,7 @@ from conftest import quadrant_data, smoke_config, tiny_backbone
 from hdge_tf import hardware, sampling, training
 from hdge_tf.distribute import CustomLoop
 from hdge_tf.model import HDGEClassifier
+from hdge_tf.sgld_settings import SGLDSettings
 
 PLAIN = {"input_noise_std": 0.03}  # CE + contrastive log p(x|y)
 # + JEM's log p(x) term: 3 SGLD steps from a small buffer, re-initialized often.
@@ -18,9 +19,7 @@ SGLD = {
     **PLAIN,
     "px_sgld_weight": 1.0,
     "energy_l2_weight": 0.1,
-    "sgld_steps": 3,
-    "replay_buffer_size": 64,
-    "reinit_freq": 0.3,
+    "sgld": SGLDSettings(steps=3, buffer_size=64, reinit_freq=0.3),
 }
 RTOL, ATOL = 1e-4, 1e-5
 

@@ -15,6 +15,7 @@ from keras_checks import (
 
 from hdge_tf import input_checks, losses
 from hdge_tf.model import HDGEClassifier
+from hdge_tf.sgld_settings import FLAT_KEYS, SGLDSettings
 
 
 def _model(**kwargs):
@@ -81,8 +82,7 @@ def test_passes_the_keras_checks_with_its_training_state(separable_data, tmp_pat
         "formulation": "reference",
         "input_noise_std": 0.03,
         "px_sgld_weight": 1.0,
-        "sgld_steps": 2,
-        "replay_buffer_size": 40,
+        "sgld": SGLDSettings(steps=2, buffer_size=40),
     }
     model = _model(**kwargs)
     model.fit(images, labels, batch_size=16, epochs=1, verbose=0)
@@ -128,35 +128,35 @@ def test_bad_inputs_name_the_problem(separable_data):
         _model().compile(optimizer="adam", loss="mse")
 
 
-def test_sgld_arguments_are_in_the_config_and_old_configs_load():
+def test_sgld_settings_are_in_the_config_and_old_configs_load():
+    sgld = SGLDSettings(steps=7, buffer_size=80, reinit_freq=0.1)
     model = HDGEClassifier(
         tiny_backbone(),
         queue_size=40,
         px_sgld_weight=0.5,
-        sgld_steps=7,
-        replay_buffer_size=80,
-        reinit_freq=0.1,
         energy_l2_weight=0.2,
+        sgld=sgld,
     )
     config = model.get_config()
     assert {k: config[k] for k in ("px_sgld_weight", "pxy_sgld_weight")} == {
         "px_sgld_weight": 0.5,
         "pxy_sgld_weight": 0.0,
     }
-    assert (config["sgld_steps"], config["sgld_step_size"]) == (7, 1.0)
-    assert (config["sgld_noise_std"], config["replay_buffer_size"]) == (0.01, 80)
-    assert (config["reinit_freq"], config["energy_l2_weight"]) == (0.1, 0.2)
+    assert config["energy_l2_weight"] == 0.2
+    assert config["sgld"]["config"] == sgld.get_config()
+    assert not set(FLAT_KEYS) & set(config)
     clone = HDGEClassifier.from_config(config)
+    assert clone.sgld == sgld
     assert clone.replay_buffer.images.shape == (80, 8, 8, 1)
     # A config saved before the SGLD terms existed builds the same model as before.
-    old = {k: v for k, v in model.get_config().items() if "sgld" not in k}
-    for key in ("replay_buffer_size", "reinit_freq", "energy_l2_weight"):
-        del old[key]
-    assert HDGEClassifier.from_config(old).replay_buffer is None
-    with pytest.raises(ValueError, match="reinit_freq must be in"):
-        HDGEClassifier(tiny_backbone(), reinit_freq=2.0)
-    with pytest.raises(ValueError, match="sgld_steps must be >= 0"):
-        HDGEClassifier(tiny_backbone(), sgld_steps=-1)
+    old = {k: v for k, v in config.items() if "sgld" not in k}
+    del old["energy_l2_weight"]
+    before_sgld = HDGEClassifier.from_config(old)
+    assert before_sgld.replay_buffer is None and before_sgld.sgld == SGLDSettings()
+    with pytest.raises(ValueError, match="SGLDSettings.reinit_freq must be in"):
+        HDGEClassifier(tiny_backbone(), sgld={"reinit_freq": 2.0})
+    with pytest.raises(ValueError, match="SGLDSettings.steps must be an integer >= 0"):
+        HDGEClassifier(tiny_backbone(), sgld=SGLDSettings(steps=-1))
 
 
 def test_another_image_size_fails_after_a_retrace(separable_data):

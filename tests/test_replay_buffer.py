@@ -12,6 +12,7 @@ from scipy.special import logsumexp
 
 from hdge_tf.model import HDGEClassifier
 from hdge_tf.sampling import ReplayBuffer
+from hdge_tf.sgld_settings import SGLDSettings
 
 
 def _is_buffer_row(starts, buffer, indices):
@@ -90,14 +91,16 @@ def test_class_conditional_indices_fall_in_the_labels_slice():
     with pytest.raises(ValueError, match="needs a buffer built with num_classes"):
         ReplayBuffer(size=61, image_shape=(2, 2, 1)).sample(labels=labels)
     with pytest.raises(ValueError, match="not divisible by num_classes=4"):
-        HDGEClassifier(tiny_backbone(), pxy_sgld_weight=1.0, replay_buffer_size=10)
+        HDGEClassifier(
+            tiny_backbone(), pxy_sgld_weight=1.0, sgld=SGLDSettings(buffer_size=10)
+        )
 
 
-def _sgld_model(**kwargs):
+def _sgld_model(sgld: dict | None = None, **kwargs):
+    """A model with `kwargs`, and SGLD settings `sgld` over small defaults."""
     kwargs.setdefault("queue_size", 40)
-    kwargs.setdefault("replay_buffer_size", 40)
-    kwargs.setdefault("sgld_steps", 3)
-    model = HDGEClassifier(tiny_backbone(), **kwargs)
+    settings = SGLDSettings(**{"buffer_size": 40, "steps": 3, **(sgld or {})})
+    model = HDGEClassifier(tiny_backbone(), sgld=settings, **kwargs)
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
     return model
 
@@ -115,11 +118,13 @@ def test_train_step_sgld_term_matches_a_manual_computation(separable_data, term)
     term = term.removesuffix("_conditional")
     kwargs = {
         f"{term}_weight": 1.0,
-        "px_sgld_conditional_chains": conditional,
         "energy_l2_weight": 0.1,
-        "sgld_steps": 0,
-        "reinit_freq": 1.0,
-        "replay_buffer_size": 4000,  # 8 draws: a repeated row is unlikely
+        "sgld": {
+            "px_conditional_chains": conditional,
+            "steps": 0,
+            "reinit_freq": 1.0,
+            "buffer_size": 4000,  # 8 draws: a repeated row is unlikely
+        },
     }
     model, twin = _sgld_model(**kwargs), _sgld_model(**kwargs)
     split = term == "pxy_sgld" or conditional
@@ -207,11 +212,8 @@ def test_sgld_batch_size_sets_the_chains_per_step(separable_data, term):
     images, labels = separable_data
     images, labels = images[:32], labels[:32]
     model = _sgld_model(
+        {"steps": 0, "reinit_freq": 1.0, "buffer_size": 40000, "batch_size": 24},
         **{f"{term}_weight": 1.0},
-        sgld_steps=0,
-        reinit_freq=1.0,
-        replay_buffer_size=40000,
-        sgld_batch_size=24,
     )
     before = model.replay_buffer.images.numpy().copy()
     model.train_on_batch(images, labels)
@@ -222,11 +224,8 @@ def test_sgld_batch_size_draws_labels_for_pxy_chains(separable_data):
     images, labels = separable_data
     images, labels = images[:32], np.zeros(32, np.int32)  # one class in the batch
     model = _sgld_model(
+        {"steps": 0, "reinit_freq": 1.0, "buffer_size": 40000, "batch_size": 40},
         pxy_sgld_weight=1.0,
-        sgld_steps=0,
-        reinit_freq=1.0,
-        replay_buffer_size=40000,
-        sgld_batch_size=40,
     )
     before = model.replay_buffer.images.numpy().copy()
     model.train_on_batch(images, labels)
@@ -252,9 +251,7 @@ def test_sgld_clip_keeps_training_chains_in_the_data_range(separable_data, clip)
         queue_size=64,
         pxy_contrast_weight=0.0,
         px_sgld_weight=1.0,
-        sgld_steps=3,
-        replay_buffer_size=100,
-        sgld_clip=clip,
+        sgld=SGLDSettings(steps=3, buffer_size=100, clip=clip),
     )
     model.compile(optimizer="sgd")
     before = model.replay_buffer.images.numpy().copy()
@@ -276,7 +273,7 @@ def test_default_model_has_no_buffer():
 
 def test_keras_round_trip_and_checkpoint_keep_the_buffer(separable_data, tmp_path):
     images, labels = separable_data
-    model = _sgld_model(pxy_sgld_weight=1.0, reinit_freq=0.2, sgld_step_size=0.5)
+    model = _sgld_model({"reinit_freq": 0.2, "step_size": 0.5}, pxy_sgld_weight=1.0)
     model.fit(images[:32], labels[:32], batch_size=16, epochs=1, verbose=0)
     path = tmp_path / "model.keras"
     model.save(path)
@@ -285,7 +282,7 @@ def test_keras_round_trip_and_checkpoint_keep_the_buffer(separable_data, tmp_pat
     del config["backbone"], loaded_config["backbone"]  # compared via the weights
     assert loaded_config == config
     assert loaded.replay_buffer.num_classes == 4
-    assert loaded.reinit_freq == 0.2 and loaded.sgld_step_size == 0.5
+    assert loaded.sgld.reinit_freq == 0.2 and loaded.sgld.step_size == 0.5
     np.testing.assert_array_equal(
         loaded.replay_buffer.images.numpy(), model.replay_buffer.images.numpy()
     )
@@ -316,7 +313,7 @@ def test_buffer_passes_the_keras_layer_checks(tmp_path):
 def test_replicas_write_the_same_rows_under_mirrored_strategy(separable_data, mirrored):
     images, labels = separable_data
     with mirrored.scope():
-        model = _sgld_model(px_sgld_weight=1.0, pxy_sgld_weight=1.0, sgld_steps=2)
+        model = _sgld_model({"steps": 2}, px_sgld_weight=1.0, pxy_sgld_weight=1.0)
     before = model.replay_buffer.images.numpy().copy()
     history = model.fit(images[:16], labels[:16], batch_size=16, epochs=1, verbose=0)
     assert np.isfinite(history.history["pxy_sgld"]).all()

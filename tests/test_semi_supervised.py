@@ -12,6 +12,7 @@ from scipy.special import logsumexp
 
 from hdge_tf import data
 from hdge_tf.model import HDGEClassifier
+from hdge_tf.sgld_settings import SGLDSettings
 
 
 def _config(**overrides) -> ml_collections.ConfigDict:
@@ -153,9 +154,7 @@ def _model(**kwargs):
     model = HDGEClassifier(
         tiny_backbone(),
         queue_size=40,
-        sgld_steps=0,
-        reinit_freq=1.0,
-        replay_buffer_size=4000,
+        sgld=SGLDSettings(steps=0, reinit_freq=1.0, buffer_size=4000),
         **kwargs,
     )
     model.compile(optimizer=keras.optimizers.Adam(1e-2))

@@ -202,8 +202,8 @@ def time_sgld_chain(
     starts = tf.constant(starts, tf.float32)
     numbers = (
         tf.constant(steps, tf.int32),
-        tf.constant(model.sgld_step_size, tf.float32),
-        tf.constant(model.sgld_noise_std, tf.float32),
+        tf.constant(model.sgld.step_size, tf.float32),
+        tf.constant(model.sgld.noise_std, tf.float32),
         sampling.seed_pair(0),
     )
     seconds, median = timed(
