@@ -114,27 +114,17 @@ class EpochLog(keras.callbacks.ProgbarLogger):
             epoch_line(epoch + 1, epochs, logs, self._seconds[-1], eta, self.terms)
         )
 
-    # The progress bar's other hooks: nothing to show.
-    def on_test_begin(self, logs=None):
-        pass
-
-    def on_predict_begin(self, logs=None):
-        pass
-
-    def on_train_batch_end(self, batch, logs=None):
-        pass
-
-    def on_test_batch_end(self, batch, logs=None):
-        pass
-
-    def on_predict_batch_end(self, batch, logs=None):
-        pass
-
-    def on_test_end(self, logs=None):
-        pass
-
-    def on_predict_end(self, logs=None):
-        pass
+    # The progress bar's other hooks are Callback's no-ops again: nothing per step
+    # or for validation, and Keras may keep dispatching steps asynchronously.
+    _base = keras.callbacks.Callback
+    on_test_begin = _base.on_test_begin
+    on_predict_begin = _base.on_predict_begin
+    on_train_batch_end = _base.on_train_batch_end
+    on_test_batch_end = _base.on_test_batch_end
+    on_predict_batch_end = _base.on_predict_batch_end
+    on_test_end = _base.on_test_end
+    on_predict_end = _base.on_predict_end
+    del _base
 
 
 def _is_number(value) -> bool:
