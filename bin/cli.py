@@ -20,6 +20,7 @@ logs for `--verbosity=1` too (`quiet_info_logs`). Warnings and errors always sho
 from __future__ import annotations
 
 import functools
+import logging as std_logging
 import re
 import sys
 
@@ -145,9 +146,14 @@ def _verbose() -> bool:
 def quiet_info_logs() -> None:
     """Below --verbosity=1, keeps absl's and TensorFlow's Python INFO lines (a
     checkpoint saved, the saver's timings) off the console, for a program that
-    prints what its user reads itself (absl's default shows INFO)."""
-    if flags.FLAGS["verbosity"].value < 1:
-        logging.set_verbosity(min(flags.FLAGS["verbosity"].value, logging.WARNING))
+    prints what its user reads itself (absl's default shows INFO). Below
+    --verbosity=2, also matplotlib's DEBUG lines (its font matching, 140 lines
+    per figure), which --verbosity=1 would otherwise show."""
+    verbosity = flags.FLAGS["verbosity"].value
+    if verbosity < 1:
+        logging.set_verbosity(min(verbosity, logging.WARNING))
+    if verbosity < 2:
+        std_logging.getLogger("matplotlib").setLevel(std_logging.INFO)
 
 
 def _main_with_errors(main, program: str, argv: list[str]):

@@ -23,7 +23,10 @@ from hdge_tf.model import LOSS_TERMS
 from hdge_tf.workdir import RunDir
 
 # Counters shown only when not zero: a skipped step is news, zero is not.
-COUNTERS = {"skipped_steps": "skipped steps", "loss_scale_overflows": "overflows"}
+COUNTERS = {
+    "skipped_steps": "skipped steps",
+    "loss_scale_overflows": "loss-scale overflows",
+}
 
 
 def duration(seconds: float) -> str:
@@ -37,7 +40,8 @@ def duration(seconds: float) -> str:
 
 
 def _terms(logs: dict, prefix: str, terms: Sequence[str]) -> str | None:
-    """ "loss 1.234 (ce 0.5, ...), accuracy 0.9" from the `prefix`ed logs."""
+    """The `prefix`ed loss, its terms and accuracy: "loss 1.2 (ce 0.5, ...),
+    accuracy 0.9"; None without that loss."""
     if f"{prefix}loss" not in logs:
         return None
     text = f"loss {logs[prefix + 'loss']:.4f}"

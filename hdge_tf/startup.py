@@ -6,11 +6,11 @@ does not silence them), and probing for a GPU logs an error where no CUDA driver
 is installed. None of it is something a user of `hdge-train` acts on. So while an
 hdge-* program imports TensorFlow and lists its devices (`import_tensorflow`, run
 when `hdge_tf/__init__` imports this module, before anything else imports
-TensorFlow), file descriptor 2
-goes to a temporary file; the lines of `START_UP_NOISE` are dropped and every
-other line is written back to stderr. `TF_CPP_MIN_LOG_LEVEL=2` (unless set)
-keeps TensorFlow's later C++ INFO and WARNING lines out too; its ERROR lines are
-still shown. `--verbosity=1` (or higher) shows everything, as TensorFlow prints it.
+TensorFlow), file descriptor 2 goes to a temporary file; the lines of
+`START_UP_NOISE` are dropped and every other line is written back to stderr.
+`TF_CPP_MIN_LOG_LEVEL=2` (unless set) keeps TensorFlow's later C++ INFO and
+WARNING lines out too; its ERROR lines are still shown. `--verbosity=1` (or
+higher) shows everything, as TensorFlow prints it.
 
 A program that only imports `hdge_tf` (a user's script, the tests) is left alone.
 Outside an hdge-* program, importing this module must not import TensorFlow
@@ -49,10 +49,9 @@ def program_args(
         return list(argv[1:])
     for i, arg in enumerate(orig_argv[:-1]):
         if arg == "-m":
-            module = orig_argv[i + 1]
-            return (
-                list(orig_argv[i + 2 :]) if module.startswith("hdge_tf.bin.") else None
-            )
+            if not orig_argv[i + 1].startswith("hdge_tf.bin."):
+                return None
+            return list(orig_argv[i + 2 :])
     return None
 
 
