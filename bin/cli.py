@@ -11,17 +11,22 @@ without a traceback; `--verbosity=1` (or higher) shows the traceback too. Other
 exceptions are bugs and keep their traceback. A run stopped by SIGINT/SIGTERM
 (`hdge_tf.interrupts`) ends with `hdge-train: interrupted in epoch N; run the same
 command to resume` and exit status 130/143.
+
+TensorFlow's start-up notices appear only with `--verbosity=1` or higher
+(`hdge_tf.startup`); a program that prints its own progress (hdge-train) keeps INFO
+logs for `--verbosity=1` too (`quiet_info_logs`). Warnings and errors always show.
 """
 
 from __future__ import annotations
 
 import functools
+import logging as std_logging
 import re
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
-from hdge_tf import interrupts
+from hdge_tf import interrupts, startup
 
 # What the library raises for bad inputs (DatasetUnavailableError and
 # TrainingDiverged are RuntimeErrors, missing files OSErrors); TensorFlow's OpError
@@ -131,20 +136,24 @@ def _config_file_error(err: Exception, argv: list[str]) -> str:
 
 def _verbose_argv(argv: list[str]) -> bool:
     """--verbosity=N (or -v N) >= 1 on a command line whose parsing failed."""
-    for i, arg in enumerate(argv[1:], start=1):
-        name, separator, value = arg.partition("=")
-        if name.lstrip("-") in ("verbosity", "v"):
-            if not separator and i + 1 < len(argv):
-                value = argv[i + 1]
-            try:
-                return int(value) >= 1
-            except ValueError:
-                return False
-    return False
+    return (startup.verbosity(argv[1:]) or 0) >= 1
 
 
 def _verbose() -> bool:
     return flags.FLAGS.is_parsed() and flags.FLAGS["verbosity"].value >= 1
+
+
+def quiet_info_logs() -> None:
+    """Below --verbosity=1, keeps absl's and TensorFlow's Python INFO lines (a
+    checkpoint saved, the saver's timings) off the console, for a program that
+    prints what its user reads itself (absl's default shows INFO). Below
+    --verbosity=2, also matplotlib's DEBUG lines (its font matching, 140 lines
+    per figure), which --verbosity=1 would otherwise show."""
+    verbosity = flags.FLAGS["verbosity"].value
+    if verbosity < 1:
+        logging.set_verbosity(min(verbosity, logging.WARNING))
+    if verbosity < 2:
+        std_logging.getLogger("matplotlib").setLevel(std_logging.INFO)
 
 
 def _main_with_errors(main, program: str, argv: list[str]):

@@ -7,13 +7,21 @@ Re-running with the same --workdir resumes from its last checkpoint; config valu
 that differ from the run's config.json are named in a warning, or are an error for
 those that change the model (hdge_tf.workdir.check_resume). The run directory's
 layout is described in hdge_tf/workdir.py.
+
+The console shows the run's start, one line per epoch and the test metrics
+(`hdge_tf.progress`); `--verbosity=1` adds the INFO logs (checkpoints, the saver)
+and TensorFlow's start-up notices.
 """
 
+import re
+
+import tensorflow as tf
 from absl import app, flags
 from ml_collections import config_flags
 
-from hdge_tf import training
+from hdge_tf import progress, training
 from hdge_tf.bin import cli
+from hdge_tf.workdir import RunDir
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _WORKDIR = flags.DEFINE_string(
@@ -25,7 +33,20 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    training.train(_CONFIG.value, _WORKDIR.value)
+    cli.quiet_info_logs()
+    config, run = _CONFIG.value, RunDir(_WORKDIR.value)
+    print(progress.start_line(config, run.path, _epochs_done(run)), flush=True)
+    metrics = training.train(config, run.path, callbacks=[progress.EpochLog()])
+    print("\n".join(progress.final_lines(metrics, run.path)), flush=True)
+
+
+def _epochs_done(run: RunDir) -> int:
+    """The epoch of the run's newest checkpoint (ckpt-N after epoch N), 0 if none."""
+    if not run.has_checkpoint():
+        return 0
+    latest = tf.train.latest_checkpoint(str(run.checkpoint_dir)) or ""
+    match = re.search(r"ckpt-(\d+)$", latest)
+    return int(match.group(1)) if match else 0
 
 
 def run():

@@ -11,6 +11,11 @@ are in `hdge_tf.losses`, the logits' read-outs (log p(x), log p(x, y)) in
 from hdge_tf import cpu_kernels  # noqa: F401
 
 # isort: split
+# Then, in an hdge-* program, TensorFlow imported with its start-up notices held
+# back (see hdge_tf/startup.py).
+from hdge_tf import startup  # noqa: F401
+
+# isort: split
 from hdge_tf.callbacks import SampleGrid
 from hdge_tf.data import DataBundle, build_datasets, load_arrays
 from hdge_tf.evaluation import run_evaluation

@@ -13,31 +13,57 @@ matplotlib.use("Agg")  # files only; no display on servers
 import matplotlib.pyplot as plt
 import numpy as np
 
+# Counts of rare events (a step skipped as diverged, a loss-scale overflow): a
+# panel of zeros says nothing, so they get one only when some epoch counted any.
+EVENT_COUNTS = ("skipped_steps", "loss_scale_overflows")
+
 
 def plot_history(csv_path: str | Path, png_path: str | Path) -> None:
-    """Loss terms and accuracy per epoch from a Keras CSVLogger file, train vs test."""
+    """Loss terms and accuracy per epoch from a Keras CSVLogger file (training vs
+    the held-out validation split); see `history_figure`."""
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
     if not rows:
         return
+    fig = history_figure(rows)
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+
+
+def history_figure(rows: Sequence[dict[str, str]]) -> plt.Figure:
+    """A panel per metric of CSVLogger `rows`: "training" and, where every epoch
+    has one, "validation" (the split held out of training, never the test set).
+    `EVENT_COUNTS` columns get a panel only when not all zero."""
     epochs = [int(r["epoch"]) + 1 for r in rows]
-    names = [k for k in rows[0] if k != "epoch" and not k.startswith("val_")]
+    names = [
+        k
+        for k in rows[0]
+        if k != "epoch"
+        and not k.startswith("val_")
+        and (k not in EVENT_COUNTS or any(_value(r[k]) for r in rows))
+    ]
     # CSVLogger writes "NA" for validation columns of epochs without validation.
     has_val = {n: all(r.get(f"val_{n}", "NA") != "NA" for r in rows) for n in names}
     fig, axes = plt.subplots(
         1, len(names), figsize=(3.2 * len(names), 3), squeeze=False
     )
     for ax, name in zip(axes[0], names, strict=True):
-        ax.plot(epochs, [float(r[name]) for r in rows], label="train")
+        ax.plot(epochs, [_value(r[name]) for r in rows], label="training")
         if has_val[name]:
-            ax.plot(epochs, [float(r[f"val_{name}"]) for r in rows], label="test")
+            ax.plot(
+                epochs, [_value(r[f"val_{name}"]) for r in rows], label="validation"
+            )
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     axes[0][0].legend()
     fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
+    return fig
+
+
+def _value(text: str) -> float:
+    """A CSVLogger cell; its "NA" (no value) as NaN, a gap in the line."""
+    return float("nan") if text in ("NA", "") else float(text)
 
 
 def plot_image_grid(
