@@ -548,6 +548,24 @@ def test_yardstick_records_its_result_beside_a_real_configuration(tmp_path):
     assert report["environment"]["matmul_gflops_bfloat16"] > 0
 
 
+def test_configurations_need_the_trainer_config_they_change():
+    """The library ships no trainer defaults: the caller passes them (hdge-bench,
+    configs/base.py's); without them nothing runs."""
+    with pytest.raises(ValueError, match="base_config"):
+        bench.run_benchmark(
+            [bench.BenchConfig(mode="ce", **TINY)],
+            FAST,
+            epoch=False,
+            autotune=False,
+            isolate=False,
+        )
+    before = BASE.to_dict()
+    config = bench.BenchConfig(mode="jem", **TINY).model_config(BASE, seed=3)
+    assert config.seed == 3 and config.loss.sgld_steps == 2
+    assert config.backbone.name == "small_cnn"
+    assert BASE.to_dict() == before  # changed on a copy
+
+
 def test_yardstick_errors_are_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="torch_python"):
         bench.TorchYardstick(str(tmp_path / "python"), __file__)
