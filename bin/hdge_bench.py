@@ -51,7 +51,7 @@ from absl import app, flags
 
 from hdge_tf import bench
 from hdge_tf.bin import cli
-from hdge_tf.configs import mnist5k_hdge
+from hdge_tf.configs import base, mnist5k_hdge
 
 _NETWORK = flags.DEFINE_string(
     "network", "wrn-16-4", "wrn-DEPTH-WIDTH (wrn-16-4, wrn-28-10) or small_cnn."
@@ -179,6 +179,7 @@ def main(argv):
         isolate=_ISOLATE.value,
         autotune=_AUTOTUNE.value,
         fit_config=mnist5k_hdge.get_config(),
+        base_config=base.get_config(),
         torch=torch,
         rounds=_ROUNDS.value,
     )

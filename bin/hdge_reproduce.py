@@ -15,17 +15,30 @@ and the figures, with the paper's numbers and a verdict per claim.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from hdge_tf import configs
 from hdge_tf.bin import cli
-from hdge_tf.reproduce import build_plan, build_report, plan, run_jobs
+from hdge_tf.reproduce import (
+    ExperimentConfigs,
+    build_plan,
+    build_report,
+    plan,
+    run_jobs,
+)
+
+# The experiment configs the variants name: the ones shipped with the package.
+EXPERIMENTS = ExperimentConfigs(Path(configs.__file__).parent)
+# One run (train, evaluate, sample), with each job's flags after it.
+JOB_PROGRAM = (sys.executable, "-m", "hdge_tf.bin.hdge_reproduce_job")
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
-    str(plan.config_file("reproduce_mnist5k")),
+    str(EXPERIMENTS.file("reproduce_mnist5k")),
     "The reproduction's config (variants, seeds, queue sizes, sampling).",
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where runs, logs and the report go.")
@@ -56,13 +69,13 @@ def main(argv):
     config, root = _CONFIG.value, Path(_WORKDIR.value)
     root.mkdir(parents=True, exist_ok=True)
     (root / "config.json").write_text(config.to_json_best_effort(indent=2))
-    jobs = build_plan(config, root, _SEEDS.value)
+    jobs = build_plan(config, root, EXPERIMENTS, JOB_PROGRAM, _SEEDS.value)
     status = {}
     if not _REPORT_ONLY.value:
         logging.info("%d runs; logs in %s", len(jobs), root / "logs")
         chosen = plan.select(jobs, _ONLY.value)
         status = run_jobs(chosen, _PARALLEL.value, _THREADS.value)
-    report = build_report(config, jobs, root)
+    report = build_report(config, jobs, root, EXPERIMENTS)
     print(f"Wrote {root / 'report.md'}")
     failed = [name for name, s in status.items() if s not in ("done", "cached")]
     if failed:

@@ -20,7 +20,7 @@ import tensorflow as tf
 from absl import logging
 
 from hdge_tf import sampling
-from hdge_tf.evaluation.report import model_image_shape
+from hdge_tf.model import model_image_shape
 from hdge_tf.sgld_settings import SGLDSettings
 
 # "fresh": uniform noise; "buffer": the replay buffer's long-run chains;

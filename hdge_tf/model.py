@@ -619,6 +619,13 @@ class HDGEClassifier(keras.Model):
         )
 
 
+def model_image_shape(model: keras.Model) -> tuple[int, int, int]:
+    """(H, W, C) of the images `model` takes: an HDGEClassifier's `image_shape`,
+    else a Keras model's input shape (a plain classifier loaded for evaluation)."""
+    shape = getattr(model, "image_shape", None) or model.input_shape[1:]
+    return tuple(int(d) for d in shape)
+
+
 def _backbone_image_shape(backbone: keras.Model, image_shape) -> tuple:
     """(H, W, C) of the backbone's images: `image_shape` if given, else its input
     shape (functional, Sequential), else the shape it was built with or first

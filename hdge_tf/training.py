@@ -34,7 +34,7 @@ from hdge_tf import data as data_lib
 from hdge_tf import distribute, hardware, interrupts, run_lock
 from hdge_tf.callbacks import DivergenceGuard, EpochCheckpoint, RunState, SampleGrid
 from hdge_tf.config_checks import check_config
-from hdge_tf.evaluation import report
+from hdge_tf.evaluation import protocol
 from hdge_tf.model import HDGEClassifier
 from hdge_tf.networks import build_backbone
 from hdge_tf.optimization import build_optimizer
@@ -392,7 +392,7 @@ def _validation_data(data: data_lib.DataBundle, config):
     batches = list(data.validation.as_numpy_iterator())
     images = np.concatenate([b[0] for b in batches])
     labels = np.concatenate([b[1] for b in batches])
-    noisy = report.protocol_inputs(images, config.eval, report.VALIDATION_STREAM)
+    noisy = protocol.protocol_inputs(images, config.eval, protocol.VALIDATION_STREAM)
     return tf.data.Dataset.from_tensor_slices((noisy, labels)).batch(
         config.eval.batch_size
     )
@@ -494,12 +494,12 @@ def evaluate(
     loop: distribute.CustomLoop | None = None,
 ) -> dict:
     """Test metrics under the evaluation protocol of `hdge-eval` (its inputs and
-    input noise, `report.headline_metrics`): accuracy, NLL of the true label,
+    input noise, `protocol.headline_metrics`): accuracy, NLL of the true label,
     Brier score, ECE, log p(x) AUROC per `config.eval.ood_sets`, and the loss
     terms. `loop` evaluates where `Model.evaluate` cannot (multi-worker).
     """
-    x_test, y_test = report.protocol_test_arrays(config)
-    noisy = report.protocol_inputs(x_test, config.eval, 0)
+    x_test, y_test = protocol.protocol_test_arrays(config)
+    noisy = protocol.protocol_inputs(x_test, config.eval, 0)
     batches = tf.data.Dataset.from_tensor_slices((noisy, y_test)).batch(
         config.train.batch_size
     )
@@ -508,6 +508,6 @@ def evaluate(
     else:
         results = model.evaluate(batches, verbose=0, return_dict=True)
     metrics = {f"test_{name}": float(value) for name, value in results.items()}
-    for name, value in report.headline_metrics(model, config, x_test, y_test).items():
+    for name, value in protocol.headline_metrics(model, config, x_test, y_test).items():
         metrics[name if name.startswith("ood_") else f"test_{name}"] = value
     return {k: float(np.round(v, 6)) for k, v in metrics.items()}

@@ -15,6 +15,9 @@ from conftest import smoke_config
 
 from hdge_tf import bench, networks
 from hdge_tf.bench import suite
+from hdge_tf.configs import base
+
+BASE = base.get_config()  # the trainer config every configuration changes
 
 TINY = {
     "network": "small_cnn",
@@ -66,7 +69,7 @@ def test_networks_and_modes_map_to_model_arguments():
         "pxy_contrast_weight": 1.0,
         "queue_size": 65536,
     }
-    jem = bench.build_model(bench.BenchConfig(mode="jem", **TINY))
+    jem = bench.build_model(bench.BenchConfig(mode="jem", **TINY), BASE)
     assert jem.loss_weights_["pxy_contrast"] == 1.0
     assert jem.loss_weights_["px_sgld"] == 1.0 and jem.sgld.steps == 2
     assert jem.queue.size == 32 and jem.replay_buffer.size == 64
@@ -85,7 +88,7 @@ def test_networks_and_modes_map_to_model_arguments():
 @pytest.mark.parametrize("mode", bench.MODES)
 def test_configuration_times_steps_without_retracing(mode):
     config = bench.BenchConfig(mode=mode, **TINY)
-    result = bench.run_configuration(config, FAST, evaluate=True, pgd=True)
+    result = bench.run_configuration(config, BASE, FAST, evaluate=True, pgd=True)
     assert (result["mode"], result["batch_size"]) == (mode, 8)
     assert len(result["step_seconds"]) == 2 and min(result["step_seconds"]) > 0
     median = result["median_step_seconds"]
@@ -134,7 +137,7 @@ def test_configuration_times_steps_without_retracing(mode):
 def test_mixed_precision_policy_is_restored():
     config = bench.BenchConfig(mode="hdge", precision="mixed_bfloat16", **TINY)
     options = dataclasses.replace(FAST, eval_images=0, pgd_steps=0)
-    result = bench.run_configuration(config, options, evaluate=True, pgd=True)
+    result = bench.run_configuration(config, BASE, options, evaluate=True, pgd=True)
     assert result["traces"] == 1 and result["images_per_second"] > 0
     assert result["eval"] is None and result["pgd"] is None
     assert result["matmul_gflops_float32"] > 0 and result["matmul_gflops_bfloat16"] > 0
@@ -143,7 +146,7 @@ def test_mixed_precision_policy_is_restored():
 
 def test_trace_counter_sees_a_retrace():
     config = bench.BenchConfig(mode="hdge", **TINY)
-    model = bench.build_model(config)
+    model = bench.build_model(config, BASE)
     counter = bench.TraceCounter(model)
     first = bench.time_train_steps(
         model, *bench.random_batch(8, (8, 8, 3), 4), 1, 3, counter
@@ -208,7 +211,7 @@ def test_forward_multiply_adds_of_a_published_wide_resnet():
     assert bench.forward_multiply_adds(wrn) == expected
     # The trainer's model wraps it (HDGEClassifier -> backbone): the same count.
     model = bench.build_model(
-        bench.BenchConfig(mode="ce", network="wrn-10-1", batch_size=8)
+        bench.BenchConfig(mode="ce", network="wrn-10-1", batch_size=8), BASE
     )
     assert bench.forward_multiply_adds(model) == expected
 
@@ -477,6 +480,7 @@ def test_yardstick_runs_before_each_float32_wrn_configuration(tmp_path, monkeypa
         autotune=False,
         isolate=False,
         torch=torch,
+        base_config=BASE,
         rounds=2,
     )
     turns = [line.split()[0] for line in log.read_text().splitlines()]
@@ -533,6 +537,7 @@ def test_yardstick_records_its_result_beside_a_real_configuration(tmp_path):
         autotune=False,
         isolate=False,
         torch=torch,
+        base_config=BASE,
     )
     [result] = report["configurations"]
     assert result["torch"]["ce_step_s"] == 0.5 and result["round"] == 1
@@ -541,6 +546,24 @@ def test_yardstick_records_its_result_beside_a_real_configuration(tmp_path):
     assert check["value"] == pytest.approx(result["median_step_seconds"] / 0.5)
     assert "values" not in check  # one round: the value itself
     assert report["environment"]["matmul_gflops_bfloat16"] > 0
+
+
+def test_configurations_need_the_trainer_config_they_change():
+    """The library ships no trainer defaults: the caller passes them (hdge-bench,
+    configs/base.py's); without them nothing runs."""
+    with pytest.raises(ValueError, match="base_config"):
+        bench.run_benchmark(
+            [bench.BenchConfig(mode="ce", **TINY)],
+            FAST,
+            epoch=False,
+            autotune=False,
+            isolate=False,
+        )
+    before = BASE.to_dict()
+    config = bench.BenchConfig(mode="jem", **TINY).model_config(BASE, seed=3)
+    assert config.seed == 3 and config.loss.sgld_steps == 2
+    assert config.backbone.name == "small_cnn"
+    assert BASE.to_dict() == before  # changed on a copy
 
 
 def test_yardstick_errors_are_clear(tmp_path):
@@ -560,6 +583,7 @@ def test_yardstick_errors_are_clear(tmp_path):
             autotune=False,
             isolate=False,
             torch=torch,
+            base_config=BASE,
         )
 
 
@@ -613,6 +637,7 @@ def test_isolated_configuration_reports_its_own_memory():
     job = {
         "kind": "configuration",
         "config": dataclasses.asdict(bench.BenchConfig(mode="hdge", **TINY)),
+        "base_config": BASE,
         "options": dataclasses.asdict(FAST),
         "evaluate": False,
         "pgd": False,

@@ -45,8 +45,9 @@ def test_the_jem_configs_use_the_sgld_term():
 def test_reproduction_runs_existing_configs_with_existing_keys(size):
     """Every variant of hdge-reproduce names an experiment config, and every
     override sets a key that config has (a typo would fail only in the run)."""
+    from hdge_tf import configs
     from hdge_tf.configs import reproduce_mnist5k
-    from hdge_tf.reproduce import plan
+    from hdge_tf.reproduce import ExperimentConfigs, plan
 
     config = reproduce_mnist5k.get_config(size)
     specs = [*config.variants.values(), config.judge]
@@ -59,4 +60,7 @@ def test_reproduction_runs_existing_configs_with_existing_keys(size):
             for key in parents:
                 node = node[key]
             assert leaf in node, (spec.config, override)
-    assert plan.base_queue_size(config) in [int(k) for k in config.queue_sizes]
+    experiments = ExperimentConfigs(Path(configs.__file__).parent)
+    assert plan.base_queue_size(config, experiments) in [
+        int(k) for k in config.queue_sizes
+    ]

@@ -18,7 +18,7 @@ from sklearn.metrics import average_precision_score
 from hdge_tf import HDGEClassifier, workdir
 from hdge_tf.configs import base, mnist5k_hdge
 from hdge_tf.data import ood as ood_data
-from hdge_tf.evaluation import calibration, ood, report, robustness
+from hdge_tf.evaluation import calibration, ood, protocol, report, robustness
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -452,7 +452,7 @@ def test_report_files_hold_the_returned_numbers(tmp_path, mnist_model):
     from hdge_tf.data import load_arrays
 
     x_test, y_test = load_arrays("mnist5k", "test", limit=64)
-    noisy = report.add_input_noise(x_test, 0.03, [0, 0])
+    noisy = protocol.add_input_noise(x_test, 0.03, [0, 0])
     logits = mnist_model.predict(noisy, verbose=0)
     expected = calibration.classification_metrics(logits, y_test)
     for key in ("accuracy", "nll", "brier"):
@@ -462,7 +462,7 @@ def test_report_files_hold_the_returned_numbers(tmp_path, mnist_model):
     )
     interp = ood_data.load_ood_set("interp", x_test, seed=0)
     out = ood.compute_scores(
-        mnist_model, report.add_input_noise(interp, 0.03, [0, 2]), ["log_px"]
+        mnist_model, protocol.add_input_noise(interp, 0.03, [0, 2]), ["log_px"]
     )
     auroc = ood.auroc(ood.log_px(logits), out["log_px"])
     assert result["ood"]["sets"]["interp"]["scores"]["log_px"]["auroc"] == (

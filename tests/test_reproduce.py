@@ -13,12 +13,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hdge_tf import configs
+from hdge_tf.bin import hdge_reproduce
 from hdge_tf.configs import reproduce_mnist5k
-from hdge_tf.reproduce import plan, scheduler, summary
-from hdge_tf.reproduce.plan import Job, build_plan
+from hdge_tf.reproduce import ExperimentConfigs, plan, scheduler, summary
+from hdge_tf.reproduce.plan import Job
 from hdge_tf.reproduce.summary import Cell
 
 REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = ExperimentConfigs(Path(configs.__file__).parent)
+
+
+def build_plan(config, root, seeds=None):
+    """The plan hdge-reproduce builds: the shipped configs, its job program."""
+    return plan.build_plan(
+        config, root, EXPERIMENTS, hdge_reproduce.JOB_PROGRAM, seeds=seeds
+    )
+
 
 # Plan ------------------------------------------------------------------------------
 
@@ -117,7 +128,7 @@ def test_ablation_runs_override_the_queue_size_last(tmp_path):
     """hdge_k64 is the hdge config with loss.queue_size=64 after the tiny
     config's global 128; hdge keeps 128, which is why no hdge_k128 runs."""
     config = reproduce_mnist5k.get_config("tiny")
-    assert plan.base_queue_size(config) == 128
+    assert plan.base_queue_size(config, EXPERIMENTS) == 128
     jobs = {j.name: j for j in build_plan(config, tmp_path, seeds=2)}
     ablation = jobs["hdge_k64/seed1"]
     assert "--config.loss.queue_size=64" in ablation.command
@@ -131,7 +142,7 @@ def test_full_plan_skips_the_base_queue_size(tmp_path):
     """Full config: hdge's own K is 4,096 (mnist5k_hdge), so four ablation runs
     per seed: 1 + 1 * (5 + 4) jobs."""
     config = reproduce_mnist5k.get_config()
-    assert plan.base_queue_size(config) == 4096
+    assert plan.base_queue_size(config, EXPERIMENTS) == 4096
     names = [j.name for j in build_plan(config, tmp_path, seeds=1)]
     assert len(names) == 10
     assert [n for n in names if n.startswith("hdge_k")] == [
@@ -150,6 +161,35 @@ def test_plan_needs_a_seed(tmp_path):
     with pytest.raises(ValueError, match="seeds"):
         build_plan(config, tmp_path, seeds=-1)
     assert len(build_plan(config, tmp_path)) == 13  # None: the config's 2
+
+
+def test_jobs_run_the_job_program_on_the_shipped_config_files(tmp_path):
+    """Each command is hdge-reproduce's job program, then the experiment config
+    file from the directory the plan was given."""
+    jobs = build_plan(reproduce_mnist5k.get_config("tiny"), tmp_path, seeds=1)
+    program = hdge_reproduce.JOB_PROGRAM
+    assert program[1:] == ("-m", "hdge_tf.bin.hdge_reproduce_job")
+    for job in jobs:
+        assert job.command[: len(program)] == program
+        [config_file] = _flag_values(job.command, "config")
+        assert Path(config_file).parent == EXPERIMENTS.directory
+        assert Path(config_file).is_file()
+
+
+def test_experiment_configs_read_files_of_any_directory(tmp_path):
+    """A directory of the caller's own: its NAME.py is loaded from the file; an
+    unknown name is an error naming the missing file."""
+    (tmp_path / "mine.py").write_text(
+        "import ml_collections\n\n\ndef get_config():\n"
+        "    return ml_collections.ConfigDict({'loss': {'queue_size': 7}})\n"
+    )
+    mine = ExperimentConfigs(tmp_path)
+    assert mine.file("mine") == tmp_path / "mine.py"
+    assert mine.load("mine").loss.queue_size == 7
+    with pytest.raises(ValueError, match="missing.py"):
+        mine.load("missing")
+    shipped = EXPERIMENTS.load("mnist5k_hdge")
+    assert shipped.loss.queue_size == 4096
 
 
 def test_job_is_finished_when_its_record_exists(tmp_path):

@@ -7,12 +7,14 @@ XLA):
     hdge  CE + contrastive log p(x|y) against a K-slot logit queue
     jem   hdge + JEM's SGLD term for log p(x) (`sgld_steps` steps, replay buffer)
 
-`BenchConfig.model_config` turns one into a trainer config, so the bench times the
-very model `hdge-train` builds (`training.build_model`).
+`BenchConfig.model_config` turns one into a trainer config (on top of the base
+trainer config the caller passes; hdge-bench passes configs/base.py's), so the bench
+times the very model `hdge-train` builds (`training.build_model`).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 from collections.abc import Sequence
@@ -21,7 +23,6 @@ import keras
 import ml_collections
 
 from hdge_tf import hardware, training
-from hdge_tf.configs import base
 from hdge_tf.model import HDGEClassifier
 
 MODES = ("ce", "hdge", "jem")
@@ -95,10 +96,13 @@ class BenchConfig:
             )
         return kwargs
 
-    def model_config(self, seed: int = 0) -> ml_collections.ConfigDict:
-        """This configuration as a trainer config (configs/base.py's defaults
-        otherwise), for `training.build_model`, which reads backbone, loss, seed."""
-        config = base.get_config()
+    def model_config(
+        self, base_config: ml_collections.ConfigDict, seed: int = 0
+    ) -> ml_collections.ConfigDict:
+        """This configuration as a trainer config: a copy of `base_config` (the
+        trainer's defaults) with this configuration's settings, for
+        `training.build_model`, which reads backbone, loss, seed."""
+        config = copy.deepcopy(base_config)
         config.seed = seed
         config.precision = self.precision
         config.train.batch_size = self.batch_size
@@ -160,11 +164,14 @@ def configurations(
     ]
 
 
-def build_model(config: BenchConfig, seed: int = 0) -> HDGEClassifier:
-    """The trainer's model of `config`, compiled with Adam and `config.jit_compile`,
-    under the dtype policy that is current (see `hardware.precision_policy`)."""
+def build_model(
+    config: BenchConfig, base_config: ml_collections.ConfigDict, seed: int = 0
+) -> HDGEClassifier:
+    """The trainer's model of `config` (on top of the trainer config
+    `base_config`), compiled with Adam and `config.jit_compile`, under the dtype
+    policy that is current (see `hardware.precision_policy`)."""
     model = training.build_model(
-        config.model_config(seed), config.num_classes, config.image_shape
+        config.model_config(base_config, seed), config.num_classes, config.image_shape
     )
     model.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=config.jit_compile)
     return model

@@ -65,12 +65,14 @@ _DEFAULT_TIMING = TimingOptions()  # frozen, so one instance serves every call
 
 def run_configuration(
     config: BenchConfig,
+    base_config: ml_collections.ConfigDict,
     options: TimingOptions = _DEFAULT_TIMING,
     evaluate: bool = False,
     pgd: bool = False,
     seed: int = 0,
 ) -> dict:
-    """Times one configuration in this process.
+    """Times one configuration (on top of the trainer config `base_config`, see
+    `BenchConfig.model_config`) in this process.
 
     Returns the configuration's fields plus the train-step timing, peak RSS after
     building (`peak_rss_build_mb`) and after the timed steps (`peak_rss_train_mb`),
@@ -89,7 +91,7 @@ def run_configuration(
     result = dataclasses.asdict(config)
     result["model_queue_size"] = config.model_kwargs()["queue_size"]
     with precision_policy(config.precision):
-        model = build_model(config, seed)
+        model = build_model(config, base_config, seed)
         result["jit_compile"] = bool(model.step_jit_compile)  # as resolved
         result["peak_rss_build_mb"] = peak_rss_mb()
         result.update(
@@ -157,13 +159,15 @@ def _step_rates(
 
 def run_job(job: dict) -> dict:
     """Runs a job in this process: {"kind": "configuration", "config":
-    BenchConfig fields, "options": TimingOptions fields, "evaluate": bool, "pgd":
-    bool}, {"kind": "epoch", "config": trainer ConfigDict, "epochs": int,
+    BenchConfig fields, "base_config": trainer ConfigDict, "options":
+    TimingOptions fields, "evaluate": bool, "pgd": bool}, {"kind": "epoch",
+    "config": trainer ConfigDict, "epochs": int,
     "warmup": int} or {"kind": "autotune", "config": trainer ConfigDict,
     "autotune": bool, "epochs": int}."""
     if job["kind"] == "configuration":
         return run_configuration(
             BenchConfig(**job["config"]),
+            job["base_config"],
             TimingOptions(**job["options"]),
             evaluate=job["evaluate"],
             pgd=job["pgd"],
@@ -213,8 +217,10 @@ def run_benchmark(
     fit_config: ml_collections.ConfigDict | None = None,
     torch: TorchYardstick | None = None,
     rounds: int = 1,
+    base_config: ml_collections.ConfigDict | None = None,
 ) -> dict:
-    """Times every configuration (each in a fresh process with `isolate`), then
+    """Times every configuration (each in a fresh process with `isolate`) on top
+    of `base_config` (a trainer config; hdge-bench passes configs/base.py's), then
     the epoch check and `fit` with tf.data autotuning on and off, both on
     `fit_config` (a trainer config; hdge-bench passes configs/mnist5k_hdge.py);
     returns the JSON-able report with its `checks`.
@@ -233,6 +239,12 @@ def run_benchmark(
             "The PyTorch yardstick times a float32 Wide ResNet: add float32 to the "
             "precisions and use a wrn-DEPTH-WIDTH network, or drop the yardstick."
         )
+    if configs and base_config is None:
+        raise ValueError(
+            "Timing a configuration builds the trainer's model: pass base_config "
+            "(a trainer config whose defaults the configurations change, e.g. "
+            "hdge_tf.configs.base.get_config())."
+        )
     if (epoch or autotune) and fit_config is None:
         raise ValueError(
             "The epoch check and the autotuning comparison train a model: pass "
@@ -249,6 +261,7 @@ def run_benchmark(
             job = {
                 "kind": "configuration",
                 "config": dataclasses.asdict(config),
+                "base_config": base_config,
                 "options": dataclasses.asdict(options),
                 "evaluate": evaluate and first,
                 "pgd": pgd and first,

@@ -5,6 +5,11 @@
                  metrics (AUROC, AUPR-in/out, FPR at 95% TPR)
     robustness   PGD (L∞, L2) with optional SGLD refinement
     figures      the report's PNGs
+    protocol     the evaluated images and their input noise; the trainer's
+                 headline metrics under the same protocol
+    stages       the report's sections: classification, OOD detection, the OOD
+                 gate, PGD robustness
+    report_markdown  report.md from report.json
     report       run_evaluation(model, config, output_dir): all of the above
 
 The OOD sets themselves live in `hdge_tf.data.ood`, the SGLD sampler in

@@ -3,10 +3,13 @@
 plan.py says what runs (one job per variant and seed, plus the judge), job.py is
 one run (train, evaluate, sample), scheduler.py runs the jobs, summary.py turns
 seeds into means, spreads and verdicts, report.py writes report.md/json and figures.
+experiments.py reads the experiment config files the variants name, from the
+directory the caller passes (hdge-reproduce: the configs it ships).
 """
 
+from hdge_tf.reproduce.experiments import ExperimentConfigs
 from hdge_tf.reproduce.plan import Job, build_plan
 from hdge_tf.reproduce.report import build as build_report
 from hdge_tf.reproduce.scheduler import run_jobs
 
-__all__ = ["Job", "build_plan", "build_report", "run_jobs"]
+__all__ = ["ExperimentConfigs", "Job", "build_plan", "build_report", "run_jobs"]

@@ -1,8 +1,7 @@
 """One run of `hdge-reproduce`: train (or resume), evaluate, sample; one record.
 
-    python -m hdge_tf.reproduce.job --config=configs/mnist5k_hdge.py \
-        --workdir=runs/reproduce/runs/hdge/seed0 --variant=hdge \
-        [--samples --judge=runs/reproduce/runs/judge] [--config.seed=0 ...]
+`run_job` is the whole run; its program is `python -m hdge_tf.bin.hdge_reproduce_job`
+(bin/hdge_reproduce_job.py), the command line each `plan.Job` holds.
 
 The record (`plan.RECORD` in the workdir) is written last and atomically, so a run
 killed at any point has none and is resumed by the next `hdge-reproduce` call
@@ -16,27 +15,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import logging
 
 from hdge_tf import data as data_lib
 from hdge_tf import generation, plots, training, workdir
-from hdge_tf.evaluation import report
+from hdge_tf.evaluation import protocol, report
 from hdge_tf.evaluation.sample_quality import SampleJudge
 from hdge_tf.reproduce import plan
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory.")
-_VARIANT = flags.DEFINE_string("variant", None, "The variant's name in the plan.")
-_ROLE = flags.DEFINE_enum("role", "run", ["run", "judge"], "A variant or the judge.")
-_SAMPLES = flags.DEFINE_bool("samples", False, "Draw and score sample grids.")
-_JUDGE = flags.DEFINE_string("judge", None, "The judge's run directory.")
-_SAMPLING = flags.DEFINE_string(
-    "sampling",
-    "per_class=50,unconditional=500,steps=100,seed=0",
-    "Sample counts, SGLD steps and seed, as k=v pairs.",
-)
-flags.mark_flags_as_required(["config", "workdir", "variant"])
+ROLES = ("run", "judge")
+# Per-class and unconditional sample counts, SGLD steps and seed (`parse_sampling`).
+DEFAULT_SAMPLING = "per_class=50,unconditional=500,steps=100,seed=0"
 
 
 def parse_sampling(text: str) -> dict[str, int]:
@@ -78,7 +67,7 @@ def reference_features(judge: SampleJudge, config) -> np.ndarray:
 def real_ceiling(judge_model, config, sampling: dict) -> dict:
     """The judge's scores of as many real test images as conditional samples."""
     judge = SampleJudge(judge_model)
-    images, labels = report.protocol_test_arrays(config)
+    images, labels = protocol.protocol_test_arrays(config)
     # The first per_class images of each class (test splits may be sorted by class).
     keep = np.concatenate(
         [
@@ -148,12 +137,22 @@ def _sample_grid(images, labels, sampling: dict, path: Path, title: str) -> None
     )
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    config = _CONFIG.value
-    sampling = parse_sampling(_SAMPLING.value)
-    run = workdir.RunDir(_WORKDIR.value)
+def run_job(
+    config,
+    run_dir: str | Path,
+    variant: str,
+    role: str = "run",
+    sampling: dict[str, int] | None = None,
+    judge_dir: str | Path | None = None,
+) -> dict:
+    """Trains (or resumes) `config` in `run_dir`, evaluates it and, with
+    `judge_dir` (the judge's run directory), draws and scores samples; the judge
+    (`role="judge"`) also scores real test images. Writes the record last, as
+    `plan.RECORD` in `run_dir`, and returns it."""
+    if role not in ROLES:
+        raise ValueError(f"Unknown role {role!r}; expected one of {ROLES}.")
+    sampling = sampling or parse_sampling(DEFAULT_SAMPLING)
+    run = workdir.RunDir(run_dir)
     seconds, began = {}, time.time()
     model, metrics = training.train_model(config, run.path)
     seconds["train"] = round(time.time() - began, 1)
@@ -162,19 +161,17 @@ def main(argv):
     evaluation = report.run_evaluation(model, config, run.eval_dir)
     seconds["eval"] = round(time.time() - stage, 1)
     record = {
-        "variant": _VARIANT.value,
-        "role": _ROLE.value,
+        "variant": variant,
+        "role": role,
         "seed": int(config.seed),
         "metrics": run_metrics(metrics, evaluation),
         "train_seconds": metrics["train_seconds_this_call"],
     }
     stage = time.time()
-    if _ROLE.value == "judge":
+    if role == "judge":
         record["ceiling"] = real_ceiling(model, config, sampling)
-    if _SAMPLES.value:
-        if not _JUDGE.value:
-            raise app.UsageError("--samples needs --judge=JUDGE_RUN_DIR.")
-        judge_model = workdir.load_model(workdir.RunDir(_JUDGE.value).model_file)
+    if judge_dir is not None:
+        judge_model = workdir.load_model(workdir.RunDir(judge_dir).model_file)
         record["samples"] = score_samples(
             model, judge_model, config, sampling, run.samples_dir
         )
@@ -184,9 +181,4 @@ def main(argv):
     temporary.write_text(json.dumps(record, indent=2))
     temporary.replace(run.path / plan.RECORD)
     logging.info("Wrote %s", run.path / plan.RECORD)
-
-
-if __name__ == "__main__":
-    from hdge_tf.bin import cli
-
-    cli.run(main, "hdge-reproduce job")
+    return record

@@ -1,20 +1,20 @@
 """What `hdge-reproduce` runs: one `Job` per (variant, seed), plus the judge.
 
-A job is a command line of `python -m hdge_tf.reproduce.job` (train, evaluate and,
-for generative variants, sample), so each run can be repeated by hand and runs in
-its own process: a crash or a memory leak stays in one run.
+A job is a command line of the job program hdge-reproduce passes in (train,
+evaluate and, for generative variants, sample: `job.run_job`), so each run can be
+repeated by hand and runs in its own process: a crash or a memory leak stays in one
+run. The variants' experiment configs come from the `ExperimentConfigs` passed in.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import ml_collections
 
-from hdge_tf import configs as configs_package
+from hdge_tf.reproduce.experiments import ExperimentConfigs
 
 JUDGE = "judge"
 RECORD = "reproduce.json"  # a finished job's results, in its workdir
@@ -39,14 +39,6 @@ class Job:
         return self.record.is_file()
 
 
-def config_file(name: str) -> Path:
-    """configs/NAME.py as installed with the package (works from any directory)."""
-    path = Path(configs_package.__file__).parent / f"{name}.py"
-    if not path.is_file():
-        raise ValueError(f"No experiment config {name!r} ({path} does not exist).")
-    return path
-
-
 ABLATION_PREFIX = "hdge_k"
 
 
@@ -54,10 +46,12 @@ def ablation_variant(queue_size: int) -> str:
     return f"{ABLATION_PREFIX}{queue_size}"
 
 
-def base_queue_size(config: ml_collections.ConfigDict) -> int:
+def base_queue_size(
+    config: ml_collections.ConfigDict, experiments: ExperimentConfigs
+) -> int:
     """K of the ablated variant's own runs (after every override)."""
     variant = config.variants[config.ablation_variant]
-    k = _load(variant.config).loss.queue_size
+    k = experiments.load(variant.config).loss.queue_size
     for override in (*config.overrides, *variant.overrides):
         key, _, value = override.partition("=")
         if key == "loss.queue_size":
@@ -65,35 +59,40 @@ def base_queue_size(config: ml_collections.ConfigDict) -> int:
     return int(k)
 
 
-def _load(name: str) -> ml_collections.ConfigDict:
-    """configs/NAME.py's config (the installed package, as the jobs read it)."""
-    config_file(name)  # a clear error for an unknown name
-    return importlib.import_module(f"hdge_tf.configs.{name}").get_config()
-
-
 def build_plan(
-    config: ml_collections.ConfigDict, root: str | Path, seeds: int | None = None
+    config: ml_collections.ConfigDict,
+    root: str | Path,
+    experiments: ExperimentConfigs,
+    program: Sequence[str],
+    seeds: int | None = None,
 ) -> list[Job]:
     """Every job, dependencies first: the judge, then each seed's variants and
-    ablation runs. `seeds` overrides config.seeds."""
+    ablation runs. `experiments` holds the config files the variants name;
+    `program` is the job program's command (its flags follow, see
+    `job.run_job`); `seeds` overrides config.seeds."""
     root = Path(root)
     seeds = int(config.seeds if seeds is None else seeds)
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}.")
     judge_dir = root / "runs" / JUDGE
+
+    def run(spec) -> tuple[str, ...]:
+        """The job program on the variant's experiment config file."""
+        return (*program, f"--config={experiments.file(spec.config)}")
+
     jobs = [
         _job(
             config,
             root,
             JUDGE,
             None,
-            config.judge,
+            run(config.judge),
             config.judge.overrides,
             flags=("--role=judge",),
             after=(),
         )
     ]
-    base_k = base_queue_size(config)
+    base_k = base_queue_size(config, experiments)
     for seed in range(seeds):
         workdirs = {v: str(_workdir(root, v, seed)) for v in config.variants}
         for variant, spec in config.variants.items():
@@ -104,7 +103,7 @@ def build_plan(
                 flags = ("--samples", f"--judge={judge_dir}")
                 after += (JUDGE,)
             jobs.append(
-                _job(config, root, variant, seed, spec, overrides, flags, after)
+                _job(config, root, variant, seed, run(spec), overrides, flags, after)
             )
         ablated = config.variants[config.ablation_variant]
         for k in config.queue_sizes:
@@ -117,7 +116,7 @@ def build_plan(
                     root,
                     variant,
                     seed,
-                    ablated,
+                    run(ablated),
                     (*ablated.overrides, f"loss.queue_size={int(k)}"),
                     (),
                     (),
@@ -132,19 +131,17 @@ def _workdir(root: Path, variant: str, seed: int | None) -> Path:
     return root / "runs" / variant / f"seed{seed}"
 
 
-def _job(config, root, variant, seed, spec, overrides, flags, after) -> Job:
-    """The job of `variant` (experiment config `spec.config`) at `seed` (None: the
-    judge, whose overrides carry its own seed)."""
+def _job(config, root, variant, seed, run, overrides, flags, after) -> Job:
+    """The job of `variant` at `seed` (None: the judge, whose overrides carry its
+    own seed): `run` (the job program on the variant's config file), then the
+    run's flags."""
     workdir = _workdir(root, variant, seed)
     name = variant if seed is None else f"{variant}/seed{seed}"
     overrides = [*config.overrides, *overrides]
     if seed is not None:
         overrides.append(f"seed={seed}")
     command = (
-        sys.executable,
-        "-m",
-        "hdge_tf.reproduce.job",
-        f"--config={config_file(spec.config)}",
+        *run,
         f"--workdir={workdir}",
         f"--variant={variant}",
         f"--sampling={_sampling_flag(config.sampling)}",

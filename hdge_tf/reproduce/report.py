@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 
 from hdge_tf.markdown import table
 from hdge_tf.reproduce import plan, summary
+from hdge_tf.reproduce.experiments import ExperimentConfigs
 from hdge_tf.reproduce.summary import Cell
 
 # Paper values, CIFAR-10 (HDGE Tables 1-4).
@@ -67,9 +68,9 @@ def ood_sets(cells: dict[str, dict[str, Cell]]) -> list[str]:
     return names
 
 
-def queue_cells(config, cells) -> dict[int, dict[str, Cell]]:
-    """{K: the ablated variant's cells at K}, the base variant at its own K."""
-    base_k = plan.base_queue_size(config)
+def queue_cells(config, cells, base_k: int) -> dict[int, dict[str, Cell]]:
+    """{K: the ablated variant's cells at K}, the base variant at its own K
+    (`base_k`, `plan.base_queue_size`)."""
     out = {}
     for k in config.queue_sizes:
         k = int(k)
@@ -79,8 +80,9 @@ def queue_cells(config, cells) -> dict[int, dict[str, Cell]]:
     return out
 
 
-def claims(config, cells) -> list[dict]:
-    """The paper's claims, each with our numbers and a verdict."""
+def claims(config, cells, by_k: dict[int, dict[str, Cell]]) -> list[dict]:
+    """The paper's claims, each with our numbers (`by_k`: `queue_cells`) and a
+    verdict."""
     out = []
 
     def get(variant, path):
@@ -126,7 +128,6 @@ def claims(config, cells) -> list[dict]:
             b,
             summary.compare(a, b, higher_is_better=False),
         )
-    by_k = queue_cells(config, cells)
     if len(by_k) >= 2:
         small, large = min(by_k), max(by_k)
         for name in ood_sets(cells):
@@ -234,9 +235,12 @@ def targets(config, cells) -> list[dict]:
     return rows
 
 
-def build(config, jobs: list[plan.Job], root: str | Path) -> dict:
+def build(
+    config, jobs: list[plan.Job], root: str | Path, experiments: ExperimentConfigs
+) -> dict:
     """Reads every finished job's record; writes report.json, report.md and the
-    figures under `root`; returns the report."""
+    figures under `root`; returns the report. `experiments`: the config files the
+    variants name, as the plan was built with."""
     root = Path(root)
     records, missing, judge = [], [], None
     for job in jobs:
@@ -252,26 +256,27 @@ def build(config, jobs: list[plan.Job], root: str | Path) -> dict:
     labels = {name: spec.label for name, spec in config.variants.items()}
     for k in config.queue_sizes:
         labels.setdefault(plan.ablation_variant(int(k)), f"HDGE, K = {int(k):,}")
-    figures = _figures(config, cells, jobs, root)
+    by_k = queue_cells(config, cells, plan.base_queue_size(config, experiments))
+    figures = _figures(config, cells, by_k, jobs, root)
     report = {
         "variants": {
             v: {"label": labels.get(v, v), **{p: c.as_dict() for p, c in m.items()}}
             for v, m in cells.items()
         },
         "judge": judge,
-        "claims": claims(config, cells),
+        "claims": claims(config, cells, by_k),
         "targets": targets(config, cells),
-        "queue_sizes": sorted(queue_cells(config, cells)),
+        "queue_sizes": sorted(by_k),
         "missing_runs": missing,
         "figures": figures,
         "paper": PAPER,
     }
     (root / "report.json").write_text(json.dumps(report, indent=2))
-    (root / "report.md").write_text(markdown(config, report, cells, labels))
+    (root / "report.md").write_text(markdown(config, report, cells, labels, by_k))
     return report
 
 
-def markdown(config, report: dict, cells, labels) -> str:
+def markdown(config, report: dict, cells, labels, by_k) -> str:
     main = [v for v in config.variants if v in cells]
     lines = [
         "# hdge-reproduce: the paper's experiment families at embedded scale",
@@ -341,7 +346,6 @@ def markdown(config, report: dict, cells, labels) -> str:
         lines += [""]
     if "ood_auroc.png" in report["figures"]:
         lines += ["![log p(x) AUROC per variant](ood_auroc.png)", ""]
-    by_k = queue_cells(config, cells)
     if by_k:
         lines += ["## Queue size K (paper Table 3): log p(x) AUROC", ""]
         lines += table(
@@ -442,9 +446,8 @@ def _generative_section(config, report: dict, cells, labels) -> list[str]:
     return lines
 
 
-def _figures(config, cells, jobs, root: Path) -> list[str]:
+def _figures(config, cells, by_k, jobs, root: Path) -> list[str]:
     names = []
-    by_k = queue_cells(config, cells)
     sets = ood_sets(cells)
     if len(by_k) >= 2 and sets:
         fig, ax = plt.subplots(figsize=(6, 4))

@@ -1,0 +1,51 @@
+"""One run of `hdge-reproduce` (`hdge_tf.reproduce.job.run_job`), as the command
+line the plan gives each job, so a run can be repeated by hand:
+
+    python -m hdge_tf.bin.hdge_reproduce_job --config=configs/mnist5k_hdge.py \
+        --workdir=runs/reproduce/runs/hdge/seed0 --variant=hdge \
+        [--samples --judge=runs/reproduce/runs/judge] [--config.seed=0 ...]
+"""
+
+from __future__ import annotations
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from hdge_tf.bin import cli
+from hdge_tf.reproduce import job
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory.")
+_VARIANT = flags.DEFINE_string("variant", None, "The variant's name in the plan.")
+_ROLE = flags.DEFINE_enum("role", "run", list(job.ROLES), "A variant or the judge.")
+_SAMPLES = flags.DEFINE_bool("samples", False, "Draw and score sample grids.")
+_JUDGE = flags.DEFINE_string("judge", None, "The judge's run directory.")
+_SAMPLING = flags.DEFINE_string(
+    "sampling",
+    job.DEFAULT_SAMPLING,
+    "Sample counts, SGLD steps and seed, as k=v pairs.",
+)
+flags.mark_flags_as_required(["config", "workdir", "variant"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if _SAMPLES.value and not _JUDGE.value:
+        raise app.UsageError("--samples needs --judge=JUDGE_RUN_DIR.")
+    job.run_job(
+        _CONFIG.value,
+        _WORKDIR.value,
+        _VARIANT.value,
+        role=_ROLE.value,
+        sampling=job.parse_sampling(_SAMPLING.value),
+        judge_dir=_JUDGE.value if _SAMPLES.value else None,
+    )
+
+
+def run():
+    cli.run(main, "hdge-reproduce job")
+
+
+if __name__ == "__main__":
+    run()
