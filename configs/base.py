@@ -51,7 +51,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.ce_weight = 1.0
     config.loss.pxy_contrast_weight = 1.0
     config.loss.px_contrast_weight = 0.0
-    # "reference" (the published code's scoring) or "paper"; both measured in docs/results.md.
+    # "reference" (the published code's scoring) or "paper"; both measured in
+    # docs/results.md.
     config.loss.formulation = "reference"
     config.loss.queue_size = 65_536
     config.loss.temperature = 0.1
