@@ -63,7 +63,7 @@ class HDGEClassifier(keras.Model):
         the data's labelled logit near `energy_cap`.
       formulation: "reference" (the published code's) or "paper" scoring of the
         contrastive terms, see `hdge_tf.losses`. The default was picked by
-        measurement (README.md): "paper" can keep the logits tiny, and p(y|x)
+        measurement (docs/results.md): "paper" can keep the logits tiny, and p(y|x)
         uncalibrated, at learning rates where "reference" trains well.
       label_smoothing: applied to CE and to the label weights of log p(x|y).
       input_noise_std: std of Gaussian noise added to training inputs (0.03 in JEM).
