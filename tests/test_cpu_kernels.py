@@ -27,6 +27,7 @@ REPORT = (
 )
 
 
+@pytest.mark.slow  # a subprocess importing TensorFlow
 @pytest.mark.parametrize(
     "first, env, expected",
     [

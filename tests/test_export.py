@@ -107,6 +107,7 @@ def test_export_holds_the_backbone_weights_only(exported):
     assert (4, QUEUE_SIZE) == tuple(model.queue.logits.shape)
 
 
+@pytest.mark.slow  # a subprocess importing TensorFlow
 def test_saved_model_cli_lists_both_signatures(exported):
     _, export_dir, _ = exported
     # The tool's module, run by this interpreter: PATH may not hold its script.
@@ -168,33 +169,67 @@ def test_mixed_bfloat16_backbone_exports_float32(make_backbone, tmp_path):
         keras.mixed_precision.set_global_policy(policy)
 
 
-def _run_cli(workdir) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "hdge_tf.bin.hdge_export", f"--workdir={workdir}"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+@pytest.fixture(scope="module")
+def export_cli(exported, tmp_path_factory):
+    """hdge-export on each run directory the CLI tests need, all in one process
+    (tests/cli_driver.py: TensorFlow is imported once): {run: (exit status,
+    stderr, workdir)}, and the in-memory model of the "gate" run."""
+    tmp = tmp_path_factory.mktemp("export_cli")
+    runs = {name: tmp / name for name in ("run", "empty", "gate", "no_validation")}
+    for path in runs.values():
+        path.mkdir()
+    model = exported[0]
+    model.save(runs["run"] / "model.keras")
+    # A run trained without a validation split.
+    model.save(runs["no_validation"] / "model.keras")
+    (runs["no_validation"] / "config.json").write_text(
+        json.dumps({"data": {"validation_size": 0}})
     )
+    # An mnist5k run: the CLI takes its validation split for the gate.
+    keras.utils.set_random_seed(0)
+    backbone = SmallCNN(10, filters=(4,), dense_units=8, image_shape=(32, 32, 1))
+    gate_model = HDGEClassifier(backbone, queue_size=QUEUE_SIZE)
+    gate_model.save(runs["gate"] / "model.keras")
+    run_config = {"data": {"name": "mnist5k", "validation_size": 200}}
+    (runs["gate"] / "config.json").write_text(json.dumps(run_config))
+
+    cases = tmp / "cases.json"
+    cases.write_text(json.dumps({n: [f"--workdir={p}"] for n, p in runs.items()}))
+    out = tmp / "out"
+    out.mkdir()
+    driver = [sys.executable, str(REPO / "tests" / "cli_driver.py"), "hdge_export"]
+    done = subprocess.run(
+        [*driver, str(cases), str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    results = {
+        name: (
+            int((out / f"{name}.status").read_text()),
+            (out / f"{name}.stderr").read_text(),
+            path,
+        )
+        for name, path in runs.items()
+    }
+    return results, gate_model
 
 
-def test_cli_exports_a_workdir(exported, tmp_path):
+@pytest.mark.slow  # a subprocess importing TensorFlow
+def test_cli_exports_a_workdir(exported, export_cli):
     model, _, _ = exported
-    workdir, empty = tmp_path / "run", tmp_path / "empty"
-    workdir.mkdir()
-    empty.mkdir()
-    model.save(workdir / "model.keras")
-    # Both runs at once: each spends most of its time importing TensorFlow.
-    runs = [_run_cli(workdir), _run_cli(empty)]
-    (_, stderr), (_, empty_stderr) = (run.communicate(timeout=300) for run in runs)
+    status, stderr, workdir = export_cli[0]["run"]
+    empty_status, empty_stderr, empty = export_cli[0]["empty"]
 
-    assert runs[0].returncode == 0, stderr[-3000:]
+    assert status == 0, stderr[-3000:]
     export_dir = workdir / "export" / "saved_model"
     assert (export_dir / "saved_model.pb").is_file()
     assert "energy: images float32[None, 8, 8, 1] -> log_px float32[None]" in stderr
     _assert_matches(tf.saved_model.load(str(export_dir)), model, _images(3, seed=5))
 
-    assert runs[1].returncode == 1 and "Traceback" not in empty_stderr
+    assert empty_status == 1 and "Traceback" not in empty_stderr
     assert empty_stderr.splitlines()[-1].startswith(
         f"hdge-export: error: No model file {empty / 'model.keras'}"
     )
@@ -249,20 +284,12 @@ def test_gate_threshold_is_the_validation_quantile(exported):
         export.fit_gate(model, validation, tpr=1.5)
 
 
-def test_cli_exports_a_gate_set_on_the_validation_split(tmp_path):
+@pytest.mark.slow  # a subprocess importing TensorFlow
+def test_cli_exports_a_gate_set_on_the_validation_split(export_cli):
     """The CLI takes the run's validation split; the SavedModel, loaded in another
     process than the one that wrote it, flags inputs as the in-memory model does."""
-    keras.utils.set_random_seed(0)
-    backbone = SmallCNN(10, filters=(4,), dense_units=8, image_shape=(32, 32, 1))
-    model = HDGEClassifier(backbone, queue_size=QUEUE_SIZE)
-    workdir = tmp_path / "run"
-    workdir.mkdir()
-    model.save(workdir / "model.keras")
-    run_config = {"data": {"name": "mnist5k", "validation_size": 200}}
-    (workdir / "config.json").write_text(json.dumps(run_config))
-    process = _run_cli(workdir)
-    _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 0, stderr[-3000:]
+    (status, stderr, workdir), model = export_cli[0]["gate"], export_cli[1]
+    assert status == 0, stderr[-3000:]
 
     validation, _ = data_lib.load_arrays("mnist5k", "validation", validation_size=200)
     scores = logsumexp(model.predict(validation, verbose=0).astype(np.float64), -1)
@@ -291,14 +318,10 @@ def test_cli_exports_a_gate_set_on_the_validation_split(tmp_path):
     np.testing.assert_allclose(outputs["upper_threshold"].numpy(), gate.upper_threshold)
 
 
-def test_no_validation_split_exports_no_gate(exported, tmp_path):
-    workdir = tmp_path / "run"
-    workdir.mkdir()
-    exported[0].save(workdir / "model.keras")
-    (workdir / "config.json").write_text(json.dumps({"data": {"validation_size": 0}}))
-    process = _run_cli(workdir)
-    _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 0, stderr[-3000:]
+@pytest.mark.slow  # a subprocess importing TensorFlow
+def test_no_validation_split_exports_no_gate(export_cli):
+    status, stderr, workdir = export_cli[0]["no_validation"]
+    assert status == 0, stderr[-3000:]
     assert "without an OOD gate" in stderr
     export_dir = workdir / "export" / "saved_model"
     assert export.read_gate(export_dir) is None
@@ -338,6 +361,7 @@ def _serve(export_dir, cases: dict[str, np.ndarray], tmp_path) -> dict:
     return json.loads(done.stdout.splitlines()[-1])
 
 
+@pytest.mark.slow  # a subprocess importing TensorFlow
 def test_the_gate_rejects_inputs_no_data_image_looks_like(exported, tmp_path):
     model = exported[0]
     validation = _images(400, seed=11)
@@ -367,7 +391,11 @@ def test_the_gate_rejects_inputs_no_data_image_looks_like(exported, tmp_path):
     images = np.stack(
         [accepted, one_nan, uint8_scale, np.full_like(accepted, 1e6), above, below]
     )
-    outputs = _serve(export_dir, {"gate": images}, tmp_path)["gate"]
+    # Slightly outside [-1, 1], within the stated tolerance: still judged on log p(x).
+    nudged = np.clip(accepted * 1.05, -1.05, 1.05)[None]
+    # One serving process for both cases.
+    served = _serve(export_dir, {"gate": images, "gate:nudged": nudged}, tmp_path)
+    outputs = served["gate"]
     assert outputs["reason"] == [
         "in_distribution",
         "non_finite_input",
@@ -377,14 +405,12 @@ def test_the_gate_rejects_inputs_no_data_image_looks_like(exported, tmp_path):
         "log_px_below_threshold",
     ]
     assert outputs["in_distribution"] == [True] + [False] * 5
-    # Slightly outside [-1, 1], within the stated tolerance: still judged on log p(x).
     assert gate.range_tolerance == 0.1 and gate.input_range == (-1.0, 1.0)
-    nudged = np.clip(accepted * 1.05, -1.05, 1.05)[None]
     assert np.abs(nudged).max() > 1.0
-    outputs = _serve(export_dir, {"gate": nudged}, tmp_path)["gate"]
-    assert outputs["reason"] != ["outside_data_range"]
+    assert served["gate:nudged"]["reason"] != ["outside_data_range"]
 
 
+@pytest.mark.slow  # a subprocess importing TensorFlow
 def test_every_signature_names_the_image_shape_it_expects(exported, tmp_path):
     model = exported[0]
     export_dir = tmp_path / "sm"

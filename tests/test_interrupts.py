@@ -19,7 +19,7 @@ from conftest import smoke_config, start_hdge_train
 from hdge_tf import interrupts, training
 
 REPO = Path(__file__).resolve().parents[1]
-EPOCHS = 30  # ~0.3 s each: a signal lands mid-run
+EPOCHS = 8  # ~0.3 s each: a signal sent after epoch 2 lands mid-run
 
 
 def _start(workdir: Path) -> subprocess.Popen:

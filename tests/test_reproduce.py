@@ -16,7 +16,7 @@ import pytest
 from hdge_tf import configs
 from hdge_tf.bin import hdge_reproduce
 from hdge_tf.configs import reproduce_mnist5k
-from hdge_tf.reproduce import ExperimentConfigs, plan, scheduler, summary
+from hdge_tf.reproduce import ExperimentConfigs, build_report, plan, scheduler, summary
 from hdge_tf.reproduce.plan import Job
 from hdge_tf.reproduce.summary import Cell
 
@@ -504,40 +504,44 @@ def _png(path):
 
 @pytest.mark.slow
 def test_hdge_reproduce_tiny_end_to_end(tmp_path):
-    """The tiny reproduction: every run, a report whose numbers are the runs'
-    own (read back from the trainer's metrics.json), figures; a second call
-    reuses every run."""
+    """The tiny reproduction at one seed (the judge and 6 runs: every variant,
+    every start, the ablation): a report whose numbers are the runs' own (read
+    back from the trainer's metrics.json), figures; a second call reuses every
+    run. Several seeds in the report: test_report_of_two_seeds below."""
     command = [
         sys.executable,
         "-m",
         "hdge_tf.bin.hdge_reproduce",
         f"--config={REPO}/configs/reproduce_mnist5k.py:tiny",
         f"--workdir={tmp_path}",
+        "--seeds=1",
         "--parallel=2",
         "--threads=1",
     ]
+    runs = 1 + len(reproduce_mnist5k.get_config("tiny").variants) + 1  # 7
     began = time.time()
     first = subprocess.run(
         command, cwd=REPO, capture_output=True, text=True, timeout=1200
     )
     first_seconds = time.time() - began
     assert first.returncode == 0, first.stderr[-3000:]
-    assert len(_progress_lines(first.stdout)) == 13, first.stdout
+    assert len(_progress_lines(first.stdout)) == runs, first.stdout
 
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["missing_runs"] == []
     for variant in ("ce", "hdge"):
         accuracy = report["variants"][variant]["accuracy"]
-        expected = [
-            json.loads(
-                (tmp_path / "runs" / variant / f"seed{s}" / "metrics.json").read_text()
-            )["test_accuracy"]
-            for s in (0, 1)
-        ]
-        assert accuracy["n"] == 2
-        assert accuracy["seeds"] == [0, 1]
-        np.testing.assert_allclose(accuracy["values"], expected, atol=1e-6)
-        assert accuracy["mean"] == pytest.approx(np.mean(expected), abs=1e-6)
+        expected = json.loads(
+            (tmp_path / "runs" / variant / "seed0" / "metrics.json").read_text()
+        )["test_accuracy"]
+        assert accuracy["n"] == 1
+        assert accuracy["seeds"] == [0]
+        np.testing.assert_allclose(accuracy["values"], [expected], atol=1e-6)
+        assert accuracy["mean"] == pytest.approx(expected, abs=1e-6)
+    # One seed has no spread: every comparison says so (a tolerance has a verdict).
+    compared = [c for c in report["claims"] if "(within " not in c["claim"]]
+    assert compared
+    assert all(c["verdict"] == summary.TOO_FEW for c in compared), compared
     markdown = (tmp_path / "report.md").read_text()
     claims = markdown.split("## Claims", 1)[1].split("\n## ", 1)[0]
     assert "| claim | paper (CIFAR-10) | ours | verdict |" in claims
@@ -550,7 +554,7 @@ def test_hdge_reproduce_tiny_end_to_end(tmp_path):
     for start in ("fresh", "buffer"):
         for steps in (0, 2):
             agreement = jem[f"samples.conditional.{start}.{steps}.class_agreement"]
-            assert agreement["n"] == 2
+            assert agreement["n"] == 1
             assert all(0.0 <= v <= 1.0 for v in agreement["values"])
     assert (
         "samples.unconditional.fresh.2.inception_score"
@@ -561,15 +565,16 @@ def test_hdge_reproduce_tiny_end_to_end(tmp_path):
         targets
     )
     gate = jem["gate.fpr.noise"]
-    assert gate["n"] == 2 and all(0.0 <= v <= 1.0 for v in gate["values"])
+    assert gate["n"] == 1 and all(0.0 <= v <= 1.0 for v in gate["values"])
     assert "| variant | test TPR | FPR interp | FPR noise |" in markdown
     generative = markdown.split("## Generative quality", 1)[1]
     assert "| HDGE + JEM | conditional | buffer |" in generative
+    assert _png(tmp_path / "samples_hdge_jem_conditional_buffer.png")
     ceiling = report["judge"]["ceiling"]
     assert {"class_agreement", "inception_score", "frechet_distance"} <= set(ceiling)
 
     records = sorted((tmp_path / "runs").glob("**/reproduce.json"))
-    assert len(records) == 13
+    assert len(records) == runs
     mtimes = {path: path.stat().st_mtime_ns for path in records}
     began = time.time()
     second = subprocess.run(
@@ -578,7 +583,7 @@ def test_hdge_reproduce_tiny_end_to_end(tmp_path):
     second_seconds = time.time() - began
     assert second.returncode == 0, second.stderr[-3000:]
     lines = _progress_lines(second.stdout)
-    assert len(lines) == 13
+    assert len(lines) == runs
     assert all("skipped" in line for line in lines), lines
     assert {path: path.stat().st_mtime_ns for path in records} == mtimes
     assert second_seconds < first_seconds / 3, (first_seconds, second_seconds)
@@ -633,3 +638,151 @@ def test_progress_line_names_each_starts_agreement(tmp_path):
         "accuracy 97.6%, ECE 0.048, log p(x) AUROC digits 1.000, "
         "fresh samples' class agreement 0.88, buffer samples' class agreement 0.88"
     )
+
+
+# Report of several seeds ----------------------------------------------------------
+
+# Hand-made per-seed values (seed 0, seed 1) of the tiny plan's runs at 2 seeds,
+# as dotted paths of a record's "metrics" (or "samples.*").
+TWO_SEEDS = {
+    "ce": {"accuracy": (0.80, 0.82), "ece": (0.10, 0.11)},
+    "hdge": {
+        "accuracy": (0.90, 0.92),
+        "ece": (0.02, 0.03),
+        "samples.conditional.fresh.2.class_agreement": (0.1, 0.3),
+    },
+    "hdge_paper": {"accuracy": (0.85, 0.86)},
+    "hdge_k64": {"accuracy": (0.88, 0.90)},
+    "hdge_jem": {
+        "accuracy": (0.89, 0.91),
+        "gate.test_tpr": (0.95, 0.93),
+        "gate.fpr.noise": (0.0, 0.1),
+        "gate.fpr.interp": (0.2, 0.3),
+        **{
+            f"samples.conditional.{start}.{steps}.{metric}": (0.5, 0.7)
+            for start in ("fresh", "buffer")
+            for steps in (0, 2)
+            for metric in ("class_agreement", "worst_class_agreement")
+        },
+        **{
+            f"samples.conditional.{start}.2.{metric}": values
+            for start in ("fresh", "buffer")
+            for metric, values in (
+                ("inception_score", (3.0, 4.0)),
+                ("frechet_distance", (10.0, 20.0)),
+                ("in_range_fraction", (1.0, 1.0)),
+            )
+        },
+    },
+    "hdge_jem_px": {
+        "accuracy": (0.87, 0.88),
+        "samples.unconditional.fresh.2.inception_score": (6.0, 7.0),
+    },
+}
+# log p(x) AUROCs: HDGE detects noise better than CE (holds) but not interp
+# (within error bars); K = 128 (hdge) detects noise better than K = 64, interp
+# worse.
+AUROC = {
+    "ce": {"noise": (0.50, 0.52), "interp": (0.60, 0.66)},
+    "hdge": {"noise": (0.90, 0.92), "interp": (0.60, 0.70)},
+    "hdge_k64": {"noise": (0.70, 0.74), "interp": (0.90, 0.90)},
+}
+
+
+def _nested(flat: dict[str, float]) -> dict:
+    tree: dict = {}
+    for path, value in flat.items():
+        *parents, leaf = path.split(".")
+        node = tree
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return tree
+
+
+def test_report_of_two_seeds(tmp_path):
+    """build_report on hand-made records of the tiny plan at 2 seeds: every cell
+    holds both seeds' values, mean and spread; each claim's verdict is the
+    two-standard-error rule's; the queue-size, gate and generative tables and the
+    figures are written; sample grids come from seed 0."""
+    config = reproduce_mnist5k.get_config("tiny")
+    jobs = build_plan(config, tmp_path, seeds=2)
+    assert len(jobs) == 13
+    ceiling = {"class_agreement": 0.97, "inception_score": 9.0, "frechet_distance": 1}
+    for job in jobs:
+        job.workdir.mkdir(parents=True)
+        if job.seed is None:
+            record = {"variant": "judge", "seed": 1000, "ceiling": ceiling}
+            record["metrics"] = {"accuracy": 0.99}
+        else:
+            flat = {p: v[job.seed] for p, v in TWO_SEEDS[job.variant].items()}
+            for name, values in AUROC.get(job.variant, {}).items():
+                flat[f"auroc.log_px.{name}"] = values[job.seed]
+            tree = _nested(flat)
+            record = {"variant": job.variant, "seed": job.seed, **tree}
+            record["metrics"] = {k: v for k, v in tree.items() if k != "samples"}
+            grids = job.workdir / "samples"
+            grids.mkdir()
+            (grids / "conditional_buffer.png").write_bytes(
+                b"\x89PNG\r\n\x1a\n" + bytes([job.seed])
+            )
+        job.record.write_text(json.dumps(record))
+
+    report = build_report(config, jobs, tmp_path, EXPERIMENTS)
+    assert json.loads((tmp_path / "report.json").read_text()) == report
+    assert report["missing_runs"] == []
+    assert report["judge"]["ceiling"] == ceiling
+    for variant, paths in TWO_SEEDS.items():
+        for path, values in paths.items():
+            cell = report["variants"][variant][path]
+            assert cell["values"] == list(values) and cell["seeds"] == [0, 1]
+            assert cell["n"] == 2
+            assert cell["mean"] == pytest.approx(np.mean(values))
+            assert cell["std"] == pytest.approx(np.std(values, ddof=1))
+    verdicts = {c["claim"]: c["verdict"] for c in report["claims"]}
+    assert verdicts == {
+        "HDGE is more accurate than CE": summary.HOLDS,
+        "HDGE's log p(x) detects noise better than CE's": summary.HOLDS,
+        "HDGE's log p(x) detects interp better than CE's": summary.UNRESOLVED,
+        "HDGE is better calibrated (lower ECE) than CE": summary.HOLDS,
+        "A larger queue detects noise better (K = 128 vs 64)": summary.HOLDS,
+        "A larger queue detects interp better (K = 128 vs 64)": summary.REVERSED,
+        "HDGE + JEM keeps HDGE's accuracy (within 0.5 points)": (
+            "does not hold: -0.0100"
+        ),
+        "HDGE + JEM's conditional samples are more recognizable than HDGE's": (
+            summary.HOLDS
+        ),
+    }
+    targets = {t["target"]: t["verdict"] for t in report["targets"]}
+    assert (
+        targets["conditional samples from buffer starts (2 steps) every class >= 70%"]
+        == "does not hold: 0.6000"
+    )
+    assert targets["every sample inside the data range"] == summary.HOLDS
+    assert (
+        targets[
+            "the paper's variant (SGLD on log p(x)): unconditional IS-analogue from "
+            "fresh starts (2 steps) >= 5"
+        ]
+        == summary.HOLDS
+    )
+    assert report["queue_sizes"] == [64, 128]
+
+    markdown = (tmp_path / "report.md").read_text()
+    assert "| HDGE is more accurate than CE |" in markdown
+    assert "91.0 ± 1.4 (n=2) vs 81.0 ± 1.4 (n=2) | holds |" in markdown
+    assert "| 64 | 89.0 ± 1.4 (n=2) |" in markdown
+    assert "| 128 | 91.0 ± 1.4 (n=2) |" in markdown
+    assert "| variant | test TPR | FPR noise | FPR interp |" in markdown
+    assert "| HDGE + JEM | 0.940 ± 0.014 (n=2) |" in markdown
+    generative = markdown.split("## Generative quality", 1)[1]
+    assert "| HDGE + JEM | conditional | buffer | 0.600 ± 0.141 (n=2) |" in generative
+    assert "| real test images (ceiling) |" in generative
+    assert report["figures"] == ["k_ablation.png", "ood_auroc.png"] + [
+        f"samples_{job.variant}_conditional_buffer.png" for job in jobs if job.seed == 0
+    ]
+    for figure in ("k_ablation.png", "ood_auroc.png"):
+        assert _png(tmp_path / figure)
+    copied = tmp_path / "samples_hdge_jem_conditional_buffer.png"
+    assert copied.read_bytes()[-1] == 0  # seed 0's grid
