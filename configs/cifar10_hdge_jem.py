@@ -28,6 +28,10 @@ def get_config():
     #   reached -12..20), loss.sgld_start="class_gaussian" with
     #   sgld_start_uniform_fraction=0.5 starts them near each class (JEM++),
     #   loss.sgld_batch_size decouples the chains from the batch (HDGE's code).
+    # - Clipped chains make the SGLD term shape the logits where the data is,
+    #   and p(y|x) comes out under-confident: a larger loss.ce_weight against the
+    #   SGLD weight (the demo: 3 against 0.1) raised the demo's confidence and its
+    #   samples' quality alike.
     config.loss.px_sgld_weight = 1.0
     config.loss.sgld_steps = 20
     config.loss.sgld_step_size = 1.0

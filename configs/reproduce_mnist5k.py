@@ -39,13 +39,16 @@ def get_config(size: str = "full") -> ml_collections.ConfigDict:
             "hdge_paper": _variant(
                 "mnist5k_hdge", "HDGE (paper formulation)", ["loss.formulation=paper"]
             ),
-            # Trained from scratch, as the published HDGE + JEM.
-            "hdge_jem": _variant("mnist5k_hdge_jem", "HDGE + JEM", samples=True),
-            # The paper's HDGE + JEM: the SGLD term on log p(x) instead.
-            "hdge_jem_px": _variant(
+            # Trained from scratch, as the published HDGE + JEM: the SGLD term on
+            # log p(x), as the paper.
+            "hdge_jem": _variant(
+                "mnist5k_hdge_jem", "HDGE + JEM, SGLD on log p(x)", samples=True
+            ),
+            # The SGLD term on log p(x|y) instead.
+            "hdge_jem_pxy": _variant(
                 "mnist5k_hdge_jem",
-                "HDGE + JEM, SGLD on log p(x) (paper)",
-                ["loss.px_sgld_weight=0.1", "loss.pxy_sgld_weight=0.0"],
+                "HDGE + JEM, SGLD on log p(x|y)",
+                ["loss.px_sgld_weight=0.0", "loss.pxy_sgld_weight=0.1"],
                 samples=True,
             ),
         }
