@@ -473,16 +473,7 @@ def test_yardstick_runs_before_each_float32_wrn_configuration(tmp_path, monkeypa
 
     monkeypatch.setattr(suite, "run_job", fake_run_job)
     options = dataclasses.replace(FAST, matmul_size=32)
-    report = bench.run_benchmark(
-        configs,
-        options,
-        epoch=False,
-        autotune=False,
-        isolate=False,
-        torch=torch,
-        base_config=BASE,
-        rounds=2,
-    )
+    report = _in_process(configs, options, torch=torch, base_config=BASE, rounds=2)
     turns = [line.split()[0] for line in log.read_text().splitlines()]
     one_round = ["torch", "ours", "torch", "ours", "ours", "ours"]
     assert turns == one_round * 2
@@ -552,13 +543,7 @@ def test_configurations_need_the_trainer_config_they_change():
     """The library ships no trainer defaults: the caller passes them (hdge-bench,
     configs/base.py's); without them nothing runs."""
     with pytest.raises(ValueError, match="base_config"):
-        bench.run_benchmark(
-            [bench.BenchConfig(mode="ce", **TINY)],
-            FAST,
-            epoch=False,
-            autotune=False,
-            isolate=False,
-        )
+        _in_process([bench.BenchConfig(mode="ce", **TINY)], FAST)
     before = BASE.to_dict()
     config = bench.BenchConfig(mode="jem", **TINY).model_config(BASE, seed=3)
     assert config.seed == 3 and config.loss.sgld_steps == 2
@@ -576,15 +561,17 @@ def test_yardstick_errors_are_clear(tmp_path):
     with pytest.raises(RuntimeError, match="(?s)yardstick failed.*no torch here"):
         torch.run(config, FAST)
     with pytest.raises(ValueError, match="float32 Wide ResNet"):
-        bench.run_benchmark(
-            [bench.BenchConfig(mode="ce", **TINY)],
-            FAST,
-            epoch=False,
-            autotune=False,
-            isolate=False,
-            torch=torch,
-            base_config=BASE,
+        _in_process(
+            [bench.BenchConfig(mode="ce", **TINY)], FAST, torch=torch, base_config=BASE
         )
+
+
+def _in_process(configs, options, **kwargs):
+    """run_benchmark of `configs` in this process, steps only (no epoch timing,
+    no autotuning)."""
+    return bench.run_benchmark(
+        configs, options, epoch=False, autotune=False, isolate=False, **kwargs
+    )
 
 
 def _tiny_mnist5k(num_train: int):
