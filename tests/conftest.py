@@ -10,6 +10,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+# Subprocess work on worker threads beside the in-process tests: the hooks and
+# fixtures of tests/background.py.
+from background import (  # noqa: F401
+    _background_runner,
+    background_result,
+    pytest_collection_modifyitems,
+)
+
 from hdge_tf import workdir
 from hdge_tf.configs import mnist5k_hdge
 

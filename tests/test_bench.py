@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import background
 import keras
 import numpy as np
 import pytest
@@ -619,8 +620,8 @@ def test_autotune_fit_times_epochs_and_the_return_of_fit():
     assert "| off | " in text
 
 
-@pytest.mark.slow
-def test_isolated_configuration_reports_its_own_memory():
+@background.job
+def isolated_configuration(tmp: Path) -> dict:
     job = {
         "kind": "configuration",
         "config": dataclasses.asdict(bench.BenchConfig(mode="hdge", **TINY)),
@@ -629,7 +630,13 @@ def test_isolated_configuration_reports_its_own_memory():
         "evaluate": False,
         "pgd": False,
     }
-    result = bench.run_isolated(job)
+    return bench.run_isolated(job)
+
+
+@pytest.mark.slow
+@pytest.mark.background(isolated_configuration)
+def test_isolated_configuration_reports_its_own_memory(background_result):
+    result = background_result(isolated_configuration)
     assert result["traces"] == 1 and result["image_shape"] == [8, 8, 3]
     # A fresh process that imported TensorFlow: hundreds of MB, not our total.
     assert 100 < result["peak_rss_build_mb"] <= result["peak_rss_train_mb"]
@@ -638,9 +645,9 @@ def test_isolated_configuration_reports_its_own_memory():
     )
 
 
-@pytest.mark.slow
-def test_cli_writes_json_with_every_configuration(tmp_path):
-    output = tmp_path / "bench.json"
+@background.job
+def bench_cli(tmp: Path) -> tuple[dict, subprocess.CompletedProcess]:
+    output = tmp / "bench.json"
     flags = [
         "--network=small_cnn",
         "--image_size=8",
@@ -670,7 +677,13 @@ def test_cli_writes_json_with_every_configuration(tmp_path):
         timeout=300,
     )
     assert process.returncode == 0, process.stderr[-3000:]
-    report = json.loads(output.read_text())
+    return json.loads(output.read_text()), process
+
+
+@pytest.mark.slow
+@pytest.mark.background(bench_cli)
+def test_cli_writes_json_with_every_configuration(background_result):
+    report, process = background_result(bench_cli)
     configs = report["configurations"]
     assert [(c["mode"], c["precision"], c["batch_size"]) for c in configs] == [
         ("ce", "float32", 8),

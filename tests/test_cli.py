@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import background
 import pytest
 from conftest import SMOKE_OVERRIDES, smoke_flags
 
@@ -283,11 +284,9 @@ def _prepare(tmp: Path) -> None:
     (run / "checkpoints" / "checkpoint").write_text(_CHECKPOINT_STATE)
 
 
-@pytest.fixture(scope="module")
-def outcomes(tmp_path_factory) -> dict[tuple[str, str], tuple[int, str]]:
+@background.job(prepare=_prepare)
+def cli_cases(tmp: Path) -> dict[tuple[str, str], tuple[int, str]]:
     """{(program module, case): (exit status, stderr)} of every case."""
-    tmp = tmp_path_factory.mktemp("cli")
-    _prepare(tmp)
     out = tmp / "out"
     out.mkdir()
     cases = {module: {} for module in PROGRAMS}
@@ -325,7 +324,13 @@ def outcomes(tmp_path_factory) -> dict[tuple[str, str], tuple[int, str]]:
     }
 
 
+@pytest.fixture
+def outcomes(background_result) -> dict[tuple[str, str], tuple[int, str]]:
+    return background_result(cli_cases)
+
+
 @pytest.mark.slow
+@pytest.mark.background(cli_cases)
 @pytest.mark.parametrize(
     ("module", "name", "message"),
     [(module, name, message) for module, name, _, message in CASES],
@@ -341,6 +346,7 @@ def test_a_user_error_ends_with_one_line(outcomes, module, name, message):
 
 
 @pytest.mark.slow
+@pytest.mark.background(cli_cases)
 def test_verbosity_1_adds_the_traceback(outcomes):
     status, stderr = outcomes[VERBOSE_CASE[:2]]
     assert status == 1
@@ -349,6 +355,7 @@ def test_verbosity_1_adds_the_traceback(outcomes):
 
 
 @pytest.mark.slow
+@pytest.mark.background(cli_cases)
 def test_verbosity_1_keeps_a_config_file_traceback(outcomes):
     status, stderr = outcomes[VERBOSE_CONFIG_CASE[:2]]
     assert status == 1

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import background
 import keras
 import numpy as np
 import pytest
@@ -224,10 +225,20 @@ def _hdge_train(workdir, *flags, epochs):
     return done.stdout.splitlines()
 
 
+@background.job
+def quiet_then_verbose(tmp: Path) -> tuple[Path, list[str], list[str]]:
+    """The smoke run for 2 epochs, then resumed for a third with --verbosity=1."""
+    run = tmp / "run"
+    quiet = _hdge_train(run, epochs=2)
+    return run, quiet, _hdge_train(run, "--verbosity=1", epochs=3)
+
+
 @pytest.mark.slow
-def test_hdge_train_console_is_quiet_by_default_and_verbose_on_request(tmp_path):
-    run = tmp_path / "run"
-    lines = _hdge_train(run, epochs=2)
+@pytest.mark.background(quiet_then_verbose)
+def test_hdge_train_console_is_quiet_by_default_and_verbose_on_request(
+    background_result,
+):
+    run, lines, verbose = background_result(quiet_then_verbose)
     text = "\n".join(lines)
     assert not [line for line in lines if any(n in line for n in NOISE)], text
     assert "Saved checkpoint" not in text and "Test metrics:" not in text, text
@@ -250,7 +261,6 @@ def test_hdge_train_console_is_quiet_by_default_and_verbose_on_request(tmp_path)
     ]
     assert all(re.match(r"E\d{4} ", line) for line in others), text
 
-    verbose = _hdge_train(run, "--verbosity=1", epochs=3)
     text = "\n".join(verbose)
     assert "resuming after epoch 2" in text, text
     assert next(line for line in verbose if EPOCH_LINE.match(line)).startswith(

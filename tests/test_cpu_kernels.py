@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import background
 import pytest
 
 from hdge_tf import cpu_kernels
@@ -25,19 +26,24 @@ REPORT = (
     "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'), cpu_kernels.onednn_enabled(), "
     "sep=',')"
 )
+# (what the program imports first, its environment, what REPORT prints)
+IMPORTS = [
+    ("import hdge_tf", {}, "1,True"),  # our default
+    ("import hdge_tf", {"TF_ENABLE_ONEDNN_OPTS": "0"}, "0,False"),  # user's
+    ("import tensorflow; import hdge_tf", {}, None),  # TF chose already
+]
 
 
-@pytest.mark.slow  # a subprocess importing TensorFlow
-@pytest.mark.parametrize(
-    "first, env, expected",
-    [
-        ("import hdge_tf", {}, "1,True"),  # our default
-        ("import hdge_tf", {"TF_ENABLE_ONEDNN_OPTS": "0"}, "0,False"),  # user's
-        ("import tensorflow; import hdge_tf", {}, None),  # TF chose already
-    ],
-)
-def test_import_prefers_onednn_unless_chosen(first, env, expected):
-    result = _in_fresh_python(f"{first}; {REPORT}", **env)
+@background.job
+def fresh_imports(tmp) -> list[str]:
+    return [_in_fresh_python(f"{first}; {REPORT}", **env) for first, env, _ in IMPORTS]
+
+
+@pytest.mark.slow  # subprocesses importing TensorFlow
+@pytest.mark.background(fresh_imports)
+@pytest.mark.parametrize("case", range(len(IMPORTS)))
+def test_import_prefers_onednn_unless_chosen(background_result, case):
+    result, expected = background_result(fresh_imports)[case], IMPORTS[case][2]
     if expected is None:
         # Not set by us; TF's own default for this CPU, whatever it is.
         assert result.startswith("None,")

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import background
 import keras
 import numpy as np
 import pytest
@@ -514,26 +515,29 @@ def test_resolve_config_layers_defaults_run_and_overrides():
     assert "depth" not in config.backbone  # the run's section, not a merge
 
 
-@pytest.mark.slow
-def test_cli_writes_the_report_with_overrides(tmp_path, mnist_model):
-    mnist_model.save(tmp_path / "model.keras")
-    config = tiny_eval_config()
-    (tmp_path / "config.json").write_text(config.to_json())
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "hdge_tf.bin.hdge_eval",
-            f"--workdir={tmp_path}",
-            "--config.eval.ood_sets=('noise',)",
-            "--config.eval.pgd.norms=('l2',)",
-            "--config.eval.scores=('log_px','contrast')",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
+def _save_run(tmp: Path) -> None:
+    HDGEClassifier(tiny_backbone(10, (32, 32, 1)), queue_size=64).save(
+        tmp / "model.keras"
     )
+    (tmp / "config.json").write_text(tiny_eval_config().to_json())
+
+
+@background.job(prepare=_save_run)
+def eval_cli(tmp: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    command = [
+        *(sys.executable, "-m", "hdge_tf.bin.hdge_eval", f"--workdir={tmp}"),
+        "--config.eval.ood_sets=('noise',)",
+        "--config.eval.pgd.norms=('l2',)",
+        "--config.eval.scores=('log_px','contrast')",
+    ]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    return tmp, done
+
+
+@pytest.mark.slow
+@pytest.mark.background(eval_cli)
+def test_cli_writes_the_report_with_overrides(background_result):
+    tmp_path, result = background_result(eval_cli)
     assert result.returncode == 0, result.stderr[-3000:]
     written = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert list(written["ood"]["sets"]) == ["noise"]

@@ -5,12 +5,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import background
 import keras
 import matplotlib.image
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_backbone
+from conftest import quadrant_data, tiny_backbone
 
 from hdge_tf import plots, sampling, workdir
 from hdge_tf.callbacks import SampleGrid
@@ -215,26 +216,26 @@ def test_callback_writes_grids_and_leaves_the_model_alone(tmp_path, separable_da
     assert (tmp_path / "every" / "samples_epoch003.png").is_file()
 
 
-@pytest.mark.slow  # a subprocess importing TensorFlow
-def test_cli_writes_the_samples_of_draw_samples(tmp_path, separable_data):
+def _save_trained_model(tmp: Path) -> None:
     model = jem_model(seed=3)
     model.compile(keras.optimizers.Adam(1e-3))
-    model.fit(*separable_data, batch_size=16, steps_per_epoch=2, verbose=0)
-    model.save(tmp_path / "model.keras")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "hdge_tf.bin.hdge_sample",
-            f"--workdir={tmp_path}",
-            "--steps=2",
-            "--num=2",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    model.fit(*quadrant_data(), batch_size=16, steps_per_epoch=2, verbose=0)
+    model.save(tmp / "model.keras")
+
+
+@background.job(prepare=_save_trained_model)
+def sample_cli(tmp: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    command = [sys.executable, "-m", "hdge_tf.bin.hdge_sample", f"--workdir={tmp}"]
+    done = subprocess.run(
+        [*command, "--steps=2", "--num=2"], cwd=REPO, capture_output=True, text=True
     )
+    return tmp, done
+
+
+@pytest.mark.slow  # a subprocess importing TensorFlow
+@pytest.mark.background(sample_cli)
+def test_cli_writes_the_samples_of_draw_samples(background_result):
+    tmp_path, result = background_result(sample_cli)
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / "samples"
     paths = [out / n for n in ("conditional_buffer.png", "conditional_buffer.npy")]

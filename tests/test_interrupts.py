@@ -12,6 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import background
 import keras
 import pytest
 from conftest import smoke_config, start_hdge_train
@@ -20,6 +21,8 @@ from hdge_tf import interrupts, training
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 8  # ~0.3 s each: a signal sent after epoch 2 lands mid-run
+# The signals and the exit status a shell reports for each.
+SIGNALS = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 def _start(workdir: Path) -> subprocess.Popen:
@@ -31,46 +34,60 @@ def _checkpointed_epoch(workdir: Path) -> int:
     return int(re.search(r'model_checkpoint_path: "ckpt-(\d+)"', state).group(1))
 
 
-def _interrupt(workdir: Path, signum: int, after_epoch: int) -> tuple[int, str]:
-    """Runs hdge-train until checkpoint `after_epoch` exists, then sends `signum`."""
-    process = _start(workdir)
+@background.job
+def interrupted_and_resumed(tmp: Path) -> dict[int, dict]:
+    """One hdge-train per signal, at once: each runs until its checkpoint 2 exists
+    and gets the signal; what it left is noted; then the same command resumes it."""
+    runs = {signum: {"workdir": tmp / signum.name} for signum in SIGNALS}
+    processes = {signum: _start(run["workdir"]) for signum, run in runs.items()}
     deadline = time.time() + 600
-    while not (workdir / "checkpoints" / f"ckpt-{after_epoch}.index").exists():
-        assert process.poll() is None, process.stderr.read()[-3000:]
+    waiting = dict(processes)
+    while waiting:
+        for signum, process in list(waiting.items()):
+            if process.poll() is not None:
+                raise AssertionError(process.stderr.read()[-3000:])
+            if (runs[signum]["workdir"] / "checkpoints" / "ckpt-2.index").exists():
+                process.send_signal(signum)
+                del waiting[signum]
         assert time.time() < deadline
         time.sleep(0.02)
-    process.send_signal(signum)
-    status = process.wait(timeout=120)
-    return status, process.stderr.read()
+    for signum, process in processes.items():
+        run, workdir = runs[signum], runs[signum]["workdir"]
+        run["status"], run["stderr"] = process.wait(timeout=120), process.stderr.read()
+        run["checkpointed"] = _checkpointed_epoch(workdir)
+        run["left"] = [p.name for p in (workdir / "metrics.json", workdir / ".lock")]
+        run["left"] = [name for name in run["left"] if (workdir / name).exists()]
+    resumed = {signum: _start(run["workdir"]) for signum, run in runs.items()}
+    for signum, process in resumed.items():
+        runs[signum]["resumed"] = process.wait(timeout=600), process.stderr.read()
+    return runs
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)]
-)
+@pytest.mark.background(interrupted_and_resumed)
+@pytest.mark.parametrize("signum", SIGNALS, ids=lambda signum: signum.name)
 def test_a_signal_ends_training_in_one_line_and_the_run_resumes(
-    tmp_path, signum, status
+    background_result, signum
 ):
-    workdir = tmp_path / "run"
-    got, stderr = _interrupt(workdir, signum, after_epoch=2)
-    assert got == status, stderr[-3000:]
-    assert "Traceback" not in stderr
-    last = stderr.splitlines()[-1]
+    run = background_result(interrupted_and_resumed)[signum]
+    assert run["status"] == SIGNALS[signum], run["stderr"][-3000:]
+    assert "Traceback" not in run["stderr"]
+    last = run["stderr"].splitlines()[-1]
     match = re.fullmatch(
-        r"hdge-train: interrupted in epoch (\d+); run the same command to resume", last
+        r"hdge-train: interrupted in epoch (\d+); run the same command to resume",
+        last,
     )
-    assert match, stderr[-3000:]
+    assert match, run["stderr"][-3000:]
     # The epoch in progress: the one after the last checkpoint, which is whole.
-    done = _checkpointed_epoch(workdir)
+    done = run["checkpointed"]
     assert int(match.group(1)) == done + 1 and 2 <= done < EPOCHS
-    assert not (workdir / "metrics.json").exists()
-    assert not (workdir / ".lock").exists()
+    assert run["left"] == []  # no metrics.json, no lock
 
-    resumed = _start(workdir)
-    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()[-3000:]
-    metrics = json.loads((workdir / "metrics.json").read_text())
+    status, stderr = run["resumed"]
+    assert status == 0, stderr[-3000:]
+    metrics = json.loads((run["workdir"] / "metrics.json").read_text())
     assert metrics["resumed_from_epoch"] == done and metrics["epochs"] == EPOCHS
-    with open(workdir / "history.csv") as f:
+    with open(run["workdir"] / "history.csv") as f:
         epochs = [line.split(",")[0] for line in f.read().splitlines()[1:]]
     assert epochs == [str(e) for e in range(EPOCHS)]
 

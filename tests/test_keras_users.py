@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import background
 import keras
 import numpy as np
 import pytest
@@ -116,19 +117,25 @@ def test_class_weight_is_named_in_the_error(separable_data):
         _model().fit(images, labels, class_weight={0: 2.0, 1: 1, 2: 1, 3: 1})
 
 
+def _save_model(tmp: Path) -> None:
+    _model().save(tmp / "m.keras")
+
+
+@background.job(prepare=_save_model)
+def fresh_loads(tmp: Path) -> tuple:
+    """Loading the model in a fresh Python, without and with `import hdge_tf`."""
+    load = f"keras.saving.load_model({str(tmp / 'm.keras')!r})"
+    return tuple(
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        for code in (f"import keras; {load}", f"import hdge_tf, keras; {load}")
+    )
+
+
 @pytest.mark.slow
-def test_loading_a_saved_model_needs_import_hdge_tf(separable_data, tmp_path):
-    _model().save(tmp_path / "m.keras")
-    load = f"keras.saving.load_model({str(tmp_path / 'm.keras')!r})"
-    without = subprocess.run(
-        [sys.executable, "-c", f"import keras; {load}"], capture_output=True, text=True
-    )
+@pytest.mark.background(fresh_loads)
+def test_loading_a_saved_model_needs_import_hdge_tf(background_result):
+    without, with_import = background_result(fresh_loads)
     assert "Could not locate class 'HDGEClassifier'" in without.stderr
-    with_import = subprocess.run(
-        [sys.executable, "-c", f"import hdge_tf, keras; {load}"],
-        capture_output=True,
-        text=True,
-    )
     assert with_import.returncode == 0, with_import.stderr[-2000:]
     # What the user reads: the class's docstring and the README say so.
     assert "`import hdge_tf`" in HDGEClassifier.__doc__

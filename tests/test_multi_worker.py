@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import background
 import numpy as np
 import pytest
 
@@ -21,8 +22,8 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-@pytest.mark.slow
-def test_two_workers_end_identical(tmp_path):
+@background.job
+def two_workers(tmp: Path) -> Path:
     ports = [str(p) for p in _free_ports(2)]
     workers = [
         subprocess.Popen(
@@ -31,8 +32,8 @@ def test_two_workers_end_identical(tmp_path):
                 str(HERE / "multi_worker_worker.py"),
                 *ports,
                 str(i),
-                str(tmp_path / f"run{i}"),
-                str(tmp_path / f"state{i}.npz"),
+                str(tmp / f"run{i}"),
+                str(tmp / f"state{i}.npz"),
             ],
             cwd=HERE,
             stdout=subprocess.PIPE,
@@ -48,7 +49,13 @@ def test_two_workers_end_identical(tmp_path):
             w.kill()
     for w, out in zip(workers, outputs, strict=True):
         assert w.returncode == 0, out[-3000:]
+    return tmp
 
+
+@pytest.mark.slow
+@pytest.mark.background(two_workers)
+def test_two_workers_end_identical(background_result):
+    tmp_path = background_result(two_workers)
     states = [np.load(tmp_path / f"state{i}.npz") for i in range(2)]
     assert set(states[0].files) == set(states[1].files)
     for key in states[0].files:

@@ -10,6 +10,7 @@ import shutil
 import socket
 from pathlib import Path
 
+import background
 import pytest
 from conftest import smoke_config, start_hdge_train
 
@@ -128,24 +129,38 @@ def test_a_damaged_history_and_newest_checkpoint_resume_from_what_is_intact(
         training.train(smoke_config(epochs=4), run)
 
 
-@pytest.mark.slow
-def test_two_trainers_on_one_workdir_one_refuses(tmp_path):
-    workdir = tmp_path / "run"
+@background.job
+def two_trainers(tmp: Path) -> dict:
+    """Two hdge-train processes on one workdir at once, then a third after them."""
+    workdir = tmp / "run"
     processes = [start_hdge_train(workdir) for _ in range(2)]
-    outcomes = [(p.wait(timeout=600), p.stderr.read()) for p in processes]
-    statuses = sorted(status for status, _ in outcomes)
-    assert statuses == [0, 1], [stderr[-2000:] for _, stderr in outcomes]
-    winner, loser = sorted(range(2), key=lambda i: outcomes[i][0])
-    stderr = outcomes[loser][1]
+    outcomes = [(p.wait(timeout=600), p.stderr.read(), p.pid) for p in processes]
+    between = {"epochs": _history_epochs(workdir), "lock": (workdir / ".lock").exists()}
+    again = start_hdge_train(workdir)
+    return {
+        "workdir": workdir,
+        "outcomes": outcomes,
+        "between": between,
+        "again": (again.wait(timeout=600), again.stderr.read()),
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.background(two_trainers)
+def test_two_trainers_on_one_workdir_one_refuses(background_result):
+    run = background_result(two_trainers)
+    workdir, outcomes = run["workdir"], run["outcomes"]
+    statuses = sorted(status for status, _, _ in outcomes)
+    assert statuses == [0, 1], [stderr[-2000:] for _, stderr, _ in outcomes]
+    (_, _, winner_pid), (_, stderr, _) = sorted(outcomes, key=lambda o: o[0])
     assert "Traceback" not in stderr
     assert stderr.splitlines()[-1] == (
         f"hdge-train: error: The workdir {workdir} is in use by PID "
-        f"{processes[winner].pid} on host {socket.gethostname()} (lock file "
+        f"{winner_pid} on host {socket.gethostname()} (lock file "
         f"{workdir}/.lock); wait for that run to finish or stop it, or pass another "
         "--workdir."
     )
-    assert _history_epochs(workdir) == ["0"]
-    assert not (workdir / ".lock").exists()
+    assert run["between"] == {"epochs": ["0"], "lock": False}
     # The workdir stays usable: running it again evaluates the finished run.
-    again = start_hdge_train(workdir)
-    assert again.wait(timeout=600) == 0, again.stderr.read()[-2000:]
+    status, stderr = run["again"]
+    assert status == 0, stderr[-2000:]
