@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import background
 import keras
 import numpy as np
 import pytest
@@ -107,17 +108,135 @@ def test_export_holds_the_backbone_weights_only(exported):
     assert (4, QUEUE_SIZE) == tuple(model.queue.logits.shape)
 
 
-@pytest.mark.slow  # a subprocess importing TensorFlow
-def test_saved_model_cli_lists_both_signatures(exported):
-    _, export_dir, _ = exported
+# The run directories hdge-export reads, by name.
+CLI_RUNS = ("run", "empty", "gate", "no_validation")
+
+
+def _gate_inputs(model, gate) -> dict[str, np.ndarray]:
+    """An accepted image, one scored above and one below the validation range,
+    and broken ones; and an image slightly outside [-1, 1], within tolerance."""
+    candidates = _images(2000, seed=12)
+    log_px = logsumexp(model.predict(candidates, verbose=0).astype(np.float64), -1)
+    accepted = candidates[
+        np.argmin(np.abs(log_px - (gate.threshold + gate.upper_threshold) / 2))
+    ]
+    one_nan = accepted.copy()
+    one_nan[3, 4, 0] = np.nan
+    uint8_scale = (accepted + 1) * 127.5  # pixels 0..255, not [-1, 1]
+    above, below = candidates[np.argmax(log_px)], candidates[np.argmin(log_px)]
+    images = [accepted, one_nan, uint8_scale, np.full_like(accepted, 1e6), above]
+    return {
+        "gate": np.stack([*images, below]),
+        "gate:nudged": np.clip(accepted * 1.05, -1.05, 1.05)[None],
+    }
+
+
+def _shape_cases() -> dict[str, np.ndarray]:
+    cases = {}
+    for signature in (*SIGNATURES, "gate"):
+        cases[f"{signature}:size"] = _images(2, seed=1, image_shape=(6, 6, 1))
+        cases[f"{signature}:channels"] = _images(2, seed=1, image_shape=(8, 8, 3))
+        cases[f"{signature}:right"] = _images(2, seed=1)
+    return cases
+
+
+def _prepare_exports(tmp: Path) -> None:
+    """What the programs read: the trained classifier's run directories for
+    hdge-export, and SavedModels with the inputs to serve them."""
+    model = _trained_classifier()
+    for name in CLI_RUNS:
+        (tmp / name).mkdir()
+    model.save(tmp / "run" / "model.keras")
+    # A run trained without a validation split.
+    model.save(tmp / "no_validation" / "model.keras")
+    (tmp / "no_validation" / "config.json").write_text(
+        json.dumps({"data": {"validation_size": 0}})
+    )
+    # An mnist5k run: the CLI takes its validation split for the gate.
+    keras.utils.set_random_seed(0)
+    backbone = SmallCNN(10, filters=(4,), dense_units=8, image_shape=(32, 32, 1))
+    HDGEClassifier(backbone, queue_size=QUEUE_SIZE).save(tmp / "gate" / "model.keras")
+    run_config = {"data": {"name": "mnist5k", "validation_size": 200}}
+    (tmp / "gate" / "config.json").write_text(json.dumps(run_config))
+
+    export_saved_model(model, tmp / "saved_model")
+    gate = export.fit_gate(model, _images(400, seed=11), tpr=0.9)
+    export_saved_model(model, tmp / "gate_sm", gate)
+    np.savez(tmp / "gate_cases.npz", **_gate_inputs(model, gate))
+    export_saved_model(model, tmp / "shape_sm", export.fit_gate(model, _images(50, 13)))
+    np.savez(tmp / "shape_cases.npz", **_shape_cases())
+
+
+# Loads each SavedModel in a fresh process and runs each named signature on each
+# input of its .npz file; prints [{case: {output: list} or {"error": message}}].
+_SERVE = """
+import json, sys
+import numpy as np, tensorflow as tf
+served = []
+for export_dir, cases in zip(sys.argv[1::2], sys.argv[2::2]):
+    loaded = tf.saved_model.load(export_dir)
+    results = {}
+    for case, images in np.load(cases).items():
+        signature = case.split(":")[0]
+        try:
+            out = loaded.signatures[signature](images=tf.constant(images))
+            results[case] = {
+                k: v.numpy().astype(str if v.dtype == tf.string else float).tolist()
+                for k, v in out.items()
+            }
+        except tf.errors.InvalidArgumentError as err:
+            results[case] = {"error": err.message}
+    served.append(results)
+print(json.dumps(served))
+"""
+
+
+@background.job(prepare=_prepare_exports)
+def export_programs(tmp: Path) -> dict:
+    """hdge-export on every run directory (one process: tests/cli_driver.py),
+    saved_model_cli, and one serving process for both SavedModels."""
+    cases = tmp / "cases.json"
+    cases.write_text(json.dumps({n: [f"--workdir={tmp / n}"] for n in CLI_RUNS}))
+    out = tmp / "out"
+    out.mkdir()
+    driver = [sys.executable, str(REPO / "tests" / "cli_driver.py"), "hdge_export"]
+    done = subprocess.run(
+        [*driver, str(cases), str(out)], cwd=REPO, capture_output=True, text=True
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    cli = {
+        name: (
+            int((out / f"{name}.status").read_text()),
+            (out / f"{name}.stderr").read_text(),
+            tmp / name,
+        )
+        for name in CLI_RUNS
+    }
     # The tool's module, run by this interpreter: PATH may not hold its script.
     tool = [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
-    result = subprocess.run(
-        [*tool, "show", "--all", "--dir", str(export_dir)],
+    show = [*tool, "show", "--all", "--dir", str(tmp / "saved_model")]
+    served = subprocess.run(
+        [sys.executable, "-c", _SERVE]
+        + [str(tmp / n) for n in ("gate_sm", "gate_cases.npz")]
+        + [str(tmp / n) for n in ("shape_sm", "shape_cases.npz")],
         capture_output=True,
         text=True,
-        timeout=120,
     )
+    assert served.returncode == 0, served.stderr[-3000:]
+    gate, shape = json.loads(served.stdout.splitlines()[-1])
+    return {
+        "dir": tmp,
+        "cli": cli,
+        "saved_model_cli": subprocess.run(show, capture_output=True, text=True),
+        "served_gate": gate,
+        "served_shape": shape,
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.background(export_programs)
+def test_saved_model_cli_lists_both_signatures(background_result):
+    result = background_result(export_programs)["saved_model_cli"]
     assert result.returncode == 0, result.stderr
     blocks = dict(
         re.findall(r"signature_def\['(\w+)'\]:\n(.*?)Method name", result.stdout, re.S)
@@ -169,59 +288,13 @@ def test_mixed_bfloat16_backbone_exports_float32(make_backbone, tmp_path):
         keras.mixed_precision.set_global_policy(policy)
 
 
-@pytest.fixture(scope="module")
-def export_cli(exported, tmp_path_factory):
-    """hdge-export on each run directory the CLI tests need, all in one process
-    (tests/cli_driver.py: TensorFlow is imported once): {run: (exit status,
-    stderr, workdir)}, and the in-memory model of the "gate" run."""
-    tmp = tmp_path_factory.mktemp("export_cli")
-    runs = {name: tmp / name for name in ("run", "empty", "gate", "no_validation")}
-    for path in runs.values():
-        path.mkdir()
-    model = exported[0]
-    model.save(runs["run"] / "model.keras")
-    # A run trained without a validation split.
-    model.save(runs["no_validation"] / "model.keras")
-    (runs["no_validation"] / "config.json").write_text(
-        json.dumps({"data": {"validation_size": 0}})
-    )
-    # An mnist5k run: the CLI takes its validation split for the gate.
-    keras.utils.set_random_seed(0)
-    backbone = SmallCNN(10, filters=(4,), dense_units=8, image_shape=(32, 32, 1))
-    gate_model = HDGEClassifier(backbone, queue_size=QUEUE_SIZE)
-    gate_model.save(runs["gate"] / "model.keras")
-    run_config = {"data": {"name": "mnist5k", "validation_size": 200}}
-    (runs["gate"] / "config.json").write_text(json.dumps(run_config))
-
-    cases = tmp / "cases.json"
-    cases.write_text(json.dumps({n: [f"--workdir={p}"] for n, p in runs.items()}))
-    out = tmp / "out"
-    out.mkdir()
-    driver = [sys.executable, str(REPO / "tests" / "cli_driver.py"), "hdge_export"]
-    done = subprocess.run(
-        [*driver, str(cases), str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    results = {
-        name: (
-            int((out / f"{name}.status").read_text()),
-            (out / f"{name}.stderr").read_text(),
-            path,
-        )
-        for name, path in runs.items()
-    }
-    return results, gate_model
-
-
-@pytest.mark.slow  # a subprocess importing TensorFlow
-def test_cli_exports_a_workdir(exported, export_cli):
-    model, _, _ = exported
-    status, stderr, workdir = export_cli[0]["run"]
-    empty_status, empty_stderr, empty = export_cli[0]["empty"]
+@pytest.mark.slow
+@pytest.mark.background(export_programs)
+def test_cli_exports_a_workdir(background_result):
+    cli = background_result(export_programs)["cli"]
+    status, stderr, workdir = cli["run"]
+    empty_status, empty_stderr, empty = cli["empty"]
+    model = keras.saving.load_model(workdir / "model.keras")
 
     assert status == 0, stderr[-3000:]
     export_dir = workdir / "export" / "saved_model"
@@ -284,12 +357,14 @@ def test_gate_threshold_is_the_validation_quantile(exported):
         export.fit_gate(model, validation, tpr=1.5)
 
 
-@pytest.mark.slow  # a subprocess importing TensorFlow
-def test_cli_exports_a_gate_set_on_the_validation_split(export_cli):
+@pytest.mark.slow
+@pytest.mark.background(export_programs)
+def test_cli_exports_a_gate_set_on_the_validation_split(background_result):
     """The CLI takes the run's validation split; the SavedModel, loaded in another
     process than the one that wrote it, flags inputs as the in-memory model does."""
-    (status, stderr, workdir), model = export_cli[0]["gate"], export_cli[1]
+    status, stderr, workdir = background_result(export_programs)["cli"]["gate"]
     assert status == 0, stderr[-3000:]
+    model = keras.saving.load_model(workdir / "model.keras")
 
     validation, _ = data_lib.load_arrays("mnist5k", "validation", validation_size=200)
     scores = logsumexp(model.predict(validation, verbose=0).astype(np.float64), -1)
@@ -318,9 +393,11 @@ def test_cli_exports_a_gate_set_on_the_validation_split(export_cli):
     np.testing.assert_allclose(outputs["upper_threshold"].numpy(), gate.upper_threshold)
 
 
-@pytest.mark.slow  # a subprocess importing TensorFlow
-def test_no_validation_split_exports_no_gate(export_cli):
-    status, stderr, workdir = export_cli[0]["no_validation"]
+@pytest.mark.slow
+@pytest.mark.background(export_programs)
+def test_no_validation_split_exports_no_gate(background_result):
+    cli = background_result(export_programs)["cli"]
+    status, stderr, workdir = cli["no_validation"]
     assert status == 0, stderr[-3000:]
     assert "without an OOD gate" in stderr
     export_dir = workdir / "export" / "saved_model"
@@ -328,74 +405,28 @@ def test_no_validation_split_exports_no_gate(export_cli):
     assert "gate" not in tf.saved_model.load(str(export_dir)).signatures
 
 
-# Loads a SavedModel in a fresh process and runs each named signature on each
-# input of an .npz file; writes {case: {output: list} or {"error": message}}.
-_SERVE = """
-import json, sys
-import numpy as np, tensorflow as tf
-loaded = tf.saved_model.load(sys.argv[1])
-results = {}
-for case, images in np.load(sys.argv[2]).items():
-    signature = case.split(":")[0]
-    try:
-        out = loaded.signatures[signature](images=tf.constant(images))
-        results[case] = {
-            k: v.numpy().astype(str if v.dtype == tf.string else float).tolist()
-            for k, v in out.items()
-        }
-    except tf.errors.InvalidArgumentError as err:
-        results[case] = {"error": err.message}
-print(json.dumps(results))
-"""
-
-
-def _serve(export_dir, cases: dict[str, np.ndarray], tmp_path) -> dict:
-    np.savez(tmp_path / "cases.npz", **cases)
-    done = subprocess.run(
-        [sys.executable, "-c", _SERVE, str(export_dir), str(tmp_path / "cases.npz")],
-        capture_output=True,
-        text=True,
-        timeout=300,
+@pytest.mark.slow
+@pytest.mark.background(export_programs)
+def test_the_gate_rejects_inputs_no_data_image_looks_like(background_result):
+    served = background_result(export_programs)
+    tmp = served["dir"]
+    model = keras.saving.load_model(tmp / "run" / "model.keras")
+    scores = logsumexp(
+        model.predict(_images(400, seed=11), verbose=0).astype(np.float64), -1
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.splitlines()[-1])
-
-
-@pytest.mark.slow  # a subprocess importing TensorFlow
-def test_the_gate_rejects_inputs_no_data_image_looks_like(exported, tmp_path):
-    model = exported[0]
-    validation = _images(400, seed=11)
-    gate = export.fit_gate(model, validation, tpr=0.9)
-    scores = logsumexp(model.predict(validation, verbose=0).astype(np.float64), -1)
+    gate = export.read_gate(tmp / "gate_sm")
+    assert gate.threshold == pytest.approx(np.quantile(scores, 0.1), abs=1e-5)
     # The upper bound is near the validation maximum and costs <= 0.5 point of TPR.
     assert gate.upper_threshold == pytest.approx(np.quantile(scores, 0.995), abs=1e-5)
-    assert gate.threshold < gate.upper_threshold <= scores.max()
-    assert np.mean(scores > gate.upper_threshold) <= 0.005
-    export_dir = tmp_path / "sm"
-    export_saved_model(model, export_dir, gate)
-    assert export.read_gate(export_dir) == gate
+    assert gate.threshold < gate.upper_threshold <= scores.max() + 1e-5
+    assert np.mean(scores > gate.upper_threshold + 1e-5) <= 0.005
+    # The inputs above and below the validation range are clearly so.
+    inputs = np.load(tmp / "gate_cases.npz")
+    log_px = logsumexp(model.predict(inputs["gate"], verbose=0).astype(np.float64), -1)
+    assert log_px[4] > gate.upper_threshold + 1e-3
+    assert log_px[5] < gate.threshold - 1e-3
 
-    # An accepted image, one scored above and one below the validation range.
-    candidates = _images(2000, seed=12)
-    log_px = logsumexp(model.predict(candidates, verbose=0).astype(np.float64), -1)
-    accepted = candidates[
-        np.argmin(np.abs(log_px - (gate.threshold + gate.upper_threshold) / 2))
-    ]
-    above = candidates[np.argmax(log_px)]
-    below = candidates[np.argmin(log_px)]
-    assert log_px.max() > gate.upper_threshold + 1e-3
-    assert log_px.min() < gate.threshold - 1e-3
-    one_nan = accepted.copy()
-    one_nan[3, 4, 0] = np.nan
-    uint8_scale = (accepted + 1) * 127.5  # pixels 0..255, not [-1, 1]
-    images = np.stack(
-        [accepted, one_nan, uint8_scale, np.full_like(accepted, 1e6), above, below]
-    )
-    # Slightly outside [-1, 1], within the stated tolerance: still judged on log p(x).
-    nudged = np.clip(accepted * 1.05, -1.05, 1.05)[None]
-    # One serving process for both cases.
-    served = _serve(export_dir, {"gate": images, "gate:nudged": nudged}, tmp_path)
-    outputs = served["gate"]
+    outputs = served["served_gate"]["gate"]
     assert outputs["reason"] == [
         "in_distribution",
         "non_finite_input",
@@ -405,23 +436,17 @@ def test_the_gate_rejects_inputs_no_data_image_looks_like(exported, tmp_path):
         "log_px_below_threshold",
     ]
     assert outputs["in_distribution"] == [True] + [False] * 5
+    # Slightly outside [-1, 1], within the stated tolerance: judged on log p(x).
     assert gate.range_tolerance == 0.1 and gate.input_range == (-1.0, 1.0)
-    assert np.abs(nudged).max() > 1.0
-    assert served["gate:nudged"]["reason"] != ["outside_data_range"]
+    assert np.abs(inputs["gate:nudged"]).max() > 1.0
+    assert served["served_gate"]["gate:nudged"]["reason"] != ["outside_data_range"]
 
 
-@pytest.mark.slow  # a subprocess importing TensorFlow
-def test_every_signature_names_the_image_shape_it_expects(exported, tmp_path):
-    model = exported[0]
-    export_dir = tmp_path / "sm"
-    gate = export.fit_gate(model, _images(50, seed=13))
-    export_saved_model(model, export_dir, gate)
-    cases = {}
-    for signature in (*SIGNATURES, "gate"):
-        cases[f"{signature}:size"] = _images(2, seed=1, image_shape=(6, 6, 1))
-        cases[f"{signature}:channels"] = _images(2, seed=1, image_shape=(8, 8, 3))
-        cases[f"{signature}:right"] = _images(2, seed=1)
-    results = _serve(export_dir, cases, tmp_path)
+@pytest.mark.slow
+@pytest.mark.background(export_programs)
+def test_every_signature_names_the_image_shape_it_expects(background_result):
+    results = background_result(export_programs)["served_shape"]
+    assert sorted(results) == sorted(_shape_cases())
     for case, result in results.items():
         if case.endswith(":right"):
             assert "error" not in result, case
