@@ -5,6 +5,8 @@
 import hdge_tf  # noqa: F401
 
 # isort: split
+import gc
+
 import keras
 import numpy as np
 import pytest
@@ -23,6 +25,12 @@ from hdge_tf.configs import mnist5k_hdge
 
 
 def pytest_configure(config):
+    # Python's full collections scan every object alive: TensorFlow's and Keras's
+    # half a million from import, and the graphs tests leave behind. Frozen
+    # imports and a larger first generation cut the collector's share of the suite
+    # (measured on five modules: 13 s of 104 to 5 of 77).
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
     # Two logical CPUs, set before TensorFlow initializes its devices, so that tests
     # can run MirroredStrategy replicas; single-device code keeps running on
     # /cpu:0. A hook rather than import-time code: helper processes that import
