@@ -69,8 +69,13 @@ class _Runner:
         for j in jobs:
             directory = root / j.run.__name__
             directory.mkdir()
-            if j.prepare is not None:
-                j.prepare(directory)
+            try:
+                if j.prepare is not None:
+                    j.prepare(directory)
+            except Exception as error:  # fails the job's tests, not the session
+                self.futures[j] = concurrent.futures.Future()
+                self.futures[j].set_exception(error)
+                continue
             self.futures[j] = self._pool.submit(self._run, j, directory)
 
     def _run(self, j: Job, directory: Path) -> Any:
