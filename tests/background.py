@@ -67,7 +67,7 @@ class _Runner:
         self._pool = concurrent.futures.ThreadPoolExecutor(2, "background-job")
         self.futures = {}
         for j in jobs:
-            directory = root / j.run.__name__
+            directory = root / j.name  # module and function: unique
             directory.mkdir()
             try:
                 if j.prepare is not None:

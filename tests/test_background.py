@@ -27,7 +27,8 @@ def reads_its_input(tmp: Path) -> tuple[str, str]:
 
 @pytest.mark.background(reads_its_input)
 def test_a_job_gets_its_own_directory_after_its_prepare_step(background_result):
-    assert background_result(reads_its_input) == ("reads_its_input", "prepared")
+    name = "test_background.reads_its_input"
+    assert background_result(reads_its_input) == (name, "prepared")
 
 
 @pytest.mark.background(never_runs)
