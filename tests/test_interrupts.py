@@ -42,15 +42,19 @@ def interrupted_and_resumed(tmp: Path) -> dict[int, dict]:
     processes = {signum: _start(run["workdir"]) for signum, run in runs.items()}
     deadline = time.time() + 600
     waiting = dict(processes)
-    while waiting:
-        for signum, process in list(waiting.items()):
-            if process.poll() is not None:
-                raise AssertionError(process.stderr.read()[-3000:])
-            if (runs[signum]["workdir"] / "checkpoints" / "ckpt-2.index").exists():
-                process.send_signal(signum)
-                del waiting[signum]
-        assert time.time() < deadline
-        time.sleep(0.02)
+    try:
+        while waiting:
+            for signum, process in list(waiting.items()):
+                if process.poll() is not None:
+                    raise AssertionError(process.stderr.read()[-3000:])
+                if (runs[signum]["workdir"] / "checkpoints" / "ckpt-2.index").exists():
+                    process.send_signal(signum)
+                    del waiting[signum]
+            assert time.time() < deadline
+            time.sleep(0.02)
+    finally:  # a run that ended early or hung leaves no process behind
+        for process in waiting.values():
+            process.kill()
     for signum, process in processes.items():
         run, workdir = runs[signum], runs[signum]["workdir"]
         run["status"], run["stderr"] = process.wait(timeout=120), process.stderr.read()
