@@ -68,6 +68,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.replay_buffer_size = 10_000
     config.loss.reinit_freq = 0.05
     config.loss.energy_l2_weight = 0.0
+    # > 0 learns a scale β of the generative energy, E(x) = -β·logsumexp f(x),
+    # trained by the SGLD terms only, at this rate (β = exp(rate·θ)); 0 keeps
+    # β = 1 as JEM and HDGE (docs/hdge_jem.md, "A learned energy scale").
+    config.loss.energy_scale_rate = 0.0
     # Clip every SGLD step to the images' range [-1, 1] (the published code does
     # not; its chains drift outside what any image is).
     config.loss.sgld_clip = False

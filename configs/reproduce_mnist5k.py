@@ -44,6 +44,14 @@ def get_config(size: str = "full") -> ml_collections.ConfigDict:
             "hdge_jem": _variant(
                 "mnist5k_hdge_jem", "HDGE + JEM, SGLD on log p(x)", samples=True
             ),
+            # Without the learned energy scale (β = 1, as JEM): the recipe
+            # before it, under-confident.
+            "hdge_jem_fixed_scale": _variant(
+                "mnist5k_hdge_jem",
+                "HDGE + JEM, fixed energy scale",
+                ["loss.energy_scale_rate=0.0"],
+                samples=True,
+            ),
             # The SGLD term on log p(x|y) instead.
             "hdge_jem_pxy": _variant(
                 "mnist5k_hdge_jem",

@@ -50,9 +50,13 @@ def max_softmax(logits) -> tf.Tensor:
 
 def log_density(model: keras.Model, images, labels=None) -> tf.Tensor:
     """log p(x), or log p(x, y) for [N] int `labels`, of `images` ([N, H, W, C])
-    with the network in inference mode. [N] float32."""
+    with the network in inference mode. [N] float32. A model with a learned
+    energy scale β (`HDGEClassifier.energy_scale`) gives β times these: the
+    density its SGLD chains sample."""
     out = logits(model, images)
-    return log_px(out) if labels is None else log_pxy(out, labels)
+    density = log_px(out) if labels is None else log_pxy(out, labels)
+    scale = getattr(model, "energy_scale", None)  # HDGEClassifier's learned β
+    return density if scale is None else scale * density
 
 
 # One function for every call: traced once per model (and once more for a smaller

@@ -102,6 +102,7 @@ class HDGEClassifier(keras.Model):
         px_sgld_weight: float = 0.0,
         pxy_sgld_weight: float = 0.0,
         energy_l2_weight: float = 0.0,
+        energy_scale_rate: float = 0.0,
         formulation: str = "reference",
         label_smoothing: float = 0.0,
         input_noise_std: float = 0.0,
@@ -132,6 +133,7 @@ class HDGEClassifier(keras.Model):
         self.image_shape = _backbone_image_shape(backbone, image_shape)
         self.num_classes = _backbone_num_classes(backbone, self.image_shape)
         self.temperature = float(temperature)
+        sgld_terms_on = px_sgld_weight > 0 or pxy_sgld_weight > 0
         self.loss_weights_ = {
             "ce": float(ce_weight),
             "pxy_contrast": float(pxy_contrast_weight),
@@ -143,6 +145,18 @@ class HDGEClassifier(keras.Model):
             if (px_sgld_weight > 0 or pxy_sgld_weight > 0)
             else 0.0,
         }
+        if not 0.0 <= energy_scale_rate < float("inf"):
+            raise ValueError(
+                f"energy_scale_rate must be finite and >= 0, got {energy_scale_rate}."
+            )
+        self.energy_scale_rate = float(energy_scale_rate)
+        self._log_energy_scale = None
+        if self.energy_scale_rate and sgld_terms_on:
+            # β = exp(rate * θ), θ trained by the SGLD terms only (CE never sees
+            # it); the rate lets one Adam learning rate move β as fast as needed.
+            self._log_energy_scale = self.add_weight(
+                shape=(), initializer="zeros", name="log_energy_scale"
+            )
         self.formulation = formulation
         self.label_smoothing = float(label_smoothing)
         self.input_noise_std = float(input_noise_std)
@@ -174,6 +188,8 @@ class HDGEClassifier(keras.Model):
             t for t in LOSS_TERMS if t == "ce" or self.loss_weights_[t] > 0
         ]
         monitors = [m for t in sgld_terms for m in SGLD_MONITORS[t]]
+        if self._log_energy_scale is not None:
+            monitors.append("energy_scale")
         self._trackers = {
             name: keras.metrics.Mean(name=name)
             for name in ["loss", *self._reported_terms, *monitors, *LOGIT_MONITORS]
@@ -199,17 +215,31 @@ class HDGEClassifier(keras.Model):
         )
 
     @property
+    def energy_scale(self) -> tf.Tensor | None:
+        """β of the generative energy E(x) = -β·logsumexp f(x), or None for β = 1.
+
+        A learned β lets the SGLD terms set how sharp the density is while CE
+        alone sets the logits' scale: rescaling f by c and β by 1/c leaves the
+        density, its samples and the SGLD terms unchanged, so they no longer pull
+        p(y|x) toward under-confidence. p(y|x) stays softmax(f).
+        """
+        if self._log_energy_scale is None:
+            return None
+        return tf.exp(self.energy_scale_rate * self._log_energy_scale)
+
+    @property
     def energy_cap(self) -> float:
         """Where the energy L2 penalty holds the data's labelled logit: inf without it.
 
         A data term's gradient pulls log p̃(x) up with weight w (the SGLD terms'
         weights) and CE pushes f_y up by α(1 - p_y); λ·E² pulls it back by 2λE. They
         balance at f_y ≈ (w + α(1 - p_y)) / (2λ) <= (w + α) / (2λ): a model whose
-        confident logits need more than that stays under-confident.
+        confident logits need more than that stays under-confident. A learned
+        energy scale moves the cap onto β·f_y, so f_y itself has none.
         """
         weight = self.loss_weights_["px_sgld"] + self.loss_weights_["pxy_sgld"]
         penalty = self.loss_weights_["energy_l2"]
-        if not penalty:
+        if not penalty or self._log_energy_scale is not None:
             return float("inf")
         return (weight + self.loss_weights_["ce"]) / (2.0 * penalty)
 
@@ -226,7 +256,7 @@ class HDGEClassifier(keras.Model):
         (docs/hdge_jem.md measured ECE 0.04 where this says 0.993).
         """
         penalty = self.loss_weights_["energy_l2"]
-        if not penalty:
+        if not penalty or self._log_energy_scale is not None:
             return 1.0
         rest = self.num_classes - 1
         low, high = 0.0, self.energy_cap
@@ -424,6 +454,12 @@ class HDGEClassifier(keras.Model):
             else:  # log p(x, y): the batch's labels, the chains' own
                 data_density = energy.log_pxy(logits, labels)
                 sample_density = energy.log_pxy(sample_logits, chain_labels)
+            scale = self.energy_scale
+            if scale is not None:
+                data_density, sample_density = (
+                    scale * data_density,
+                    scale * sample_density,
+                )
             terms[name] = losses.sgld_nll_x(data_density, sample_density)
             penalty.append(losses.energy_l2(data_density, sample_density))
             data_monitor, sample_monitor = SGLD_MONITORS[name]
@@ -431,6 +467,8 @@ class HDGEClassifier(keras.Model):
             terms[sample_monitor] = -tf.reduce_mean(tf.stop_gradient(sample_density))
         if self.loss_weights_["energy_l2"]:
             terms["energy_l2"] = tf.add_n(penalty)
+        if self.energy_scale is not None:
+            terms["energy_scale"] = tf.stop_gradient(self.energy_scale)
         return terms
 
     def train_step(self, data):
@@ -577,6 +615,7 @@ class HDGEClassifier(keras.Model):
             px_sgld_weight=self.loss_weights_["px_sgld"],
             pxy_sgld_weight=self.loss_weights_["pxy_sgld"],
             energy_l2_weight=self.loss_weights_["energy_l2"],
+            energy_scale_rate=self.energy_scale_rate,
             formulation=self.formulation,
             label_smoothing=self.label_smoothing,
             input_noise_std=self.input_noise_std,

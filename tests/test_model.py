@@ -82,6 +82,7 @@ def test_passes_the_keras_checks_with_its_training_state(separable_data, tmp_pat
         "formulation": "reference",
         "input_noise_std": 0.03,
         "px_sgld_weight": 1.0,
+        "energy_scale_rate": 2.0,  # its θ is saved, restored and cast like weights
         "sgld": SGLDSettings(steps=2, buffer_size=40),
     }
     model = _model(**kwargs)
@@ -228,3 +229,61 @@ def test_energy_cap_and_settled_confidence_match_their_closed_forms(penalty):
     assert model.settled_confidence == pytest.approx(confidence(logit), abs=1e-6)
     no_penalty = HDGEClassifier(tiny_backbone(), queue_size=64, pxy_sgld_weight=0.2)
     assert no_penalty.energy_cap == np.inf and no_penalty.settled_confidence == 1.0
+
+
+def test_a_learned_energy_scale_is_trained_by_the_sgld_terms_only(separable_data):
+    """β = exp(rate·θ) scales the generative energy: CE has no gradient on θ, the
+    SGLD term has; training moves β; the sampler's density is β·logsumexp f; and
+    the SGLD terms are unchanged when the head's logits grow by c and β shrinks
+    by 1/c, which is why they no longer resist a confident classifier (exactly
+    for log p(x|y) = f_y; for log p(x) as far as logsumexp is a max)."""
+    from hdge_tf import energy
+
+    images, labels = separable_data
+    sgld = SGLDSettings(steps=2, buffer_size=40)
+    model = _model(
+        pxy_sgld_weight=1.0, energy_l2_weight=0.1, energy_scale_rate=5.0, sgld=sgld
+    )
+    assert model.get_config()["energy_scale_rate"] == 5.0
+    assert float(model.energy_scale) == 1.0
+    assert model.energy_cap == np.inf and model.settled_confidence == 1.0
+    chains = {"pxy_sgld": (tf.constant(images[48:]), None, labels[48:])}
+
+    def sgld_loss():
+        logits = model(images[:48], training=True)
+        terms = model.sgld_terms(logits, labels[:48], chains)
+        return terms["pxy_sgld"] + 0.1 * terms["energy_l2"]
+
+    theta = model._log_energy_scale
+    with tf.GradientTape(persistent=True) as tape:
+        ce = model.loss_terms(model(images[:48], training=True), labels[:48])["ce"]
+        generative = sgld_loss()
+    assert tape.gradient(ce, theta) is None
+    assert abs(float(tape.gradient(generative, theta))) > 1e-4
+
+    history = model.fit(images, labels, batch_size=16, epochs=2, verbose=0)
+    beta = float(model.energy_scale)
+    assert beta != pytest.approx(1.0, abs=1e-3)
+    # history holds each epoch's mean β, which training moves too
+    assert history.history["energy_scale"][-1] != pytest.approx(1.0, abs=1e-3)
+    np.testing.assert_allclose(
+        energy.log_density(model, images[:8], labels[:8]).numpy(),
+        beta * energy.log_pxy(model(images[:8]), labels[:8]).numpy(),
+        rtol=1e-5,
+    )
+
+    before = float(sgld_loss())
+    head = model.backbone.layers[-1]
+    head.kernel.assign(head.kernel * 3.0)
+    head.bias.assign(head.bias * 3.0)
+    theta.assign(theta - np.log(3.0) / 5.0)
+    assert float(sgld_loss()) == pytest.approx(before, rel=1e-4)
+    theta.assign(theta + np.log(3.0) / 5.0)  # a fixed β would see the logits grow
+    assert abs(float(sgld_loss()) - before) > 1e-3
+
+
+def test_the_energy_scale_rate_is_checked():
+    with pytest.raises(ValueError, match="energy_scale_rate must be finite and >= 0"):
+        HDGEClassifier(tiny_backbone(), queue_size=40, energy_scale_rate=-1.0)
+    # Without an SGLD term there is no generative energy to scale.
+    assert HDGEClassifier(tiny_backbone(), energy_scale_rate=2.0).energy_scale is None

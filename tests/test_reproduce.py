@@ -42,13 +42,14 @@ def _flag_values(command, name):
 
 
 def test_plan_has_the_judge_variants_and_ablation_runs(tmp_path):
-    """Tiny config, 2 seeds: the judge, 5 variants and one ablation run (K = 64;
-    K = 128 is hdge's own) per seed: 1 + 2 * (4 + 1) = 11 jobs."""
+    """Tiny config, 2 seeds: the judge, 6 variants and one ablation run (K = 64;
+    K = 128 is hdge's own) per seed: 1 + 2 * (6 + 1) = 15 jobs."""
     config = reproduce_mnist5k.get_config("tiny")
     assert sorted(config.variants) == [
         "ce",
         "hdge",
         "hdge_jem",
+        "hdge_jem_fixed_scale",
         "hdge_jem_pxy",
         "hdge_paper",
     ]
@@ -141,11 +142,11 @@ def test_ablation_runs_override_the_queue_size_last(tmp_path):
 
 def test_full_plan_skips_the_base_queue_size(tmp_path):
     """Full config: hdge's own K is 4,096 (mnist5k_hdge), so four ablation runs
-    per seed: 1 + 1 * (5 + 4) jobs."""
+    per seed: 1 + 1 * (6 + 4) jobs."""
     config = reproduce_mnist5k.get_config()
     assert plan.base_queue_size(config, EXPERIMENTS) == 4096
     names = [j.name for j in build_plan(config, tmp_path, seeds=1)]
-    assert len(names) == 10
+    assert len(names) == 11
     assert [n for n in names if n.startswith("hdge_k")] == [
         "hdge_k64/seed0",
         "hdge_k256/seed0",
@@ -161,7 +162,7 @@ def test_plan_needs_a_seed(tmp_path):
         build_plan(config, tmp_path, seeds=0)
     with pytest.raises(ValueError, match="seeds"):
         build_plan(config, tmp_path, seeds=-1)
-    assert len(build_plan(config, tmp_path)) == 13  # None: the config's 2
+    assert len(build_plan(config, tmp_path)) == 15  # None: the config's 2
 
 
 def test_jobs_run_the_job_program_on_the_shipped_config_files(tmp_path):
@@ -554,7 +555,12 @@ def test_hdge_reproduce_tiny_end_to_end(background_result):
     assert first.returncode == 0, first.stderr[-3000:]
     assert len(_progress_lines(first.stdout)) == TINY_RUNS, first.stdout
     report = json.loads((tmp_path / "report.json").read_text())
-    missing = ["ce/seed0", "hdge_jem_pxy/seed0", "hdge_paper/seed0"]
+    missing = [
+        "ce/seed0",
+        "hdge_jem_fixed_scale/seed0",
+        "hdge_jem_pxy/seed0",
+        "hdge_paper/seed0",
+    ]
     assert sorted(report["missing_runs"]) == missing
     for variant in ("hdge", "hdge_jem"):
         accuracy = report["variants"][variant]["accuracy"]
@@ -698,6 +704,7 @@ TWO_SEEDS = {
         "samples.unconditional.fresh.2.inception_score": (6.0, 7.0),
     },
     "hdge_jem_pxy": {"accuracy": (0.87, 0.88)},
+    "hdge_jem_fixed_scale": {"accuracy": (0.88, 0.89)},
 }
 # log p(x) AUROCs: HDGE detects noise better than CE (holds) but not interp
 # (within error bars); K = 128 (hdge) detects noise better than K = 64, interp
@@ -727,7 +734,7 @@ def test_report_of_two_seeds(tmp_path):
     figures are written; sample grids come from seed 0."""
     config = reproduce_mnist5k.get_config("tiny")
     jobs = build_plan(config, tmp_path, seeds=2)
-    assert len(jobs) == 13
+    assert len(jobs) == 15
     ceiling = {"class_agreement": 0.97, "inception_score": 9.0, "frechet_distance": 1}
     for job in jobs:
         job.workdir.mkdir(parents=True)
