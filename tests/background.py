@@ -20,6 +20,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,9 @@ from typing import Any
 import pytest
 
 _WAIT_SECONDS = 1800
+# (job name, seconds it ran) in the order jobs finished; `pytest --durations`
+# lists them (`pytest_terminal_summary`).
+TIMINGS: list[tuple[str, float]] = []
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -80,7 +84,11 @@ class _Runner:
 
     def _run(self, j: Job, directory: Path) -> Any:
         with self._slots:
-            return j.run(directory)
+            start = time.perf_counter()
+            try:
+                return j.run(directory)
+            finally:
+                TIMINGS.append((j.name, time.perf_counter() - start))
 
     def widen(self) -> None:
         if not self._widened:
@@ -115,3 +123,13 @@ def background_result(_background_runner: _Runner) -> Callable[[Job], Any]:
         return _background_runner.futures[j].result(timeout=_WAIT_SECONDS)
 
     return result
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    """With `--durations`: how long each background job ran (its tests' own
+    durations count only the wait for it)."""
+    if config.option.durations is None or not TIMINGS:
+        return
+    terminalreporter.section("background jobs")
+    for name, seconds in sorted(TIMINGS, key=lambda t: -t[1]):
+        terminalreporter.write_line(f"{seconds:8.2f}s {name}")

@@ -18,6 +18,7 @@ from background import (  # noqa: F401
     _background_runner,
     background_result,
     pytest_collection_modifyitems,
+    pytest_terminal_summary,
 )
 
 from hdge_tf import workdir
