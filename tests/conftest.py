@@ -32,6 +32,7 @@ def pytest_configure(config):
     # (measured on five modules: 13 s of 104 to 5 of 77).
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
+    _keras_array_datasets_without_autotune()
     # Two logical CPUs, set before TensorFlow initializes its devices, so that tests
     # can run MirroredStrategy replicas; single-device code keeps running on
     # /cpu:0. A hook rather than import-time code: helper processes that import
@@ -40,6 +41,25 @@ def pytest_configure(config):
         tf.config.list_physical_devices("CPU")[0],
         [tf.config.LogicalDeviceConfiguration()] * 2,
     )
+
+
+def _keras_array_datasets_without_autotune() -> None:
+    """`fit`/`evaluate` on arrays build tf.data pipelines with autotuning on. A
+    test's model and its iterators are freed by the cycle collector, often many
+    tests later, and deleting an old autotuned iterator waits out its tuner's
+    sleep, which grows to 60 s (hdge_tf/data/autotune.py): py-spy caught one
+    such deletion holding a test for 40 s. Autotuning off, as our own pipelines."""
+    from keras.src.trainers.data_adapters import array_data_adapter
+
+    from hdge_tf.data.autotune import set_autotune
+
+    adapter = array_data_adapter.ArrayDataAdapter
+    original = adapter.get_tf_dataset
+
+    def get_tf_dataset(self):
+        return set_autotune(original(self), enabled=False)
+
+    adapter.get_tf_dataset = get_tf_dataset
 
 
 # The smoke run: configs/mnist5k_hdge.py made tiny, in-process (`smoke_config`) and

@@ -158,9 +158,10 @@ def _rewrite_config(path, rewrite) -> None:
 
 
 def _flat_layout(config: dict) -> dict:
-    """`config` as models saved before SGLDSettings wrote it: its fields flat."""
+    """`config` as models saved before SGLDSettings wrote it: its fields flat,
+    and without the keys added since (energy_scale_rate)."""
     fields = config["sgld"]["config"]
-    flat = {k: v for k, v in config.items() if k != "sgld"}
+    flat = {k: v for k, v in config.items() if k not in ("sgld", "energy_scale_rate")}
     flat.update({key: fields[field] for key, field in FLAT_KEYS.items()})
     return flat
 
