@@ -141,9 +141,7 @@ class HDGEClassifier(keras.Model):
             "px_sgld": float(px_sgld_weight),
             "pxy_sgld": float(pxy_sgld_weight),
             # Only meaningful next to an SGLD term (it penalizes their energies).
-            "energy_l2": float(energy_l2_weight)
-            if (px_sgld_weight > 0 or pxy_sgld_weight > 0)
-            else 0.0,
+            "energy_l2": float(energy_l2_weight) if sgld_terms_on else 0.0,
         }
         if not 0.0 <= energy_scale_rate < float("inf"):
             raise ValueError(
@@ -445,6 +443,7 @@ class HDGEClassifier(keras.Model):
         chain labels)}. `px_logits`: logits of the images log p(x) is fitted to,
         if not `logits`'. Also returns the mean energies (`SGLD_MONITORS`)."""
         terms, penalty = {}, []
+        scale = self.energy_scale
         for name, (samples, _, chain_labels) in chains.items():
             sample_logits = self(samples, training=True)
             if name == "px_sgld":
@@ -454,12 +453,9 @@ class HDGEClassifier(keras.Model):
             else:  # log p(x, y): the batch's labels, the chains' own
                 data_density = energy.log_pxy(logits, labels)
                 sample_density = energy.log_pxy(sample_logits, chain_labels)
-            scale = self.energy_scale
             if scale is not None:
-                data_density, sample_density = (
-                    scale * data_density,
-                    scale * sample_density,
-                )
+                data_density *= scale
+                sample_density *= scale
             terms[name] = losses.sgld_nll_x(data_density, sample_density)
             penalty.append(losses.energy_l2(data_density, sample_density))
             data_monitor, sample_monitor = SGLD_MONITORS[name]
@@ -467,8 +463,8 @@ class HDGEClassifier(keras.Model):
             terms[sample_monitor] = -tf.reduce_mean(tf.stop_gradient(sample_density))
         if self.loss_weights_["energy_l2"]:
             terms["energy_l2"] = tf.add_n(penalty)
-        if self.energy_scale is not None:
-            terms["energy_scale"] = tf.stop_gradient(self.energy_scale)
+        if scale is not None:
+            terms["energy_scale"] = tf.stop_gradient(scale)
         return terms
 
     def train_step(self, data):
