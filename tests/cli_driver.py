@@ -1,14 +1,17 @@
-"""Runs one hdge-* program on several command lines in one process, for
-test_cli.py: TensorFlow is imported once per program instead of once per case.
+"""Runs hdge-* programs on several command lines in one process, for
+tests/programs.py: TensorFlow is imported once instead of once per command line.
 
-    python cli_driver.py MODULE CASES.json OUT_DIR
+    python cli_driver.py CASES.json OUT_DIR
 
-MODULE is a module of hdge_tf.bin (e.g. hdge_train); CASES.json maps case names to
-argument lists. Each case runs the program's own `run()` with sys.argv set, as its
-console script would; OUT_DIR/NAME.stderr receives what it wrote to stderr (file
-descriptor 2, so TensorFlow's C++ logs too) and OUT_DIR/NAME.status its exit status.
+CASES.json is a list of {"name", "program", "args"}: "program" a module of
+hdge_tf.bin (e.g. hdge_train), "args" its argument list. Each case runs the
+program's module anew (its flags defined again) and then its `run()` with
+sys.argv set, as its console script would; OUT_DIR/NAME.stdout and NAME.stderr
+receive what it wrote (file descriptors 1 and 2, so TensorFlow's C++ logs too),
+NAME.status its exit status.
 """
 
+import contextlib
 import importlib
 import json
 import os
@@ -16,23 +19,40 @@ import sys
 import traceback
 from pathlib import Path
 
-from absl import flags
+# First, as in a program: hdge_tf chooses TensorFlow's CPU kernels before it loads.
+import hdge_tf  # noqa: F401
+
+# isort: split
+import keras
+from absl import flags, logging
 
 
-def _run(module, args: list[str]) -> int:
-    # config_flags defines a flag per --config.* override it parses: drop those of
-    # the previous case, and every value it parsed.
-    for name in list(flags.FLAGS):
-        if name.startswith("config."):
-            delattr(flags.FLAGS, name)
-    flags.FLAGS.unparse_flags()
+def _load(program: str, args: list[str], absl_flags: set[str]):
+    """The program's module, as a new process on `args` would have it: every flag
+    defined since absl's own (`absl_flags`) is removed, the previous program's and
+    its config's `--config.*` overrides, and the module is run again with
+    sys.argv set to define its flags anew (the programs define flags of the same
+    names; config_flags reads sys.argv when it defines a config flag with a
+    default file, for the overrides of that file's fields)."""
+    sys.argv = [f"hdge_tf.bin.{program}", *args]
+    defined = set(flags.FLAGS) - absl_flags
+    for name in defined:
+        delattr(flags.FLAGS, name)
+    flags.FLAGS.unparse_flags()  # absl's own, e.g. --verbosity
     # config_flags loads a config file as module "<flag>_config" with
     # load_module(), which runs a new file in the old module's namespace: drop it,
     # or a file without get_config() would find the previous case's.
-    for name in [n for n in sys.modules if n.endswith("_config")]:
-        if name.split("_config")[0] in flags.FLAGS:
-            del sys.modules[name]
-    sys.argv = [module.__name__, *args]
+    for name in defined:
+        sys.modules.pop(f"{name}_config", None)
+    name = f"hdge_tf.bin.{program}"
+    if name in sys.modules:
+        return importlib.reload(sys.modules[name])
+    return importlib.import_module(name)
+
+
+def _run(module) -> int:
+    logging.set_verbosity(logging.INFO)  # absl's default in a new process
+    keras.utils.clear_session()
     try:
         module.run()
     except SystemExit as exit_:
@@ -43,20 +63,31 @@ def _run(module, args: list[str]) -> int:
     return 0
 
 
-def main(module_name: str, cases_file: str, out_dir: str) -> None:
-    module = importlib.import_module(f"hdge_tf.bin.{module_name}")
+@contextlib.contextmanager
+def _file_descriptor_to(fd: int, path: Path):
+    stream = {1: sys.stdout, 2: sys.stderr}[fd]
+    with open(path, "w") as target:
+        stream.flush()
+        saved = os.dup(fd)
+        os.dup2(target.fileno(), fd)
+        try:
+            yield
+        finally:
+            stream.flush()
+            os.dup2(saved, fd)
+            os.close(saved)
+
+
+def main(cases_file: str, out_dir: str) -> None:
     out = Path(out_dir)
-    for name, args in json.loads(Path(cases_file).read_text()).items():
-        with open(out / f"{name}.stderr", "w") as stderr:
-            sys.stderr.flush()
-            saved = os.dup(2)
-            os.dup2(stderr.fileno(), 2)
-            try:
-                status = _run(module, args)
-            finally:
-                sys.stderr.flush()
-                os.dup2(saved, 2)
-                os.close(saved)
+    absl_flags = set(flags.FLAGS)
+    for case in json.loads(Path(cases_file).read_text()):
+        name = case["name"]
+        with (
+            _file_descriptor_to(1, out / f"{name}.stdout"),
+            _file_descriptor_to(2, out / f"{name}.stderr"),
+        ):
+            status = _run(_load(case["program"], case["args"], absl_flags))
         (out / f"{name}.status").write_text(str(status))
 
 

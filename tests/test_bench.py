@@ -4,13 +4,13 @@ the CLI. Speed targets are the benchmark's business, not the tests'."""
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import background
 import keras
 import numpy as np
+import programs
 import pytest
 from conftest import smoke_config
 
@@ -645,45 +645,46 @@ def test_isolated_configuration_reports_its_own_memory(background_result):
     )
 
 
-@background.job
-def bench_cli(tmp: Path) -> tuple[dict, subprocess.CompletedProcess]:
-    output = tmp / "bench.json"
-    flags = [
-        "--network=small_cnn",
-        "--image_size=8",
-        "--classes=4",
-        "--batch_sizes=8",
-        "--queue_size=32",
-        "--sgld_steps=2",
-        "--modes=ce,hdge,jem",
-        "--precisions=float32",
-        "--warmup=1",
-        "--repeats=2",
-        "--eval_images=16",
-        "--eval_batch_size=8",
-        "--eval_repeats=1",
-        "--pgd_steps=1",
-        "--noepoch",
-        "--noautotune",
-        "--noisolate",
-        "--sgld_repeats=1",
-        "--matmul_size=64",
-        f"--output={output}",
-    ]
-    process = subprocess.run(
-        [sys.executable, "-m", "hdge_tf.bin.hdge_bench", *flags],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert process.returncode == 0, process.stderr[-3000:]
-    return json.loads(output.read_text()), process
+BENCH_CLI = programs.group(
+    "bench_cli",
+    [
+        (
+            "every_mode",
+            "hdge_bench",
+            [
+                "--network=small_cnn",
+                "--image_size=8",
+                "--classes=4",
+                "--batch_sizes=8",
+                "--queue_size=32",
+                "--sgld_steps=2",
+                "--modes=ce,hdge,jem",
+                "--precisions=float32",
+                "--warmup=1",
+                "--repeats=2",
+                "--eval_images=16",
+                "--eval_batch_size=8",
+                "--eval_repeats=1",
+                "--pgd_steps=1",
+                "--noepoch",
+                "--noautotune",
+                "--noisolate",
+                "--sgld_repeats=1",
+                "--matmul_size=64",
+                "--output={tmp}/bench.json",
+            ],
+        )
+    ],
+)
 
 
 @pytest.mark.slow
-@pytest.mark.background(bench_cli)
+@pytest.mark.background(programs.program_runs)
 def test_cli_writes_json_with_every_configuration(background_result):
-    report, process = background_result(bench_cli)
+    process = programs.outcomes(background_result, BENCH_CLI)["every_mode"]
+    assert process.status == 0, process.stderr[-3000:]
+    tmp = programs.directory(background_result, BENCH_CLI)
+    report = json.loads((tmp / "bench.json").read_text())
     configs = report["configurations"]
     assert [(c["mode"], c["precision"], c["batch_size"]) for c in configs] == [
         ("ce", "float32", 8),

@@ -1,25 +1,21 @@
 """Every hdge-* program ends a user error with one line on stderr, `PROGRAM: error:
 MESSAGE`, and exit status 1, without a traceback unless --verbosity=1 (bin/cli.py).
 
-The bad inputs a new user tries: one process per program runs all of its cases
-(tests/cli_driver.py), so TensorFlow is imported once per program, not per case.
+The bad inputs a new user tries: one process runs every case (tests/programs.py),
+so TensorFlow is imported once, not per case.
 """
 
-import json
 import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
-import background
+import programs
 import pytest
 from conftest import SMOKE_OVERRIDES, smoke_flags
 
 from hdge_tf import run_lock, workdir
 from hdge_tf.configs import mnist5k_hdge
 
-REPO = Path(__file__).resolve().parents[1]
 PROGRAMS = {
     "hdge_train": "hdge-train",
     "hdge_bench": "hdge-bench",
@@ -284,53 +280,34 @@ def _prepare(tmp: Path) -> None:
     (run / "checkpoints" / "checkpoint").write_text(_CHECKPOINT_STATE)
 
 
-@background.job(prepare=_prepare)
-def cli_cases(tmp: Path) -> dict[tuple[str, str], tuple[int, str]]:
-    """{(program module, case): (exit status, stderr)} of every case."""
-    out = tmp / "out"
-    out.mkdir()
-    cases = {module: {} for module in PROGRAMS}
-    for module, name, args, _ in [
-        *CASES,
-        (*VERBOSE_CASE, None),
-        (*VERBOSE_CONFIG_CASE, None),
-    ]:
-        cases[module][name] = [arg.format(tmp=tmp) for arg in args]
-    processes = []
-    for module, module_cases in cases.items():
-        cases_file = tmp / f"{module}.json"
-        cases_file.write_text(json.dumps(module_cases))
-        (out / module).mkdir()
-        command = [sys.executable, str(REPO / "tests" / "cli_driver.py")]
-        processes.append(
-            subprocess.Popen(
-                [*command, module, str(cases_file), str(out / module)],
-                cwd=REPO,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
-    for process in processes:
-        output = process.communicate(timeout=600)[0]
-        assert process.returncode == 0, output[-3000:]
-    return {
-        (module, name): (
-            int((out / module / f"{name}.status").read_text()),
-            (out / module / f"{name}.stderr").read_text().replace(str(tmp), "{tmp}"),
-        )
-        for module, module_cases in cases.items()
-        for name in module_cases
-    }
+# The verbose cases last among their program's: they leave absl's verbosity
+# raised (tests/cli_driver.py lowers it again for the next).
+CLI_CASES = programs.group(
+    "cli_cases",
+    [
+        (f"{module}.{name}", module, args)
+        for module, name, args, _ in [
+            *CASES,
+            (*VERBOSE_CASE, None),
+            (*VERBOSE_CONFIG_CASE, None),
+        ]
+    ],
+    prepare=_prepare,
+)
 
 
 @pytest.fixture
 def outcomes(background_result) -> dict[tuple[str, str], tuple[int, str]]:
-    return background_result(cli_cases)
+    """{(program module, case): (exit status, stderr)} of every case."""
+    tmp = programs.directory(background_result, CLI_CASES)
+    return {
+        tuple(run.split(".", 1)): (o.status, o.stderr.replace(str(tmp), "{tmp}"))
+        for run, o in programs.outcomes(background_result, CLI_CASES).items()
+    }
 
 
 @pytest.mark.slow
-@pytest.mark.background(cli_cases)
+@pytest.mark.background(programs.program_runs)
 @pytest.mark.parametrize(
     ("module", "name", "message"),
     [(module, name, message) for module, name, _, message in CASES],
@@ -346,7 +323,7 @@ def test_a_user_error_ends_with_one_line(outcomes, module, name, message):
 
 
 @pytest.mark.slow
-@pytest.mark.background(cli_cases)
+@pytest.mark.background(programs.program_runs)
 def test_verbosity_1_adds_the_traceback(outcomes):
     status, stderr = outcomes[VERBOSE_CASE[:2]]
     assert status == 1
@@ -355,7 +332,7 @@ def test_verbosity_1_adds_the_traceback(outcomes):
 
 
 @pytest.mark.slow
-@pytest.mark.background(cli_cases)
+@pytest.mark.background(programs.program_runs)
 def test_verbosity_1_keeps_a_config_file_traceback(outcomes):
     status, stderr = outcomes[VERBOSE_CONFIG_CASE[:2]]
     assert status == 1

@@ -2,13 +2,11 @@
 the report and the CLI."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-import background
 import keras
 import numpy as np
+import programs
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -522,23 +520,30 @@ def _save_run(tmp: Path) -> None:
     (tmp / "config.json").write_text(tiny_eval_config().to_json())
 
 
-@background.job(prepare=_save_run)
-def eval_cli(tmp: Path) -> tuple[Path, subprocess.CompletedProcess]:
-    command = [
-        *(sys.executable, "-m", "hdge_tf.bin.hdge_eval", f"--workdir={tmp}"),
-        "--config.eval.ood_sets=('noise',)",
-        "--config.eval.pgd.norms=('l2',)",
-        "--config.eval.scores=('log_px','contrast')",
-    ]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    return tmp, done
+EVAL_CLI = programs.group(
+    "eval_cli",
+    [
+        (
+            "overrides",
+            "hdge_eval",
+            [
+                "--workdir={tmp}",
+                "--config.eval.ood_sets=('noise',)",
+                "--config.eval.pgd.norms=('l2',)",
+                "--config.eval.scores=('log_px','contrast')",
+            ],
+        )
+    ],
+    prepare=_save_run,
+)
 
 
 @pytest.mark.slow
-@pytest.mark.background(eval_cli)
+@pytest.mark.background(programs.program_runs)
 def test_cli_writes_the_report_with_overrides(background_result):
-    tmp_path, result = background_result(eval_cli)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = programs.outcomes(background_result, EVAL_CLI)["overrides"]
+    tmp_path = programs.directory(background_result, EVAL_CLI)
+    assert result.status == 0, result.stderr[-3000:]
     written = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert list(written["ood"]["sets"]) == ["noise"]
     assert list(written["ood"]["sets"]["noise"]["scores"]) == ["log_px", "contrast"]

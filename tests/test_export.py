@@ -9,6 +9,7 @@ from pathlib import Path
 import background
 import keras
 import numpy as np
+import programs
 import pytest
 import tensorflow as tf
 from conftest import tiny_backbone
@@ -140,9 +141,8 @@ def _shape_cases() -> dict[str, np.ndarray]:
     return cases
 
 
-def _prepare_exports(tmp: Path) -> None:
-    """What the programs read: the trained classifier's run directories for
-    hdge-export, and SavedModels with the inputs to serve them."""
+def _prepare_runs(tmp: Path) -> None:
+    """The trained classifier's run directories, for hdge-export."""
     model = _trained_classifier()
     for name in CLI_RUNS:
         (tmp / name).mkdir()
@@ -159,6 +159,28 @@ def _prepare_exports(tmp: Path) -> None:
     run_config = {"data": {"name": "mnist5k", "validation_size": 200}}
     (tmp / "gate" / "config.json").write_text(json.dumps(run_config))
 
+
+EXPORT_CLI = programs.group(
+    "export_cli",
+    [(name, "hdge_export", [f"--workdir={{tmp}}/{name}"]) for name in CLI_RUNS],
+    prepare=_prepare_runs,
+)
+
+
+@pytest.fixture
+def cli(background_result) -> dict[str, tuple[int, str, Path]]:
+    """{run: (hdge-export's exit status, its stderr, the run directory)}."""
+    tmp = programs.directory(background_result, EXPORT_CLI)
+    return {
+        name: (outcome.status, outcome.stderr, tmp / name)
+        for name, outcome in programs.outcomes(background_result, EXPORT_CLI).items()
+    }
+
+
+def _prepare_exports(tmp: Path) -> None:
+    """SavedModels of the trained classifier, with the inputs to serve them."""
+    model = _trained_classifier()
+    model.save(tmp / "model.keras")
     export_saved_model(model, tmp / "saved_model")
     gate = export.fit_gate(model, _images(400, seed=11), tpr=0.9)
     export_saved_model(model, tmp / "gate_sm", gate)
@@ -167,13 +189,17 @@ def _prepare_exports(tmp: Path) -> None:
     np.savez(tmp / "shape_cases.npz", **_shape_cases())
 
 
-# Loads each SavedModel in a fresh process and runs each named signature on each
-# input of its .npz file; prints [{case: {output: list} or {"error": message}}].
-_SERVE = """
+# A fresh process without hdge_tf, as a server: loads each SavedModel and runs
+# each named signature on each input of its .npz file, writing
+# [{case: {output: list} or {"error": message}}] to argv[1]; then TensorFlow's
+# saved_model_cli on argv[2], as its console script runs it (its output is the
+# process's).
+_SERVE_AND_SHOW = """
 import json, sys
 import numpy as np, tensorflow as tf
+from tensorflow.python.tools import saved_model_cli
 served = []
-for export_dir, cases in zip(sys.argv[1::2], sys.argv[2::2]):
+for export_dir, cases in zip(sys.argv[3::2], sys.argv[4::2]):
     loaded = tf.saved_model.load(export_dir)
     results = {}
     for case, images in np.load(cases).items():
@@ -187,47 +213,29 @@ for export_dir, cases in zip(sys.argv[1::2], sys.argv[2::2]):
         except tf.errors.InvalidArgumentError as err:
             results[case] = {"error": err.message}
     served.append(results)
-print(json.dumps(served))
+with open(sys.argv[1], "w") as f:
+    json.dump(served, f)
+sys.argv = ["saved_model_cli", "show", "--all", "--dir", sys.argv[2]]
+saved_model_cli.main()
 """
 
 
 @background.job(prepare=_prepare_exports)
 def export_programs(tmp: Path) -> dict:
-    """hdge-export on every run directory (one process: tests/cli_driver.py),
-    saved_model_cli, and one serving process for both SavedModels."""
-    cases = tmp / "cases.json"
-    cases.write_text(json.dumps({n: [f"--workdir={tmp / n}"] for n in CLI_RUNS}))
-    out = tmp / "out"
-    out.mkdir()
-    driver = [sys.executable, str(REPO / "tests" / "cli_driver.py"), "hdge_export"]
-    done = subprocess.run(
-        [*driver, str(cases), str(out)], cwd=REPO, capture_output=True, text=True
-    )
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    cli = {
-        name: (
-            int((out / f"{name}.status").read_text()),
-            (out / f"{name}.stderr").read_text(),
-            tmp / name,
-        )
-        for name in CLI_RUNS
-    }
-    # The tool's module, run by this interpreter: PATH may not hold its script.
-    tool = [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
-    show = [*tool, "show", "--all", "--dir", str(tmp / "saved_model")]
-    served = subprocess.run(
-        [sys.executable, "-c", _SERVE]
+    """One serving process for both SavedModels that then runs saved_model_cli."""
+    served = tmp / "served.json"
+    shown = subprocess.run(
+        [sys.executable, "-c", _SERVE_AND_SHOW, str(served), str(tmp / "saved_model")]
         + [str(tmp / n) for n in ("gate_sm", "gate_cases.npz")]
         + [str(tmp / n) for n in ("shape_sm", "shape_cases.npz")],
         capture_output=True,
         text=True,
     )
-    assert served.returncode == 0, served.stderr[-3000:]
-    gate, shape = json.loads(served.stdout.splitlines()[-1])
+    assert served.exists(), shown.stderr[-3000:]
+    gate, shape = json.loads(served.read_text())
     return {
         "dir": tmp,
-        "cli": cli,
-        "saved_model_cli": subprocess.run(show, capture_output=True, text=True),
+        "saved_model_cli": shown,
         "served_gate": gate,
         "served_shape": shape,
     }
@@ -289,9 +297,8 @@ def test_mixed_bfloat16_backbone_exports_float32(make_backbone, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.background(export_programs)
-def test_cli_exports_a_workdir(background_result):
-    cli = background_result(export_programs)["cli"]
+@pytest.mark.background(programs.program_runs)
+def test_cli_exports_a_workdir(cli):
     status, stderr, workdir = cli["run"]
     empty_status, empty_stderr, empty = cli["empty"]
     model = keras.saving.load_model(workdir / "model.keras")
@@ -358,11 +365,11 @@ def test_gate_threshold_is_the_validation_quantile(exported):
 
 
 @pytest.mark.slow
-@pytest.mark.background(export_programs)
-def test_cli_exports_a_gate_set_on_the_validation_split(background_result):
+@pytest.mark.background(programs.program_runs)
+def test_cli_exports_a_gate_set_on_the_validation_split(cli):
     """The CLI takes the run's validation split; the SavedModel, loaded in another
     process than the one that wrote it, flags inputs as the in-memory model does."""
-    status, stderr, workdir = background_result(export_programs)["cli"]["gate"]
+    status, stderr, workdir = cli["gate"]
     assert status == 0, stderr[-3000:]
     model = keras.saving.load_model(workdir / "model.keras")
 
@@ -394,9 +401,8 @@ def test_cli_exports_a_gate_set_on_the_validation_split(background_result):
 
 
 @pytest.mark.slow
-@pytest.mark.background(export_programs)
-def test_no_validation_split_exports_no_gate(background_result):
-    cli = background_result(export_programs)["cli"]
+@pytest.mark.background(programs.program_runs)
+def test_no_validation_split_exports_no_gate(cli):
     status, stderr, workdir = cli["no_validation"]
     assert status == 0, stderr[-3000:]
     assert "without an OOD gate" in stderr
@@ -410,7 +416,7 @@ def test_no_validation_split_exports_no_gate(background_result):
 def test_the_gate_rejects_inputs_no_data_image_looks_like(background_result):
     served = background_result(export_programs)
     tmp = served["dir"]
-    model = keras.saving.load_model(tmp / "run" / "model.keras")
+    model = keras.saving.load_model(tmp / "model.keras")
     scores = logsumexp(
         model.predict(_images(400, seed=11), verbose=0).astype(np.float64), -1
     )

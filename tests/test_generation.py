@@ -1,14 +1,12 @@
 """Sample generation: chain starts (fresh, replay buffer slices), seeds, defaults,
 the sample grid figure, the SampleGrid callback and the hdge-sample CLI."""
 
-import subprocess
-import sys
 from pathlib import Path
 
-import background
 import keras
 import matplotlib.image
 import numpy as np
+import programs
 import pytest
 import tensorflow as tf
 from conftest import quadrant_data, tiny_backbone
@@ -223,20 +221,19 @@ def _save_trained_model(tmp: Path) -> None:
     model.save(tmp / "model.keras")
 
 
-@background.job(prepare=_save_trained_model)
-def sample_cli(tmp: Path) -> tuple[Path, subprocess.CompletedProcess]:
-    command = [sys.executable, "-m", "hdge_tf.bin.hdge_sample", f"--workdir={tmp}"]
-    done = subprocess.run(
-        [*command, "--steps=2", "--num=2"], cwd=REPO, capture_output=True, text=True
-    )
-    return tmp, done
+SAMPLE_CLI = programs.group(
+    "sample_cli",
+    [("defaults", "hdge_sample", ["--workdir={tmp}", "--steps=2", "--num=2"])],
+    prepare=_save_trained_model,
+)
 
 
-@pytest.mark.slow  # a subprocess importing TensorFlow
-@pytest.mark.background(sample_cli)
+@pytest.mark.slow  # a TensorFlow program
+@pytest.mark.background(programs.program_runs)
 def test_cli_writes_the_samples_of_draw_samples(background_result):
-    tmp_path, result = background_result(sample_cli)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = programs.outcomes(background_result, SAMPLE_CLI)["defaults"]
+    tmp_path = programs.directory(background_result, SAMPLE_CLI)
+    assert result.status == 0, result.stderr[-3000:]
     out = tmp_path / "samples"
     paths = [out / n for n in ("conditional_buffer.png", "conditional_buffer.npy")]
     paths.append(out / "conditional_buffer_labels.npy")

@@ -1,5 +1,6 @@
 """Stopping a training run: SIGINT and SIGTERM sent to a real hdge-train process
-end it with one line and the shell's exit status, and the same command resumes it;
+end it with one line and the shell's exit status, and the same command resumes it
+(one run, stopped by each signal in turn);
 a full disk (a real one: a small tmpfs) ends it naming the workdir, with the
 earlier checkpoints intact."""
 
@@ -34,46 +35,55 @@ def _checkpointed_epoch(workdir: Path) -> int:
     return int(re.search(r'model_checkpoint_path: "ckpt-(\d+)"', state).group(1))
 
 
-@background.job
-def interrupted_and_resumed(tmp: Path) -> dict[int, dict]:
-    """One hdge-train per signal, at once: each runs until its checkpoint 2 exists
-    and gets the signal; what it left is noted; then the same command resumes it."""
-    runs = {signum: {"workdir": tmp / signum.name} for signum in SIGNALS}
-    processes = {signum: _start(run["workdir"]) for signum, run in runs.items()}
+def _stop_at_checkpoint(workdir: Path, checkpoint: int, signum) -> dict:
+    """Starts hdge-train on `workdir`, sends it `signum` once its checkpoint
+    `checkpoint` exists, and notes what the stopped run left."""
+    process = _start(workdir)
     deadline = time.time() + 600
-    waiting = dict(processes)
     try:
-        while waiting:
-            for signum, process in list(waiting.items()):
-                if process.poll() is not None:
-                    raise AssertionError(process.stderr.read()[-3000:])
-                if (runs[signum]["workdir"] / "checkpoints" / "ckpt-2.index").exists():
-                    process.send_signal(signum)
-                    del waiting[signum]
+        path = workdir / "checkpoints" / f"ckpt-{checkpoint}.index"
+        while not path.exists():
+            if process.poll() is not None:
+                raise AssertionError(process.stderr.read()[-3000:])
             assert time.time() < deadline
             time.sleep(0.02)
-    finally:  # a run that ended early or hung leaves no process behind
-        for process in waiting.values():
-            process.kill()
-    for signum, process in processes.items():
-        run, workdir = runs[signum], runs[signum]["workdir"]
-        run["status"], run["stderr"] = process.wait(timeout=120), process.stderr.read()
-        run["checkpointed"] = _checkpointed_epoch(workdir)
-        run["left"] = [p.name for p in (workdir / "metrics.json", workdir / ".lock")]
-        run["left"] = [name for name in run["left"] if (workdir / name).exists()]
-    resumed = {signum: _start(run["workdir"]) for signum, run in runs.items()}
-    for signum, process in resumed.items():
-        runs[signum]["resumed"] = process.wait(timeout=600), process.stderr.read()
-    return runs
+        process.send_signal(signum)
+    except BaseException:  # a run that ended early or hung leaves no process behind
+        process.kill()
+        raise
+    status = process.wait(timeout=120)
+    left = [p for p in (workdir / "metrics.json", workdir / ".lock") if p.exists()]
+    return {
+        "status": status,
+        "stderr": process.stderr.read(),
+        "checkpointed": _checkpointed_epoch(workdir),
+        "left": [p.name for p in left],
+    }
+
+
+@background.job
+def interrupted_and_resumed(tmp: Path) -> dict:
+    """One run stopped by each signal in turn, each time resumed by the same
+    command: SIGINT once its checkpoint 2 exists, SIGTERM once the resumed process
+    has written a checkpoint of its own; then the same command finishes it."""
+    workdir, stops = tmp / "run", {}
+    checkpoint = 2
+    for signum in SIGNALS:
+        stops[signum] = _stop_at_checkpoint(workdir, checkpoint, signum)
+        checkpoint = stops[signum]["checkpointed"] + 1
+    final = _start(workdir)
+    return {
+        "workdir": workdir,
+        "stops": stops,
+        "finished": (final.wait(timeout=600), final.stderr.read()),
+    }
 
 
 @pytest.mark.slow
 @pytest.mark.background(interrupted_and_resumed)
 @pytest.mark.parametrize("signum", SIGNALS, ids=lambda signum: signum.name)
-def test_a_signal_ends_training_in_one_line_and_the_run_resumes(
-    background_result, signum
-):
-    run = background_result(interrupted_and_resumed)[signum]
+def test_a_signal_ends_training_in_one_line(background_result, signum):
+    run = background_result(interrupted_and_resumed)["stops"][signum]
     assert run["status"] == SIGNALS[signum], run["stderr"][-3000:]
     assert "Traceback" not in run["stderr"]
     last = run["stderr"].splitlines()[-1]
@@ -87,11 +97,19 @@ def test_a_signal_ends_training_in_one_line_and_the_run_resumes(
     assert int(match.group(1)) == done + 1 and 2 <= done < EPOCHS
     assert run["left"] == []  # no metrics.json, no lock
 
-    status, stderr = run["resumed"]
+
+@pytest.mark.slow
+@pytest.mark.background(interrupted_and_resumed)
+def test_the_same_command_resumes_after_each_signal(background_result):
+    """Two stops and two resumes leave one history row per epoch, in order."""
+    result = background_result(interrupted_and_resumed)
+    stops = [result["stops"][signum]["checkpointed"] for signum in SIGNALS]
+    assert stops[0] < stops[1]  # the second stop came after progress of its own
+    status, stderr = result["finished"]
     assert status == 0, stderr[-3000:]
-    metrics = json.loads((run["workdir"] / "metrics.json").read_text())
-    assert metrics["resumed_from_epoch"] == done and metrics["epochs"] == EPOCHS
-    with open(run["workdir"] / "history.csv") as f:
+    metrics = json.loads((result["workdir"] / "metrics.json").read_text())
+    assert metrics["resumed_from_epoch"] == stops[1] and metrics["epochs"] == EPOCHS
+    with open(result["workdir"] / "history.csv") as f:
         epochs = [line.split(",")[0] for line in f.read().splitlines()[1:]]
     assert epochs == [str(e) for e in range(EPOCHS)]
 

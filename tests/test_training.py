@@ -2,13 +2,11 @@
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-import background
 import keras
 import numpy as np
+import programs
 import pytest
 import tensorflow as tf
 from conftest import smoke_config
@@ -119,32 +117,38 @@ def test_bad_config_values_name_the_problem(tmp_path):
         training.train(config, tmp_path / "c")
 
 
-@background.job
-def cli_run(tmp: Path) -> tuple[Path, subprocess.CompletedProcess]:
-    """hdge-train with overrides of several kinds (an unknown key's error is one of
-    test_cli.py's cases)."""
-    command = [
-        *(sys.executable, "-m", "hdge_tf.bin.hdge_train"),
-        "--config=configs/mnist5k_hdge.py",
-        f"--workdir={tmp}",
-        "--config.data.limit_train=96",
-        "--config.data.validation_size=32",
-        "--config.data.limit_test=32",
-        "--config.backbone.filters=(4,)",
-        "--config.loss.queue_size=64",
-        "--config.loss.formulation=reference",
-        "--config.train.epochs=1",
-        "--config.train.batch_size=32",
-        "--config.eval.ood_sets=()",
-    ]
-    return tmp, subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+# hdge-train with overrides of several kinds (an unknown key's error is one of
+# test_cli.py's cases).
+CLI_RUN = programs.group(
+    "train_cli",
+    [
+        (
+            "overrides",
+            "hdge_train",
+            [
+                "--config=configs/mnist5k_hdge.py",
+                "--workdir={tmp}",
+                "--config.data.limit_train=96",
+                "--config.data.validation_size=32",
+                "--config.data.limit_test=32",
+                "--config.backbone.filters=(4,)",
+                "--config.loss.queue_size=64",
+                "--config.loss.formulation=reference",
+                "--config.train.epochs=1",
+                "--config.train.batch_size=32",
+                "--config.eval.ood_sets=()",
+            ],
+        )
+    ],
+)
 
 
 @pytest.mark.slow
-@pytest.mark.background(cli_run)
+@pytest.mark.background(programs.program_runs)
 def test_cli_applies_overrides(background_result):
-    workdir, done = background_result(cli_run)
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = programs.outcomes(background_result, CLI_RUN)["overrides"]
+    workdir = programs.directory(background_result, CLI_RUN)
+    assert done.status == 0, done.stderr[-2000:]
     config = json.loads((workdir / "config.json").read_text())
     assert config["loss"]["formulation"] == "reference"
     assert config["backbone"]["filters"] == [4]

@@ -358,7 +358,9 @@ def markdown(config, report: dict, cells, labels, by_k) -> str:
                 for k, c in sorted(by_k.items())
             ],
         )
-        lines += ["", "![K ablation](k_ablation.png)", ""]
+        lines += [""]
+        if "k_ablation.png" in report["figures"]:  # drawn from two sizes on
+            lines += ["![K ablation](k_ablation.png)", ""]
     lines += _generative_section(config, report, cells, labels)
     return "\n".join(lines) + "\n"
 
