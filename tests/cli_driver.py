@@ -8,7 +8,7 @@ hdge_tf.bin (e.g. hdge_train), "args" its argument list. Each case runs the
 program's module anew (its flags defined again) and then its `run()` with
 sys.argv set, as its console script would; OUT_DIR/NAME.stdout and NAME.stderr
 receive what it wrote (file descriptors 1 and 2, so TensorFlow's C++ logs too),
-NAME.status its exit status.
+NAME.status its exit status, NAME.time.json when it started and how long it took.
 """
 
 import contextlib
@@ -16,6 +16,7 @@ import importlib
 import json
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -83,12 +84,15 @@ def main(cases_file: str, out_dir: str) -> None:
     absl_flags = set(flags.FLAGS)
     for case in json.loads(Path(cases_file).read_text()):
         name = case["name"]
+        started = time.time()
         with (
             _file_descriptor_to(1, out / f"{name}.stdout"),
             _file_descriptor_to(2, out / f"{name}.stderr"),
         ):
             status = _run(_load(case["program"], case["args"], absl_flags))
         (out / f"{name}.status").write_text(str(status))
+        times = {"started": started, "seconds": time.time() - started}
+        (out / f"{name}.time.json").write_text(json.dumps(times))
 
 
 if __name__ == "__main__":

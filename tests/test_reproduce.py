@@ -7,7 +7,6 @@ import math
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import background
@@ -508,16 +507,14 @@ def _png(path):
 # runs are variants like these (one more training); its table and figure are
 # test_report_of_two_seeds'.
 TINY_RUNS = 3
+CALLS = ("first", "second")
 
 
 @background.job
 def tiny_reproduction(tmp: Path) -> dict:
-    """hdge-reproduce on the tiny config, twice: the second call finds every run
-    done (each run's record's modification time before and after it)."""
-    command = [
-        sys.executable,
-        "-m",
-        "hdge_tf.bin.hdge_reproduce",
+    """hdge-reproduce on the tiny config, twice (one process, tests/cli_driver.py:
+    TensorFlow imported once): the second call finds every run done."""
+    args = [
         f"--config={REPO}/configs/reproduce_mnist5k.py:tiny",
         f"--workdir={tmp}",
         "--seeds=1",
@@ -525,22 +522,33 @@ def tiny_reproduction(tmp: Path) -> dict:
         "--threads=1",
         "--only=hdge,hdge_jem",
     ]
-
-    def mtimes() -> dict[Path, int]:
-        records = sorted((tmp / "runs").glob("**/reproduce.json"))
-        return {path: path.stat().st_mtime_ns for path in records}
-
-    calls = {"workdir": tmp}
-    for call in ("first", "second"):
-        if call == "second":
-            calls["second_mtimes"] = mtimes()
-        began = time.time()
-        calls[call] = subprocess.run(
-            command, cwd=REPO, capture_output=True, text=True, timeout=1200
-        )
-        calls[f"{call}_seconds"] = time.time() - began
-    calls["final_mtimes"] = mtimes()
-    return calls
+    calls = [{"name": c, "program": "hdge_reproduce", "args": args} for c in CALLS]
+    (tmp / "calls.json").write_text(json.dumps(calls))
+    out = tmp / "out"
+    out.mkdir()
+    driver = [sys.executable, str(REPO / "tests" / "cli_driver.py")]
+    done = subprocess.run(
+        [*driver, str(tmp / "calls.json"), str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    records = sorted((tmp / "runs").glob("**/reproduce.json"))
+    return {
+        "workdir": tmp,
+        "mtimes": {path: path.stat().st_mtime_ns for path in records},
+        **{
+            call: {
+                "status": int((out / f"{call}.status").read_text()),
+                "stdout": (out / f"{call}.stdout").read_text(),
+                "stderr": (out / f"{call}.stderr").read_text(),
+                **json.loads((out / f"{call}.time.json").read_text()),
+            }
+            for call in CALLS
+        },
+    }
 
 
 @pytest.mark.slow
@@ -554,8 +562,8 @@ def test_hdge_reproduce_tiny_end_to_end(background_result):
     call reuses every run."""
     calls = background_result(tiny_reproduction)
     tmp_path, first = calls["workdir"], calls["first"]
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert len(_progress_lines(first.stdout)) == TINY_RUNS, first.stdout
+    assert first["status"] == 0, first["stderr"][-3000:]
+    assert len(_progress_lines(first["stdout"])) == TINY_RUNS, first["stdout"]
     report = json.loads((tmp_path / "report.json").read_text())
     missing = [
         "ce/seed0",
@@ -612,15 +620,15 @@ def test_hdge_reproduce_tiny_end_to_end(background_result):
     ceiling = report["judge"]["ceiling"]
     assert {"class_agreement", "inception_score", "frechet_distance"} <= set(ceiling)
 
-    mtimes = calls["second_mtimes"]
-    assert len(mtimes) == TINY_RUNS
     second = calls["second"]
-    assert second.returncode == 0, second.stderr[-3000:]
-    lines = _progress_lines(second.stdout)
+    assert second["status"] == 0, second["stderr"][-3000:]
+    lines = _progress_lines(second["stdout"])
     assert len(lines) == TINY_RUNS
     assert all("skipped" in line for line in lines), lines
-    assert calls["final_mtimes"] == mtimes
-    seconds = calls["first_seconds"], calls["second_seconds"]
+    # No run's record was written again.
+    assert len(calls["mtimes"]) == TINY_RUNS
+    assert all(t < second["started"] * 1e9 for t in calls["mtimes"].values())
+    seconds = first["seconds"], second["seconds"]
     assert seconds[1] < seconds[0] / 3, seconds
 
 
