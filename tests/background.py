@@ -17,6 +17,7 @@ a worker thread and must only start processes and read files.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import threading
@@ -28,9 +29,12 @@ from typing import Any
 import pytest
 
 _WAIT_SECONDS = 1800
-# (job name, seconds it ran) in the order jobs finished; `pytest --durations`
-# lists them (`pytest_terminal_summary`).
-TIMINGS: list[tuple[str, float]] = []
+# (job name, when it started in seconds since the jobs were submitted, seconds it
+# ran) in the order jobs finished; `pytest --durations` lists them
+# (`pytest_terminal_summary`).
+TIMINGS: list[tuple[str, float, float]] = []
+# When the first marked test started (the unmarked ones are done), likewise.
+WIDENED: list[float] = []
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -63,37 +67,65 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 class _Runner:
-    """Jobs in submission order on two threads; the second only after `widen`."""
+    """Jobs in submission order, one at a time until `widen`, then two.
+
+    A job starts when a slot is free and every job submitted before it has
+    started (a semaphore would let a thread that just finished a job take the
+    next slot ahead of one already waiting, and a job could wait out the session).
+    """
 
     def __init__(self, jobs: list[Job], root: Path):
-        self._slots = threading.Semaphore(1)
+        self._lock = threading.Lock()
+        self._free_slots = 1
         self._widened = False
+        self._waiting: collections.deque = collections.deque()
         self._pool = concurrent.futures.ThreadPoolExecutor(2, "background-job")
-        self.futures = {}
+        self.futures: dict[Job, concurrent.futures.Future] = {}
+        self._submitted = time.perf_counter()
         for j in jobs:
             directory = root / j.name  # module and function: unique
             directory.mkdir()
+            self.futures[j] = concurrent.futures.Future()
             try:
                 if j.prepare is not None:
                     j.prepare(directory)
             except Exception as error:  # fails the job's tests, not the session
-                self.futures[j] = concurrent.futures.Future()
                 self.futures[j].set_exception(error)
                 continue
-            self.futures[j] = self._pool.submit(self._run, j, directory)
+            with self._lock:
+                self._waiting.append((j, directory))
+            self._start_waiting()
 
-    def _run(self, j: Job, directory: Path) -> Any:
-        with self._slots:
-            start = time.perf_counter()
-            try:
-                return j.run(directory)
-            finally:
-                TIMINGS.append((j.name, time.perf_counter() - start))
+    def _start_waiting(self) -> None:
+        with self._lock:
+            while self._free_slots and self._waiting:
+                self._free_slots -= 1
+                self._pool.submit(self._run, *self._waiting.popleft())
+
+    def _run(self, j: Job, directory: Path) -> None:
+        future = self.futures[j]
+        start = time.perf_counter()
+        try:
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(j.run(directory))
+                except BaseException as error:
+                    future.set_exception(error)
+        finally:
+            end = time.perf_counter()
+            TIMINGS.append((j.name, start - self._submitted, end - start))
+            with self._lock:
+                self._free_slots += 1
+            self._start_waiting()
 
     def widen(self) -> None:
-        if not self._widened:
+        with self._lock:
+            if self._widened:
+                return
             self._widened = True
-            self._slots.release()
+            self._free_slots += 1
+            WIDENED.append(time.perf_counter() - self._submitted)
+        self._start_waiting()
 
     def close(self) -> None:
         for future in self.futures.values():
@@ -130,6 +162,8 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     durations count only the wait for it)."""
     if config.option.durations is None or not TIMINGS:
         return
-    terminalreporter.section("background jobs")
-    for name, seconds in sorted(TIMINGS, key=lambda t: -t[1]):
-        terminalreporter.write_line(f"{seconds:8.2f}s {name}")
+    terminalreporter.section("background jobs (started after submission, ran)")
+    if WIDENED:
+        terminalreporter.write_line(f"{WIDENED[0]:8.1f}s the first marked test")
+    for name, started, seconds in sorted(TIMINGS, key=lambda t: -t[2]):
+        terminalreporter.write_line(f"{started:8.1f}s {seconds:8.2f}s {name}")

@@ -43,6 +43,15 @@ def pytest_configure(config):
     )
 
 
+def pytest_unconfigure(config):
+    # pytest's unraisable-exception plugin runs five full collections after this
+    # hook, to report exceptions raised in finalizers (3-5 s over what the tests
+    # left). One collection here reports them as well (its hook is still set);
+    # frozen, what survived it is not scanned five more times.
+    gc.collect()
+    gc.freeze()
+
+
 def _keras_array_datasets_without_autotune() -> None:
     """`fit`/`evaluate` on arrays build tf.data pipelines with autotuning on. A
     test's model and its iterators are freed by the cycle collector, often many
