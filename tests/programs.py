@@ -46,9 +46,8 @@ class Group:
 
 
 _GROUPS: dict[str, Group] = {}
-# Programs in the order the driver runs them (each program's command lines
-# together, so it is imported once); hdge-bench last, since it changes Keras's
-# precision policy while it measures.
+# The programs, in the order the driver runs their command lines: hdge-bench
+# last, as it sets Keras's precision policies while it measures (and restores it).
 _ORDER = ("hdge_train", "hdge_eval", "hdge_sample", "hdge_export", "hdge_bench")
 
 

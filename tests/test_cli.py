@@ -245,7 +245,7 @@ CASES = [
         "is not a .keras model archive",
     ),
 ]
-# Run last in their processes: they leave absl's verbosity raised.
+# Errors with --verbosity=1, which keeps the traceback.
 VERBOSE_CASE = ("hdge_eval", "verbose", ["--workdir={tmp}/empty", "--verbosity=1"])
 VERBOSE_CONFIG_CASE = (
     "hdge_train",
@@ -280,8 +280,7 @@ def _prepare(tmp: Path) -> None:
     (run / "checkpoints" / "checkpoint").write_text(_CHECKPOINT_STATE)
 
 
-# The verbose cases last among their program's: they leave absl's verbosity
-# raised (tests/cli_driver.py lowers it again for the next).
+# Every case in one process (tests/programs.py), as if each were a new one.
 CLI_CASES = programs.group(
     "cli_cases",
     [
