@@ -33,6 +33,37 @@ class Outcome:
     status: int
     stdout: str
     stderr: str
+    started: float  # time.time() when the command line began
+    seconds: float
+
+
+def run_in_one_process(
+    cases: Sequence[tuple[str, str, Sequence[str]]], tmp: Path, timeout: float = 1200
+) -> dict[str, Outcome]:
+    """{name: Outcome} of command lines `(name, program module, args)`, run in
+    order in one tests/cli_driver.py process; its files go to `tmp`."""
+    listed = [{"name": n, "program": p, "args": list(a)} for n, p, a in cases]
+    (tmp / "cases.json").write_text(json.dumps(listed))
+    out = tmp / "out"
+    out.mkdir()
+    driver = [sys.executable, str(REPO / "tests" / "cli_driver.py")]
+    done = subprocess.run(
+        [*driver, str(tmp / "cases.json"), str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    return {
+        name: Outcome(
+            int((out / f"{name}.status").read_text()),
+            (out / f"{name}.stdout").read_text(),
+            (out / f"{name}.stderr").read_text(),
+            **json.loads((out / f"{name}.time.json").read_text()),
+        )
+        for name, _, _ in cases
+    }
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -68,56 +99,34 @@ def group(
     return _GROUPS[name]
 
 
+# Each group's prepare step's error, which fails only that group's tests.
+_PREPARE_ERRORS: dict[str, Exception] = {}
+
+
 def _prepare(tmp: Path) -> None:
-    # A group whose files failed fails only its own tests (`outcomes`).
     for g in _GROUPS.values():
         (tmp / g.name).mkdir()
         try:
             if g.prepare is not None:
                 g.prepare(tmp / g.name)
         except Exception as error:
-            (tmp / g.name / "prepare_error").write_text(repr(error))
+            _PREPARE_ERRORS[g.name] = error
 
 
 @background.job(prepare=_prepare)
-def program_runs(tmp: Path) -> tuple[Path, dict[str, dict[str, Outcome] | Exception]]:
-    cases = []
-    for g in _GROUPS.values():
-        if (tmp / g.name / "prepare_error").exists():
-            continue
-        for run, program, args in g.runs:
-            args = [arg.format(tmp=tmp / g.name) for arg in args]
-            cases.append({"name": f"{g.name}.{run}", "program": program, "args": args})
-    cases.sort(key=lambda case: _ORDER.index(case["program"]))
-    (tmp / "cases.json").write_text(json.dumps(cases))
-    (tmp / "out").mkdir()
-    driver = [sys.executable, str(REPO / "tests" / "cli_driver.py")]
-    done = subprocess.run(
-        [*driver, str(tmp / "cases.json"), str(tmp / "out")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    results = {}
-    for g in _GROUPS.values():
-        error = tmp / g.name / "prepare_error"
-        if error.exists():
-            results[g.name] = RuntimeError(f"preparing {g.name}: {error.read_text()}")
-            continue
-        results[g.name] = {
-            run: Outcome(
-                int(_read(tmp, g, run, "status")),
-                _read(tmp, g, run, "stdout"),
-                _read(tmp, g, run, "stderr"),
-            )
-            for run, _, _ in g.runs
-        }
-    return tmp, results
-
-
-def _read(tmp: Path, g: Group, run: str, what: str) -> str:
-    return (tmp / "out" / f"{g.name}.{run}.{what}").read_text()
+def program_runs(tmp: Path) -> tuple[Path, dict[str, dict[str, Outcome]]]:
+    ready = [g for g in _GROUPS.values() if g.name not in _PREPARE_ERRORS]
+    cases = [
+        (f"{g.name}.{run}", program, [a.format(tmp=tmp / g.name) for a in args])
+        for g in ready
+        for run, program, args in g.runs
+    ]
+    cases.sort(key=lambda case: _ORDER.index(case[1]))
+    outcomes = run_in_one_process(cases, tmp)
+    return tmp, {
+        g.name: {run: outcomes[f"{g.name}.{run}"] for run, _, _ in g.runs}
+        for g in ready
+    }
 
 
 def directory(background_result, g: Group) -> Path:
@@ -128,7 +137,7 @@ def directory(background_result, g: Group) -> Path:
 def outcomes(background_result, g: Group) -> dict[str, Outcome]:
     """{run name: Outcome} of the group's command lines; its prepare step's error
     is raised here."""
-    result = background_result(program_runs)[1][g.name]
-    if isinstance(result, Exception):
-        raise result
-    return result
+    groups = background_result(program_runs)[1]
+    if g.name in _PREPARE_ERRORS:
+        raise _PREPARE_ERRORS[g.name]
+    return groups[g.name]

@@ -1,5 +1,6 @@
 """SavedModel export: signatures reproduce the in-memory model, no training state."""
 
+import functools
 import json
 import re
 import subprocess
@@ -141,9 +142,13 @@ def _shape_cases() -> dict[str, np.ndarray]:
     return cases
 
 
+# The classifier both jobs' prepare steps save and export (neither changes it).
+_prepared_classifier = functools.cache(_trained_classifier)
+
+
 def _prepare_runs(tmp: Path) -> None:
     """The trained classifier's run directories, for hdge-export."""
-    model = _trained_classifier()
+    model = _prepared_classifier()
     for name in CLI_RUNS:
         (tmp / name).mkdir()
     model.save(tmp / "run" / "model.keras")
@@ -179,7 +184,7 @@ def cli(background_result) -> dict[str, tuple[int, str, Path]]:
 
 def _prepare_exports(tmp: Path) -> None:
     """SavedModels of the trained classifier, with the inputs to serve them."""
-    model = _trained_classifier()
+    model = _prepared_classifier()
     model.save(tmp / "model.keras")
     export_saved_model(model, tmp / "saved_model")
     gate = export.fit_gate(model, _images(400, seed=11), tpr=0.9)

@@ -5,12 +5,12 @@ end-to-end run of the tiny reproduction (with a second, cached call)."""
 import json
 import math
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import background
 import numpy as np
+import programs
 import pytest
 
 from hdge_tf import configs
@@ -512,8 +512,8 @@ CALLS = ("first", "second")
 
 @background.job
 def tiny_reproduction(tmp: Path) -> dict:
-    """hdge-reproduce on the tiny config, twice (one process, tests/cli_driver.py:
-    TensorFlow imported once): the second call finds every run done."""
+    """hdge-reproduce on the tiny config, twice (one process: TensorFlow imported
+    once): the second call finds every run done."""
     args = [
         f"--config={REPO}/configs/reproduce_mnist5k.py:tiny",
         f"--workdir={tmp}",
@@ -522,32 +522,14 @@ def tiny_reproduction(tmp: Path) -> dict:
         "--threads=1",
         "--only=hdge,hdge_jem",
     ]
-    calls = [{"name": c, "program": "hdge_reproduce", "args": args} for c in CALLS]
-    (tmp / "calls.json").write_text(json.dumps(calls))
-    out = tmp / "out"
-    out.mkdir()
-    driver = [sys.executable, str(REPO / "tests" / "cli_driver.py")]
-    done = subprocess.run(
-        [*driver, str(tmp / "calls.json"), str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=1200,
+    calls = programs.run_in_one_process(
+        [(call, "hdge_reproduce", args) for call in CALLS], tmp
     )
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     records = sorted((tmp / "runs").glob("**/reproduce.json"))
     return {
         "workdir": tmp,
         "mtimes": {path: path.stat().st_mtime_ns for path in records},
-        **{
-            call: {
-                "status": int((out / f"{call}.status").read_text()),
-                "stdout": (out / f"{call}.stdout").read_text(),
-                "stderr": (out / f"{call}.stderr").read_text(),
-                **json.loads((out / f"{call}.time.json").read_text()),
-            }
-            for call in CALLS
-        },
+        **calls,
     }
 
 
@@ -562,8 +544,8 @@ def test_hdge_reproduce_tiny_end_to_end(background_result):
     call reuses every run."""
     calls = background_result(tiny_reproduction)
     tmp_path, first = calls["workdir"], calls["first"]
-    assert first["status"] == 0, first["stderr"][-3000:]
-    assert len(_progress_lines(first["stdout"])) == TINY_RUNS, first["stdout"]
+    assert first.status == 0, first.stderr[-3000:]
+    assert len(_progress_lines(first.stdout)) == TINY_RUNS, first.stdout
     report = json.loads((tmp_path / "report.json").read_text())
     missing = [
         "ce/seed0",
@@ -621,14 +603,14 @@ def test_hdge_reproduce_tiny_end_to_end(background_result):
     assert {"class_agreement", "inception_score", "frechet_distance"} <= set(ceiling)
 
     second = calls["second"]
-    assert second["status"] == 0, second["stderr"][-3000:]
-    lines = _progress_lines(second["stdout"])
+    assert second.status == 0, second.stderr[-3000:]
+    lines = _progress_lines(second.stdout)
     assert len(lines) == TINY_RUNS
     assert all("skipped" in line for line in lines), lines
     # No run's record was written again.
     assert len(calls["mtimes"]) == TINY_RUNS
-    assert all(t < second["started"] * 1e9 for t in calls["mtimes"].values())
-    seconds = first["seconds"], second["seconds"]
+    assert all(t < second.started * 1e9 for t in calls["mtimes"].values())
+    seconds = first.seconds, second.seconds
     assert seconds[1] < seconds[0] / 3, seconds
 
 
