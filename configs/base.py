@@ -85,6 +85,9 @@ def get_config() -> ml_collections.ConfigDict:
     # The log p(x) term's chains sample p(x|y) for random labels (HDGE's code:
     # --class_cond_p_x_sample); the term stays on log p(x).
     config.loss.px_sgld_conditional_chains = False
+    # The SGLD terms run on one training step in N, weighted N times (same
+    # expected gradient, 1/N of their cost); 1 = every step, as JEM and HDGE.
+    config.loss.sgld_every = 1
     # A step with a non-finite loss/gradient or |loss| above this is not applied and
     # the trainer restarts from the last good checkpoint (train.divergence_retries).
     config.loss.divergence_threshold = 1e8

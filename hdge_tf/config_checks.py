@@ -88,6 +88,7 @@ _RULES = (
     ("loss.energy_l2_weight", _finite(0, strict=False)),
     ("loss.energy_scale_rate", _finite(0, strict=False)),
     ("loss.sgld_batch_size", _int_at_least(0)),
+    ("loss.sgld_every", _int_at_least(1)),
     ("loss.sgld_start_uniform_fraction", _finite(0, strict=False, high=1)),
     ("loss.divergence_threshold", _finite(0, strict=True)),
     ("eval.batch_size", _int_at_least(1)),

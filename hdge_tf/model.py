@@ -28,6 +28,10 @@ SGLD_MONITORS = {
     "pxy_sgld": ("pxy_data_energy", "pxy_sample_energy"),
 }
 LOGIT_MONITORS = ("top_logit", "second_logit")
+# What a training step reports only when it ran the SGLD terms (`sgld.every`).
+_SGLD_REPORTS = frozenset(
+    ["energy_l2", "energy_scale", *SGLD_MONITORS, *sum(SGLD_MONITORS.values(), ())]
+)
 # Stateless random streams of a training step, folded into (seed, step).
 (
     _NOISE_STREAM,
@@ -167,6 +171,7 @@ class HDGEClassifier(keras.Model):
         # Only SGLD training has a buffer (and chain starts): old files load as-is.
         self.replay_buffer = self.chain_starts = None
         sgld_terms = [t for t in SGLD_MONITORS if self.loss_weights_[t] > 0]
+        self._sgld_term_names = tuple(sgld_terms)
         if sgld_terms:
             self.replay_buffer = sampling.ReplayBuffer(
                 sgld.buffer_size,
@@ -376,13 +381,19 @@ class HDGEClassifier(keras.Model):
         return {name: tf.reduce_mean(value) for name, value in terms.items()}
 
     def total_loss(self, terms: dict[str, tf.Tensor]) -> tf.Tensor:
-        """The weighted sum of the loss terms in `terms` (monitors are skipped)."""
+        """The weighted sum of the loss terms in `terms` (monitors are skipped);
+        the SGLD terms and their penalty count `sgld.every` times, as they run on
+        one step in that many."""
         total = tf.add_n(
-            [self.loss_weights_[n] * v for n, v in terms.items() if n in LOSS_TERMS]
+            [self._term_weight(n) * v for n, v in terms.items() if n in LOSS_TERMS]
         )
         if self.losses:  # regularizers of the backbone
             total += tf.add_n([tf.cast(v, tf.float32) for v in self.losses])
         return total
+
+    def _term_weight(self, name: str) -> float:
+        weight = self.loss_weights_[name]
+        return weight * self.sgld.every if name in _SGLD_REPORTS else weight
 
     def _sgld_chains(self, num_chains, labels=None, stream=_PXY_CHAINS_STREAM):
         """(samples, buffer indices, labels) of `num_chains` chains; with `labels`
@@ -481,7 +492,9 @@ class HDGEClassifier(keras.Model):
             # A new function per trace of the step (one per replica), so that no
             # tf.function hangs on the model where checkpoints would track it.
             forward_backward = tf.function(forward_backward, jit_compile=True)
-        loss, terms, grads, logits, chains = forward_backward(images, labels, unlabeled)
+        loss, terms, grads, logits, chains, sgld_ran = forward_backward(
+            images, labels, unlabeled
+        )
         step = distribute.apply_if_healthy(
             self.optimizer,
             grads,
@@ -491,22 +504,44 @@ class HDGEClassifier(keras.Model):
         )
         # The batch joins the queue after the loss used the older entries.
         self.queue.enqueue(logits, keep=step.applied)
-        for samples, indices, _ in chains.values():
-            self.replay_buffer.write(indices, samples, keep=step.applied)
-        return self._update_metrics(loss, terms, labels, logits, step)
+        for samples, indices in chains.values():
+            self.replay_buffer.write(
+                indices, samples, keep=tf.logical_and(step.applied, sgld_ran)
+            )
+        return self._update_metrics(loss, terms, labels, logits, step, sgld_ran)
 
     def _forward_backward(self, images, labels, unlabeled=None):
         """The computation of a training step on checked inputs, without side
         effects other than layer state (e.g. BatchNorm statistics): input noise,
         SGLD chains, the loss and its gradients. Returns (loss, terms, gradients,
-        logits, chains {term: (samples, buffer indices)}); XLA-compiled when
-        `step_jit_compile`."""
+        logits, chains {term: (samples, buffer indices)}, whether the SGLD terms
+        ran); XLA-compiled when `step_jit_compile`.
+
+        With `sgld.every` > 1 a `tf.cond` on the step counter runs the SGLD terms
+        on one step in `every`; the other steps cost what an HDGE step costs."""
         images = self._add_input_noise(images)
         if unlabeled is not None:
             unlabeled = self._add_input_noise(unlabeled, stream=1)
+        sgld_on = bool(self._sgld_term_names)
+        if not sgld_on or self.sgld.every == 1:
+            outputs = self._losses_and_gradients(images, labels, unlabeled, sgld_on)
+            return (*outputs, tf.constant(sgld_on))
+        # optimizer.iterations is the same on every replica: one decision.
+        ran = tf.equal(self.optimizer.iterations % self.sgld.every, 0)
+        outputs = tf.cond(
+            ran,
+            lambda: self._losses_and_gradients(images, labels, unlabeled, True),
+            lambda: self._losses_and_gradients(images, labels, unlabeled, False),
+        )
+        return (*outputs, ran)
+
+    def _losses_and_gradients(self, images, labels, unlabeled, sgld: bool):
+        """(loss, terms, gradients, logits, chains) of noisy inputs, with the SGLD
+        terms when `sgld`, else with zeros in their place (same structure, for
+        `tf.cond`)."""
         px_data = images if unlabeled is None else unlabeled
         chains = {}
-        if self.loss_weights_["px_sgld"] > 0:
+        if sgld and self.loss_weights_["px_sgld"] > 0:
             num_chains = self._num_chains(px_data)
             px_labels = None
             if self.sgld.px_conditional_chains:
@@ -514,7 +549,7 @@ class HDGEClassifier(keras.Model):
             chains["px_sgld"] = self._sgld_chains(
                 num_chains, px_labels, _PX_CHAINS_STREAM
             )
-        if self.loss_weights_["pxy_sgld"] > 0:
+        if sgld and self.loss_weights_["pxy_sgld"] > 0:
             chain_labels = self._chain_labels(labels)
             chains["pxy_sgld"] = self._sgld_chains(
                 tf.shape(chain_labels)[0], chain_labels
@@ -529,12 +564,42 @@ class HDGEClassifier(keras.Model):
                 # Samples get their own forward pass, so BatchNorm statistics of the
                 # data batch are not mixed with samples' (as in JEM's code).
                 terms.update(self.sgld_terms(logits, labels, chains, px_logits))
+            elif self._sgld_term_names:
+                terms.update(self._skipped_sgld_terms())
             loss = self.total_loss(terms)
             scaled = self.optimizer.scale_loss(loss)  # identity unless mixed_float16
             # Replica gradients are summed; scale so they average the global batch.
             scaled /= tf.distribute.get_strategy().num_replicas_in_sync
         grads = tape.gradient(scaled, self.trainable_variables)
+        if not self._sgld_term_names or sgld:
+            return loss, terms, grads, logits, {n: c[:2] for n, c in chains.items()}
+        # A skipping step: shapes as the other branch's, for tf.cond. θ gets a zero
+        # gradient, and the chains' rows are written nowhere.
+        grads = [
+            tf.zeros_like(v) if g is None and v is self._log_energy_scale else g
+            for g, v in zip(grads, self.trainable_variables, strict=True)
+        ]
+        chains = {
+            name: self._no_chains(px_data if name == "px_sgld" else images)
+            for name in self._sgld_term_names
+        }
         return loss, terms, grads, logits, chains
+
+    def _skipped_sgld_terms(self) -> dict[str, tf.Tensor]:
+        """Zeros for what `sgld_terms` returns, on a step that skips them."""
+        names = [n for t in self._sgld_term_names for n in (t, *SGLD_MONITORS[t])]
+        if self.loss_weights_["energy_l2"]:
+            names.append("energy_l2")
+        terms = {name: tf.constant(0.0) for name in names}
+        if self._log_energy_scale is not None:
+            terms["energy_scale"] = tf.stop_gradient(self.energy_scale)
+        return terms
+
+    def _no_chains(self, batch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(samples, indices) shaped as a step's chains, written nowhere."""
+        num = self._num_chains(batch)
+        shape = tf.concat([[num], self.replay_buffer.image_shape], 0)
+        return tf.zeros(shape), tf.zeros([num], tf.int32)
 
     def _add_input_noise(self, images: tf.Tensor, stream: int = 0) -> tf.Tensor:
         if not self.input_noise_std:
@@ -553,14 +618,21 @@ class HDGEClassifier(keras.Model):
         return self._update_metrics(self.total_loss(terms), terms, labels, logits)
 
     def _update_metrics(
-        self, loss, terms, labels, logits, step: distribute.StepOutcome | None = None
+        self,
+        loss,
+        terms,
+        labels,
+        logits,
+        step: distribute.StepOutcome | None = None,
+        sgld_ran=True,
     ) -> dict[str, tf.Tensor]:
         """Updates and returns the metrics of the terms computed (evaluation runs no
         SGLD chains, so its loss and metrics leave the SGLD terms out).
 
         A training `step` that was not applied leaves the other metrics as they
         were; it counts in `skipped_steps` when it diverged, in
-        `loss_scale_overflows` when the loss scale overflowed.
+        `loss_scale_overflows` when the loss scale overflowed. A step that skipped
+        the SGLD terms (`sgld_ran` False) leaves their metrics as they were.
         """
         training = step is not None
         healthy = tf.constant(True) if step is None else step.applied
@@ -579,8 +651,11 @@ class HDGEClassifier(keras.Model):
 
         self._trackers["loss"].update_state(kept(loss), weight)
         reported = [n for n in self._trackers if n != "loss" and n in terms]
+        sgld_weight = weight * tf.cast(sgld_ran, tf.float32)
         for name in reported:
-            self._trackers[name].update_state(kept(terms[name]), weight)
+            self._trackers[name].update_state(
+                kept(terms[name]), sgld_weight if name in _SGLD_REPORTS else weight
+            )
         self._accuracy.update_state(
             labels, kept(logits), tf.fill(tf.shape(labels), weight)
         )

@@ -30,6 +30,7 @@ FLAT_KEYS = {
     "sgld_start": "start",
     "sgld_start_uniform_fraction": "start_uniform_fraction",
     "px_sgld_conditional_chains": "px_conditional_chains",
+    "sgld_every": "every",
 }
 
 
@@ -59,6 +60,10 @@ class SGLDSettings:
         uniformly drawn labels from a class-split buffer (HDGE's
         `--class_cond_p_x_sample`); the term itself stays on log p(x), which
         leaves p(y|x) alone where a log p(x|y) term would lower it.
+      every: the SGLD terms (chains, samples' passes, energy penalty) run on one
+        training step in `every`, weighted `every` times, so their expected
+        gradient is unchanged while their cost is divided by `every` (our
+        addition; JEM and HDGE run them on every step: 1).
     """
 
     steps: int = 20
@@ -71,6 +76,7 @@ class SGLDSettings:
     start: str = "uniform"
     start_uniform_fraction: float = 0.1
     px_conditional_chains: bool = False
+    every: int = 1
 
     def __post_init__(self):
         # Normalized here (ints from floats, Python types from NumPy's), so that
@@ -86,6 +92,7 @@ class SGLDSettings:
             ("start", _choice(self, "start", START_KINDS)),
             ("start_uniform_fraction", _real(self, "start_uniform_fraction", 1.0)),
             ("px_conditional_chains", _flag(self, "px_conditional_chains")),
+            ("every", _integer(self, "every", low=1)),
         ):
             object.__setattr__(self, name, value)
 

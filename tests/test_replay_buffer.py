@@ -324,3 +324,50 @@ def test_replicas_write_the_same_rows_under_mirrored_strategy(separable_data, mi
     # 8 + 8 chains could change (32 writes into 40 rows: ~22 distinct expected).
     changed = (copies[0] != before).reshape(40, -1).any(-1).sum()
     assert changed > 16, changed
+
+
+def test_sgld_every_runs_the_terms_on_one_step_in_n_weighted_n_times(separable_data):
+    """every=3: steps 0 and 3 run the chains (their rows are rewritten) and
+    count the SGLD terms three times in the loss; the other steps write no row,
+    add only CE and the contrastive term, and leave the SGLD metrics where the
+    last step that ran them put them."""
+    images, labels = separable_data
+    images, labels = images[:16], labels[:16]
+    sgld = {"every": 3, "steps": 0, "reinit_freq": 1.0, "buffer_size": 4000}
+    model = _sgld_model(sgld, px_sgld_weight=1.0, energy_l2_weight=0.1)
+    ran, last_sgld = [], None
+    for step in range(6):
+        before = model.replay_buffer.images.numpy().copy()
+        model.reset_metrics()
+        logs = model.train_on_batch(images, labels, return_dict=True)
+        rows = _changed_rows(before, model.replay_buffer.images.numpy())
+        ran.append(len(rows) > 0)
+        rest = logs["ce"] + logs["pxy_contrast"]
+        if ran[-1]:
+            assert len(rows) == 16
+            expected = rest + 3 * (logs["px_sgld"] + 0.1 * logs["energy_l2"])
+            np.testing.assert_allclose(logs["loss"], expected, rtol=1e-4)
+            last_sgld = logs["px_sgld"]
+        else:
+            np.testing.assert_allclose(logs["loss"], rest, rtol=1e-5)
+            assert logs["px_sgld"] == 0.0  # a reset tracker that got no update
+    assert ran == [True, False, False, True, False, False]
+
+
+def test_an_epoch_reports_the_sgld_terms_of_the_steps_that_ran_them(separable_data):
+    """every=2 over an epoch of two equal batches: the epoch's px_sgld is the
+    first step's alone (a twin model's one step), not its mean with a zero."""
+    images, labels = separable_data
+    images, labels = images[:16], labels[:16]
+    sgld = {"every": 2, "steps": 0, "reinit_freq": 1.0, "buffer_size": 4000}
+    model, twin = (_sgld_model(sgld, px_sgld_weight=1.0) for _ in range(2))
+    first = twin.train_on_batch(images, labels, return_dict=True)
+    history = model.fit(
+        np.concatenate([images, images]),
+        np.concatenate([labels, labels]),
+        batch_size=16,
+        shuffle=False,
+        verbose=0,
+    ).history
+    np.testing.assert_allclose(history["px_sgld"][0], first["px_sgld"], rtol=1e-5)
+    assert first["px_sgld"] != 0.0
