@@ -335,10 +335,9 @@ def test_sgld_every_runs_the_terms_on_one_step_in_n_weighted_n_times(separable_d
     images, labels = images[:16], labels[:16]
     sgld = {"every": 3, "steps": 0, "reinit_freq": 1.0, "buffer_size": 4000}
     model = _sgld_model(sgld, px_sgld_weight=1.0, energy_l2_weight=0.1)
-    ran, last_sgld = [], None
-    for step in range(6):
+    ran = []
+    for _ in range(6):
         before = model.replay_buffer.images.numpy().copy()
-        model.reset_metrics()
         logs = model.train_on_batch(images, labels, return_dict=True)
         rows = _changed_rows(before, model.replay_buffer.images.numpy())
         ran.append(len(rows) > 0)
@@ -347,7 +346,6 @@ def test_sgld_every_runs_the_terms_on_one_step_in_n_weighted_n_times(separable_d
             assert len(rows) == 16
             expected = rest + 3 * (logs["px_sgld"] + 0.1 * logs["energy_l2"])
             np.testing.assert_allclose(logs["loss"], expected, rtol=1e-4)
-            last_sgld = logs["px_sgld"]
         else:
             np.testing.assert_allclose(logs["loss"], rest, rtol=1e-5)
             assert logs["px_sgld"] == 0.0  # a reset tracker that got no update
