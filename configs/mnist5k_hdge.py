@@ -27,7 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.learning_rate = 2e-3
     config.train.warmup_steps = 200
     config.train.decay_epochs = (14, 18)
-    config.eval.ood_sets = ("digits", "interp", "noise", "constant")
+    config.eval.ood_sets = ("digits", "interp", "noise", "constant", "photos")
     # Digits tolerate far larger perturbations than CIFAR images.
     config.eval.pgd.epsilons.linf = (0.0, 0.1, 0.2, 0.4, 0.6)
     config.eval.pgd.epsilons.l2 = (0.0, 1.0, 2.0, 4.0)

@@ -17,7 +17,7 @@ from sklearn.metrics import average_precision_score
 from hdge_tf import HDGEClassifier, workdir
 from hdge_tf.configs import base, mnist5k_hdge
 from hdge_tf.data import ood as ood_data
-from hdge_tf.evaluation import calibration, ood, protocol, report, robustness
+from hdge_tf.evaluation import calibration, ood, protocol, report, robustness, stages
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -189,6 +189,22 @@ def test_synthetic_sets_are_built_from_the_test_images():
     assert constant[:, 0, 0].std(0).min() > 0.3  # colours differ between images
     again = ood_data.load_ood_set("constant", test, seed=1)
     np.testing.assert_array_equal(constant, again)
+
+
+def test_photos_are_seeded_crops_of_natural_photographs_in_the_model_shape():
+    test = np.zeros((12, 28, 28, 1), np.float32)
+    photos = ood_data.load_ood_set("photos", test, seed=1)
+    assert photos.shape == test.shape and photos.dtype == np.float32
+    assert -1 <= photos.min() and photos.max() <= 1
+    # Real pictures: no two crops alike, most with texture, not flat colours.
+    flat = photos.reshape(12, -1)
+    assert np.abs(flat[:, None] - flat[None]).max(-1)[np.triu_indices(12, 1)].min() > 0
+    assert np.median(flat.std(-1)) > 0.05
+    np.testing.assert_array_equal(photos, ood_data.load_ood_set("photos", test, seed=1))
+    assert not np.array_equal(photos, ood_data.load_ood_set("photos", test, seed=2))
+    rgb = ood_data.load_ood_set("photos", np.zeros((3, 8, 8, 3), np.float32))
+    assert rgb.shape == (3, 8, 8, 3)
+    assert np.abs(rgb[..., 0] - rgb[..., 2]).max() > 0.01  # colour kept for RGB
 
 
 def test_sets_of_another_size_are_resized_and_channel_adapted():
@@ -484,6 +500,15 @@ def test_report_files_hold_the_returned_numbers(tmp_path, mnist_model):
     assert "| svhn_cropped | unavailable |" in markdown
     assert "logits averaged over 5 copies x + 0.03 N(0, I)" in markdown
     assert "attack gradient BPDA" in markdown
+    # The gate on an all-black and an all-white image, by its own thresholds.
+    gate = result["gate"]
+    blank = stages.blank_images((32, 32, 1), gate["input_range"])
+    np.testing.assert_array_equal(blank.reshape(2, -1).min(-1), [-1.0, 1.0])
+    np.testing.assert_array_equal(blank.reshape(2, -1).max(-1), [-1.0, 1.0])
+    scores = logsumexp(mnist_model.predict(blank, verbose=0), axis=-1)
+    admitted = (scores >= gate["threshold"]) & (scores <= gate["upper_threshold"])
+    assert gate["blank"] == pytest.approx(admitted.mean())
+    assert "| blank: all-black, all-white (false-positive rate) |" in markdown
 
 
 def test_report_rejects_unknown_names_before_computing(tmp_path, mnist_model):

@@ -4,7 +4,10 @@ Three kinds of names, all returning float32 NHWC images in [-1, 1]:
 
 - synthetic sets built from the in-distribution test images (JEM, Sec. 5.2):
   ``interp`` (the mean of two random test images), ``noise`` (uniform in [-1, 1]),
-  ``constant`` (one random flat colour per image);
+  ``constant`` (one random flat colour per image); and ``photos``, crops of natural
+  photographs (scikit-learn's two sample images, so it needs no download) at random
+  places and scales, grey for one-channel models: real-world inputs that are not
+  the data;
 - the embedded sets (``digits``, ``mnist5k``), their test split;
 - any TFDS image dataset (``svhn_cropped``, ``cifar10``, ``cifar100``, ``celeb_a``,
   ...), its test split; labels are not needed, so sets without a ``label`` feature
@@ -25,7 +28,9 @@ import tensorflow as tf
 from hdge_tf.data import embedded, tfds_source
 from hdge_tf.data.pipeline import load_arrays
 
-SYNTHETIC_SETS = ("interp", "noise", "constant")
+SYNTHETIC_SETS = ("interp", "noise", "constant", "photos")
+# The side of a `photos` crop, as a fraction of the photograph's shorter side.
+_PHOTO_CROP_SCALES = (0.1, 0.6)
 _BATCH = 512
 # ITU-R 601 luma weights; linear, so they apply to [-1, 1] pixels unchanged.
 _LUMA = (0.299, 0.587, 0.114)
@@ -93,11 +98,32 @@ def synthetic_set(name: str, in_images: np.ndarray, seed: int = 0) -> np.ndarray
     elif name == "constant":
         colours = rng.uniform(-1.0, 1.0, (n, 1, 1, shape[-1]))
         images = np.broadcast_to(colours, (n, *shape))
+    elif name == "photos":
+        return photo_crops(n, shape, rng)
     else:
         raise ValueError(
             f"Unknown synthetic OOD set {name!r}; expected one of {SYNTHETIC_SETS}."
         )
     return np.asarray(images, np.float32)
+
+
+def photo_crops(n: int, image_shape: Sequence[int], rng: np.random.Generator):
+    """`n` square crops of scikit-learn's sample photographs, each at a random
+    place and a side of `_PHOTO_CROP_SCALES` of the photograph's shorter side,
+    resized to `image_shape` (grey for one channel), in [-1, 1]."""
+    from sklearn.datasets import load_sample_images  # only this set needs it
+
+    photos = load_sample_images().images  # two RGB uint8 images
+    crops = []
+    for _ in range(n):
+        photo = photos[rng.integers(len(photos))]
+        height, width = photo.shape[:2]
+        side = int(min(height, width) * rng.uniform(*_PHOTO_CROP_SCALES))
+        top, left = rng.integers(height - side + 1), rng.integers(width - side + 1)
+        crop = photo[top : top + side, left : left + side].astype(np.float32)
+        crop = tf.image.resize(crop, image_shape[:2], "bilinear", antialias=True)
+        crops.append(crop.numpy() / 127.5 - 1.0)
+    return adapt_images(np.stack(crops), image_shape).numpy()
 
 
 def _tfds_images(

@@ -102,6 +102,16 @@ def markdown_report(report: dict) -> str:
             *markdown.table(
                 ["set", "accepted"],
                 [["test (true-positive rate)", _fmt(gate["test_tpr"])]]
+                + (
+                    [
+                        [
+                            "blank: all-black, all-white (false-positive rate)",
+                            _fmt(gate["blank"]),
+                        ]
+                    ]
+                    if "blank" in gate
+                    else []
+                )
                 + [
                     [f"{name} (false-positive rate)", _fmt(rate)]
                     for name, rate in gate["fpr"].items()

@@ -134,12 +134,20 @@ def ood_gate(model, config, x_test, sets: dict) -> dict:
         "validation_examples": gate.num_validation,
         "inputs": gate.inputs,
         "test_tpr": accepted(x_test),
+        # All-black and all-white images: a gate must never take an empty canvas.
+        "blank": accepted(blank_images(x_test.shape[1:], gate.input_range)),
         "fpr": {
             name: accepted(ood_set(model, config, name, x_test))
             for name, entry in sets.items()
             if "error" not in entry
         },
     }
+
+
+def blank_images(image_shape, input_range) -> np.ndarray:
+    """One image at each end of the input range: [2, *image_shape]."""
+    low, high = input_range
+    return np.stack([np.full(image_shape, v, np.float32) for v in (low, high)])
 
 
 def adversarial_robustness(model, config, x_test, y_test, output_dir: Path) -> dict:
