@@ -23,6 +23,7 @@ from hdge_tf.chain_starts import START_KINDS
 from hdge_tf.data import ood as ood_data
 from hdge_tf.evaluation import ood as ood_scores
 from hdge_tf.optimization import OPTIMIZERS, WEIGHT_DECAY_MODES
+from hdge_tf.sgld_settings import PASS_MODES
 
 SELECTIONS = ("best_val_accuracy", "last")
 
@@ -137,6 +138,7 @@ def check_config(config) -> None:
     _check_choice(config, "train.select", SELECTIONS)
     _check_choice(config, "strategy", distribute.STRATEGIES)
     _check_choice(config, "loss.sgld_start", START_KINDS)
+    _check_choice(config, "loss.sgld_pass_mode", PASS_MODES)
     _check_train_relations(config)
     for name in config.eval.ood_sets:
         try:

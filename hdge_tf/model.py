@@ -218,6 +218,14 @@ class HDGEClassifier(keras.Model):
         )
 
     @property
+    def sgld_in_inference_mode(self) -> bool:
+        """Whether the SGLD terms score data and samples in inference mode
+        (`SGLDSettings.pass_mode`; "auto": when the backbone has BatchNorm)."""
+        if self.sgld.pass_mode == "auto":
+            return _has_batch_norm(self.backbone)
+        return self.sgld.pass_mode == "inference"
+
+    @property
     def energy_scale(self) -> tf.Tensor | None:
         """β of the generative energy E(x) = -β·logsumexp f(x), or None for β = 1.
 
@@ -447,16 +455,17 @@ class HDGEClassifier(keras.Model):
         return tf.cast(draw * self.num_classes, tf.int32)
 
     def sgld_terms(
-        self, logits, labels, chains, px_logits=None
+        self, logits, labels, chains, px_logits=None, training=True
     ) -> dict[str, tf.Tensor]:
         """JEM's SGLD terms (and the energy L2 penalty) given the data batch's
-        training-mode logits and `chains`: {"px_sgld"/"pxy_sgld": (samples, _,
-        chain labels)}. `px_logits`: logits of the images log p(x) is fitted to,
-        if not `logits`'. Also returns the mean energies (`SGLD_MONITORS`)."""
+        logits and `chains`: {"px_sgld"/"pxy_sgld": (samples, _, chain labels)}.
+        `px_logits`: logits of the images log p(x) is fitted to, if not
+        `logits`'; `training`: the mode the samples are scored in, that of the
+        data's logits. Also returns the mean energies (`SGLD_MONITORS`)."""
         terms, penalty = {}, []
         scale = self.energy_scale
         for name, (samples, _, chain_labels) in chains.items():
-            sample_logits = self(samples, training=True)
+            sample_logits = self(samples, training=training)
             if name == "px_sgld":
                 data_logits = logits if px_logits is None else px_logits
                 data_density = energy.log_px(data_logits)
@@ -558,12 +567,16 @@ class HDGEClassifier(keras.Model):
             logits = self(images, training=True)
             terms = self.loss_terms(logits, labels)
             if chains:
-                px_logits = None
-                if unlabeled is not None and "px_sgld" in chains:
-                    px_logits = self(unlabeled, training=True)
                 # Samples get their own forward pass, so BatchNorm statistics of the
                 # data batch are not mixed with samples' (as in JEM's code).
-                terms.update(self.sgld_terms(logits, labels, chains, px_logits))
+                training = not self.sgld_in_inference_mode
+                data_logits = logits if training else self(images, training=False)
+                px_logits = None
+                if unlabeled is not None and "px_sgld" in chains:
+                    px_logits = self(unlabeled, training=training)
+                terms.update(
+                    self.sgld_terms(data_logits, labels, chains, px_logits, training)
+                )
             elif self._sgld_term_names:
                 terms.update(self._skipped_sgld_terms())
             loss = self.total_loss(terms)
@@ -777,6 +790,14 @@ def _backbone_num_classes(backbone: keras.Model, image_shape: tuple) -> int:
             f"; got {image_shape}."
         )
     return int(backbone(keras.ops.zeros((1, *image_shape))).shape[-1])
+
+
+def _has_batch_norm(backbone: keras.Layer) -> bool:
+    """Whether any layer of `backbone`, nested ones included, is a BatchNorm."""
+    return any(
+        isinstance(layer, keras.layers.BatchNormalization)
+        for layer in backbone._flatten_layers(include_self=True, recursive=True)
+    )
 
 
 def _check_logit_backbone(backbone: keras.Model) -> None:

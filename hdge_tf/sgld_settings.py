@@ -31,7 +31,10 @@ FLAT_KEYS = {
     "sgld_start_uniform_fraction": "start_uniform_fraction",
     "px_sgld_conditional_chains": "px_conditional_chains",
     "sgld_every": "every",
+    "sgld_pass_mode": "pass_mode",
 }
+# How the SGLD terms run the network (`SGLDSettings.pass_mode`).
+PASS_MODES = ("auto", "training", "inference")
 
 
 @keras.saving.register_keras_serializable(package="hdge_tf")
@@ -64,6 +67,14 @@ class SGLDSettings:
         training step in `every`, weighted `every` times, so their expected
         gradient is unchanged while their cost is divided by `every` (our
         addition; JEM and HDGE run them on every step: 1).
+      pass_mode: the mode of the network passes the SGLD terms score data and
+        samples with: "training" (JEM's: samples in training mode, so their
+        batches move BatchNorm's running statistics), "inference" (data and
+        samples scored by the network as it predicts; the running statistics
+        follow the data batch's classification pass alone; one more forward
+        pass of the data batch) or "auto": "inference" for a backbone with
+        BatchNormalization layers, "training" otherwise (where both modes are
+        the same network, so the classification pass's logits are reused).
     """
 
     steps: int = 20
@@ -77,6 +88,7 @@ class SGLDSettings:
     start_uniform_fraction: float = 0.1
     px_conditional_chains: bool = False
     every: int = 1
+    pass_mode: str = "auto"
 
     def __post_init__(self):
         # Normalized here (ints from floats, Python types from NumPy's), so that
@@ -93,6 +105,7 @@ class SGLDSettings:
             ("start_uniform_fraction", _real(self, "start_uniform_fraction", 1.0)),
             ("px_conditional_chains", _flag(self, "px_conditional_chains")),
             ("every", _integer(self, "every", low=1)),
+            ("pass_mode", _choice(self, "pass_mode", PASS_MODES)),
         ):
             object.__setattr__(self, name, value)
 

@@ -369,3 +369,46 @@ def test_an_epoch_reports_the_sgld_terms_of_the_steps_that_ran_them(separable_da
     ).history
     np.testing.assert_allclose(history["px_sgld"][0], first["px_sgld"], rtol=1e-5)
     assert first["px_sgld"] != 0.0
+
+
+def _batch_norm_backbone():
+    """tiny_backbone with a BatchNormalization after its conv."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    h = keras.layers.BatchNormalization(momentum=0.5, name="bn")(h)
+    h = keras.layers.Flatten()(keras.layers.LeakyReLU(0.2)(h))
+    return keras.Model(inputs, keras.layers.Dense(4)(h))
+
+
+@pytest.mark.parametrize("pass_mode", ["auto", "inference", "training"])
+def test_samples_move_batch_norm_statistics_only_in_training_mode(
+    separable_data, pass_mode
+):
+    """After one SGLD step, BatchNorm's running mean is what the data batch's
+    training-mode pass alone makes of it (a twin backbone's one call), unless
+    the SGLD terms run the network in training mode (JEM's), where the samples'
+    batch moves it too; "auto" picks inference mode for a BatchNorm backbone."""
+    images, labels = separable_data
+    images, labels = images[:16], labels[:16]
+    sgld = {"steps": 2, "reinit_freq": 1.0, "pass_mode": pass_mode}
+    model = HDGEClassifier(
+        _batch_norm_backbone(), queue_size=40, px_sgld_weight=1.0, sgld=sgld
+    )
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    assert model.sgld_in_inference_mode == (pass_mode != "training")
+    twin = _batch_norm_backbone()
+    twin(images, training=True)
+    model.train_on_batch(images, labels)
+    mean = model.backbone.get_layer("bn").moving_mean.numpy()
+    data_only = twin.get_layer("bn").moving_mean.numpy()
+    assert np.abs(data_only).max() > 1e-3  # the data batch did move it
+    if pass_mode == "training":
+        assert np.abs(mean - data_only).max() > 1e-3
+    else:
+        np.testing.assert_allclose(mean, data_only, rtol=1e-5, atol=1e-6)
+
+
+def test_sgld_pass_mode_auto_keeps_the_shared_pass_without_batch_norm():
+    model = HDGEClassifier(tiny_backbone(), queue_size=40, px_sgld_weight=1.0)
+    assert model.sgld.pass_mode == "auto" and not model.sgld_in_inference_mode

@@ -96,6 +96,7 @@ def test_settings_round_trip_alone():
         ("start_uniform_fraction", -0.1),
         ("px_conditional_chains", None),
         ("every", 0),
+        ("pass_mode", "eval"),
     ],
 )
 def test_each_invalid_field_names_itself_and_the_value(field, value):

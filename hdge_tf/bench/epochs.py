@@ -137,3 +137,47 @@ def autotune_fit(
         "epoch_seconds": timer.seconds,
         "fit_return_seconds": fit_return,
     }
+
+
+def recipe_epochs(
+    recipes: dict[str, ml_collections.ConfigDict],
+    epochs: int = 3,
+    rounds: int = 3,
+) -> dict:
+    """Training epochs of whole recipes side by side: what a recipe costs against
+    another, as `hdge-train` spends it (chains every `loss.sgld_every` steps
+    included), e.g. HDGE + JEM's demo against HDGE's.
+
+    Each round trains every recipe in turn for `epochs` epochs through the
+    trainer (training only, as `epoch_overhead`), so the host's slow spells hit
+    them alike; an epoch's time is the median of a run's epochs after the first
+    (which traces). Returns {"recipes": {name: {"epoch_seconds": per round}},
+    "ratios": {name: per round, against the first recipe}}.
+    """
+    if epochs < 2:
+        raise ValueError(f"epochs must be >= 2 (the first one traces), got {epochs}.")
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}.")
+    seconds: dict[str, list[float]] = {name: [] for name in recipes}
+    for _ in range(rounds):
+        for name, config in recipes.items():
+            config = _training_only(config)
+            config.train.epochs = epochs
+            config.train.validate, config.train.select = False, "last"
+            config.train.sample_every_epochs = 0
+            config.eval.ood_sets = ()
+            timer = EpochTimer()
+            with tempfile.TemporaryDirectory() as workdir:
+                training.train_model(config, workdir, callbacks=[timer])
+            seconds[name].append(statistics.median(timer.seconds[1:]))
+            release_models()
+    first = next(iter(recipes))
+    return {
+        "epochs": epochs,
+        "rounds": rounds,
+        "recipes": {name: {"epoch_seconds": s} for name, s in seconds.items()},
+        "ratios": {
+            name: [a / b for a, b in zip(s, seconds[first], strict=True)]
+            for name, s in seconds.items()
+        },
+    }
