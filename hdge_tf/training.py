@@ -35,6 +35,7 @@ from hdge_tf import distribute, hardware, interrupts, run_lock
 from hdge_tf.callbacks import DivergenceGuard, EpochCheckpoint, RunState, SampleGrid
 from hdge_tf.config_checks import check_config
 from hdge_tf.evaluation import protocol
+from hdge_tf.health import BrokenRunGuard, TrainingBroken
 from hdge_tf.model import HDGEClassifier
 from hdge_tf.networks import build_backbone
 from hdge_tf.optimization import build_optimizer
@@ -259,9 +260,14 @@ def _train_locked(
         callbacks.append(EpochCheckpoint(manager, state, best))  # every worker saves
         while True:
             guard = DivergenceGuard()
-            _fit(
-                model, data, config, loop, state, validation, [guard, *callbacks], chief
-            )
+            health = BrokenRunGuard(model.num_classes, model.loss_weights_)
+            guards = [guard, health, *callbacks]
+            _fit(model, data, config, loop, state, validation, guards, chief)
+            if health.broken:
+                raise TrainingBroken(
+                    f"The model broke in {health.broken}. Stopped without writing "
+                    f"{run.model_file.name}; a new workdir starts over."
+                )
             if guard.diverged_at is None:
                 break
             _restart_after_divergence(model, config, checkpoint, manager, guard, state)
