@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 from keras_checks import random_images, run_backbone_checks
 
-from hdge_tf.networks import BACKBONES, SmallCNN, WideResNet, build_backbone
+from hdge_tf.networks import (
+    BACKBONES,
+    KerasApplication,
+    SmallCNN,
+    WideResNet,
+    build_backbone,
+)
 
 NORMS = ("none", "batch", "layer", "instance")
 
@@ -70,6 +76,34 @@ def test_small_cnn_contract(kwargs, image_shape, tmp_path):
         num_classes=10,
         tmp_path=tmp_path,
     )
+
+
+def test_keras_application_contract(tmp_path):
+    """A keras.applications network (BatchNorm throughout) with logits out:
+    28x28 digits resized to its 32x32 minimum, and its own preprocessing off."""
+    model = run_backbone_checks(
+        lambda: KerasApplication(
+            num_classes=10,
+            application="MobileNetV3Small",
+            application_kwargs={"minimalistic": True, "alpha": 0.75},
+            image_shape=(28, 28, 1),
+        ),
+        input_shape=(28, 28, 1),
+        num_classes=10,
+        tmp_path=tmp_path,
+    )
+    names = [layer.name for layer in model.layers]
+    assert "resize_to_application" in names
+    network = model.layers[-1]
+    assert network.input_shape == (None, 32, 32, 1)
+    assert not any(isinstance(x, keras.layers.Rescaling) for x in network.layers)
+    assert model.get_config()["application_kwargs"]["include_preprocessing"] is False
+
+
+def test_keras_application_names_a_bad_network():
+    for name in ("resnet", "NoSuchNet", "imagenet_utils"):
+        with pytest.raises(ValueError, match=rf"Unknown keras.applications .*{name}"):
+            KerasApplication(num_classes=10, application=name)
 
 
 def _conv_params(kernel_size: int, in_channels: int, out_channels: int) -> int:

@@ -7,12 +7,14 @@ from typing import Any
 
 import keras
 
+from hdge_tf.networks.keras_application import KerasApplication
 from hdge_tf.networks.small_cnn import SmallCNN
 from hdge_tf.networks.wide_resnet import WideResNet
 
 BACKBONES: dict[str, type[keras.Model]] = {
     "wrn": WideResNet,
     "small_cnn": SmallCNN,
+    "keras_application": KerasApplication,
 }
 
 
@@ -29,4 +31,4 @@ def build_backbone(
     return BACKBONES[name](num_classes=num_classes, image_shape=image_shape, **kwargs)
 
 
-__all__ = ["BACKBONES", "SmallCNN", "WideResNet", "build_backbone"]
+__all__ = ["BACKBONES", "KerasApplication", "SmallCNN", "WideResNet", "build_backbone"]
