@@ -12,6 +12,10 @@ input in-distribution only when all of these hold, and says which failed in its
                        makes log p(x) NaN or +inf, which no threshold rejects)
   in the data range    every pixel within `input_range` (-1, 1) widened by
                        `range_tolerance` ("outside_data_range": e.g. 0..255 pixels)
+  not flat             its pixels spread over more than `flat_tolerance`
+                       ("flat_input": a blank or one-colour image shows nothing to
+                       classify, though a digit model's density may rate an
+                       all-background image highly)
   log p(x) >= threshold  the log p(x) that a fraction `tpr` of held-out
                        validation images reach ("log_px_below_threshold")
   log p(x) <= upper_threshold  the `upper_quantile` (99.5%) of the validation
@@ -58,12 +62,16 @@ GATE_SIGNATURE = (
 REASONS = (
     "non_finite_input",
     "outside_data_range",
+    "flat_input",
     "log_px_above_validation_range",
     "log_px_below_threshold",
     "in_distribution",
 )
 # The validation quantile of log p(x) above which the gate rejects.
 UPPER_QUANTILE = 0.995
+# The smallest pixel spread (max - min) of an input not called flat: 1% of the
+# input range, about 2.5 of 255 grey levels; no photograph or digit is flatter.
+FLAT_TOLERANCE = 0.02
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +93,8 @@ class OODGate:
     # Pixels of images converted from uint8 are within the range exactly; the
     # tolerance admits resampling overshoot and mild noise, not 0..255 pixels.
     range_tolerance: float = 0.1
+    # 0 (no flatness check) in a gate.json written before the check.
+    flat_tolerance: float = 0.0
 
 
 def gate_decision(gate: OODGate, images, log_px) -> tuple[tf.Tensor, tf.Tensor]:
@@ -98,10 +108,12 @@ def gate_decision(gate: OODGate, images, log_px) -> tuple[tf.Tensor, tf.Tensor]:
     pixels = tf.reshape(images, (tf.shape(images)[0], -1))
     finite = tf.reduce_all(tf.math.is_finite(pixels), axis=-1)
     in_range = tf.reduce_all((pixels >= low) & (pixels <= high), axis=-1)
+    spread = tf.reduce_max(pixels, axis=-1) - tf.reduce_min(pixels, axis=-1)
+    flat = spread < tf.constant(gate.flat_tolerance, tf.float32)
     too_high = log_px > tf.constant(gate.upper_threshold, tf.float32)
     # NaN compares False: a NaN log p(x) is below the threshold, not accepted.
     high_enough = log_px >= tf.constant(gate.threshold, tf.float32)
-    failed = [~finite, ~in_range, too_high, ~high_enough]
+    failed = [~finite, ~in_range, flat, too_high, ~high_enough]
     reason = tf.fill(tf.shape(log_px), REASONS[-1])
     for fails, name in reversed(list(zip(failed, REASONS[:-1], strict=True))):
         reason = tf.where(fails, name, reason)
@@ -123,6 +135,7 @@ def fit_gate(
         len(validation_images),
         upper_threshold=float(np.quantile(scores, UPPER_QUANTILE)),
         upper_quantile=UPPER_QUANTILE,
+        flat_tolerance=FLAT_TOLERANCE,
     )
 
 

@@ -507,7 +507,8 @@ def test_report_files_hold_the_returned_numbers(tmp_path, mnist_model):
     np.testing.assert_array_equal(blank.reshape(2, -1).max(-1), [-1.0, 1.0])
     scores = logsumexp(mnist_model.predict(blank, verbose=0), axis=-1)
     admitted = (scores >= gate["threshold"]) & (scores <= gate["upper_threshold"])
-    assert gate["blank"] == pytest.approx(admitted.mean())
+    assert gate["density_only"]["blank"] == pytest.approx(admitted.mean())
+    assert gate["blank"] == 0.0  # flat: rejected whatever their log p(x)
     assert "| blank: all-black, all-white (false-positive rate) |" in markdown
 
 

@@ -126,7 +126,8 @@ def _gate_inputs(model, gate) -> dict[str, np.ndarray]:
     one_nan[3, 4, 0] = np.nan
     uint8_scale = (accepted + 1) * 127.5  # pixels 0..255, not [-1, 1]
     above, below = candidates[np.argmax(log_px)], candidates[np.argmin(log_px)]
-    images = [accepted, one_nan, uint8_scale, np.full_like(accepted, 1e6), above]
+    blank = np.full_like(accepted, -1.0)
+    images = [accepted, one_nan, uint8_scale, np.full_like(accepted, 1e6), blank, above]
     return {
         "gate": np.stack([*images, below]),
         "gate:nudged": np.clip(accepted * 1.05, -1.05, 1.05)[None],
@@ -434,8 +435,8 @@ def test_the_gate_rejects_inputs_no_data_image_looks_like(background_result):
     # The inputs above and below the validation range are clearly so.
     inputs = np.load(tmp / "gate_cases.npz")
     log_px = logsumexp(model.predict(inputs["gate"], verbose=0).astype(np.float64), -1)
-    assert log_px[4] > gate.upper_threshold + 1e-3
-    assert log_px[5] < gate.threshold - 1e-3
+    assert log_px[5] > gate.upper_threshold + 1e-3
+    assert log_px[6] < gate.threshold - 1e-3
 
     outputs = served["served_gate"]["gate"]
     assert outputs["reason"] == [
@@ -443,10 +444,12 @@ def test_the_gate_rejects_inputs_no_data_image_looks_like(background_result):
         "non_finite_input",
         "outside_data_range",
         "outside_data_range",
+        "flat_input",
         "log_px_above_validation_range",
         "log_px_below_threshold",
     ]
-    assert outputs["in_distribution"] == [True] + [False] * 5
+    assert outputs["in_distribution"] == [True] + [False] * 6
+    assert gate.flat_tolerance == export.FLAT_TOLERANCE
     # Slightly outside [-1, 1], within the stated tolerance: judged on log p(x).
     assert gate.range_tolerance == 0.1 and gate.input_range == (-1.0, 1.0)
     assert np.abs(inputs["gate:nudged"]).max() > 1.0

@@ -20,8 +20,13 @@ def _gate_checks(gate: dict) -> list[str]:
         f"{100 * gate['upper_quantile']:g}% quantile of the validation images: "
         "higher than nearly every real image scores), any non-finite pixel, and "
         f"pixels outside [{low:g}, {high:g}] by more than "
-        f"{gate['range_tolerance']:g}; the signature's `reason` output names the "
-        "check an input failed.",
+        f"{gate['range_tolerance']:g}"
+        + (
+            f", and flat images (pixel spread below {gate['flat_tolerance']:g})"
+            if gate.get("flat_tolerance")
+            else ""
+        )
+        + "; the signature's `reason` output names the check an input failed.",
     ]
 
 

@@ -6,6 +6,7 @@ already-loaded test split so the split is read (and noised) once.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -118,10 +119,19 @@ def ood_gate(model, config, x_test, sets: dict) -> dict:
     validation, _ = arrays
     gate = export.fit_gate(model, validation, tpr, int(config.eval.batch_size))
 
-    def accepted(images) -> float:
+    density_only = dataclasses.replace(gate, flat_tolerance=0.0)
+
+    def accepted(images, gate=gate) -> float:
         scores = ood.log_px(ood.predict_logits(model, images, config.eval.batch_size))
         in_distribution, _ = export.gate_decision(gate, images, scores)
         return float(np.mean(in_distribution.numpy()))
+
+    sets = {
+        name: ood_set(model, config, name, x_test)
+        for name, entry in sets.items()
+        if "error" not in entry
+    }
+    blank = blank_images(x_test.shape[1:], gate.input_range)
 
     return {
         "score": gate.score,
@@ -130,16 +140,20 @@ def ood_gate(model, config, x_test, sets: dict) -> dict:
         "upper_quantile": gate.upper_quantile,
         "input_range": list(gate.input_range),
         "range_tolerance": gate.range_tolerance,
+        "flat_tolerance": gate.flat_tolerance,
         "validation_tpr": gate.tpr,
         "validation_examples": gate.num_validation,
         "inputs": gate.inputs,
         "test_tpr": accepted(x_test),
         # All-black and all-white images: a gate must never take an empty canvas.
-        "blank": accepted(blank_images(x_test.shape[1:], gate.input_range)),
-        "fpr": {
-            name: accepted(ood_set(model, config, name, x_test))
-            for name, entry in sets.items()
-            if "error" not in entry
+        "blank": accepted(blank),
+        "fpr": {name: accepted(images) for name, images in sets.items()},
+        # What log p(x)'s bounds alone accept, without the flatness check.
+        "density_only": {
+            "blank": accepted(blank, density_only),
+            "fpr": {
+                name: accepted(images, density_only) for name, images in sets.items()
+            },
         },
     }
 

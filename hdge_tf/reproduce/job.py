@@ -54,7 +54,11 @@ def run_metrics(metrics: dict, evaluation: dict) -> dict:
         "last_epoch_accuracy": metrics["last_epoch"]["test_accuracy"],
         "divergence_restarts": metrics["divergence_restarts"],
         # What hdge-export's gate admits: the test split and each OOD set.
-        "gate": {k: gate[k] for k in ("test_tpr", "blank", "fpr") if k in gate},
+        "gate": {
+            k: gate[k]
+            for k in ("test_tpr", "blank", "fpr", "density_only")
+            if k in gate
+        },
     }
 
 
