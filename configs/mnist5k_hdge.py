@@ -19,6 +19,8 @@ def get_config() -> ml_collections.ConfigDict:
             "filters": (32, 64, 128),
             "convs_per_stage": 1,
             "dropout": 0.0,
+            # "batch" works too, HDGE + JEM included (docs/hdge_jem.md).
+            "norm": "none",
         }
     )
     config.loss.queue_size = 4096
