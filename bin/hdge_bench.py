@@ -49,9 +49,10 @@ from pathlib import Path
 
 from absl import app, flags
 
-from hdge_tf import bench
+from hdge_tf import bench, configs
 from hdge_tf.bin import cli
 from hdge_tf.configs import base, mnist5k_hdge
+from hdge_tf.reproduce.experiments import ExperimentConfigs
 
 _NETWORK = flags.DEFINE_string(
     "network", "wrn-16-4", "wrn-DEPTH-WIDTH (wrn-16-4, wrn-28-10) or small_cnn."
@@ -87,6 +88,15 @@ _EPOCH = flags.DEFINE_boolean(
 )
 _AUTOTUNE = flags.DEFINE_boolean(
     "autotune", True, "Time a mnist5k fit with tf.data autotuning on and off."
+)
+_RECIPES = flags.DEFINE_list(
+    "recipes",
+    ["mnist5k_hdge", "mnist5k_hdge_jem"],
+    "Experiment configs (configs/NAME.py) whose training epochs are timed side "
+    "by side, each against the first; empty: none.",
+)
+_RECIPE_EPOCHS = flags.DEFINE_integer(
+    "recipe_epochs", 3, "Epochs per recipe and round (the first one traces)."
 )
 _SGLD_REPEATS = flags.DEFINE_integer(
     "sgld_repeats", 3, "Timed calls of a jem configuration's SGLD chain alone."
@@ -136,6 +146,15 @@ def _check_list_flags() -> None:
         )
 
 
+def _recipe_configs() -> dict:
+    """--recipes' configs (configs/NAME.py), read as hdge-train reads them."""
+    experiments = ExperimentConfigs(Path(configs.__file__).parent)
+    try:
+        return {name: experiments.load(name) for name in _RECIPES.value}
+    except ValueError as err:
+        raise app.UsageError(f"--recipes: {err}") from err
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -183,6 +202,12 @@ def main(argv):
         torch=torch,
         rounds=_ROUNDS.value,
     )
+    if _RECIPES.value:
+        report["recipes"] = bench.recipe_epochs(
+            _recipe_configs(),
+            epochs=_RECIPE_EPOCHS.value,
+            rounds=_ROUNDS.value,
+        )
     bench.write_report(report, _OUTPUT.value)
     print(bench.format_report(report))
     print(f"\nWrote {_OUTPUT.value}")

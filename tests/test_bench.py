@@ -668,6 +668,7 @@ BENCH_CLI = programs.group(
                 "--pgd_steps=1",
                 "--noepoch",
                 "--noautotune",
+                "--recipes=",
                 "--noisolate",
                 "--sgld_repeats=1",
                 "--matmul_size=64",
@@ -696,7 +697,7 @@ def test_cli_writes_json_with_every_configuration(background_result):
     assert configs[0]["eval"]["images"] == 16 and configs[0]["pgd"]["steps"] == 1
     assert configs[1]["eval"] is None and configs[2]["pgd"] is None
     assert report["epoch"] is None and report["isolated"] is False
-    assert report["autotune"] == []
+    assert report["autotune"] == [] and "recipes" not in report
     assert [c["check"] for c in report["checks"]] == [
         "hdge_step / ce_step",
         "jem_step / ce_step (CE steps)",
@@ -720,3 +721,27 @@ def test_the_pytorch_yardstick_ships_with_the_package():
     assert script == Path(bench.__file__).with_name("torch_wrn_step.py")
     text = script.read_text()
     assert "import torch" in text and "json.dumps" in text
+
+
+def test_recipes_are_timed_side_by_side_against_the_first():
+    """Whole training epochs of two trainer configs, interleaved: an HDGE + JEM
+    recipe with 8 SGLD steps on every step costs more than HDGE's; every ratio
+    is the round's epoch time over the first recipe's, and the report says so."""
+    from conftest import smoke_config
+
+    hdge = smoke_config()
+    jem = smoke_config()
+    jem.loss.update(px_sgld_weight=0.1, sgld_steps=8, replay_buffer_size=64)
+    result = bench.recipe_epochs({"hdge": hdge, "jem": jem}, epochs=2, rounds=2)
+    seconds = {k: v["epoch_seconds"] for k, v in result["recipes"].items()}
+    assert len(seconds["hdge"]) == len(seconds["jem"]) == 2
+    np.testing.assert_allclose(result["ratios"]["hdge"], 1.0)
+    np.testing.assert_allclose(
+        result["ratios"]["jem"], np.divide(seconds["jem"], seconds["hdge"])
+    )
+    assert min(result["ratios"]["jem"]) > 1.0
+    text = bench.format_report({"configurations": [], "checks": [], "recipes": result})
+    assert "Recipes: a training epoch of each, 2 interleaved round(s)" in text
+    assert f"| jem | {np.mean(seconds['jem']):.2f} (" in text
+    with pytest.raises(ValueError, match="epochs must be >= 2"):
+        bench.recipe_epochs({"hdge": hdge}, epochs=1)

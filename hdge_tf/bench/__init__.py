@@ -9,7 +9,8 @@
     yardstick.py  the PyTorch yardstick (an outside script with its own Python),
                 run beside a float32 Wide ResNet configuration
     epochs.py   whole epochs of a trainer config passed in: hdge-train's epoch
-                against step time x steps, `fit` with tf.data autotuning on/off
+                against step time x steps, `fit` with tf.data autotuning on/off,
+                whole recipes' epochs side by side (HDGE + JEM against HDGE)
     suite.py    running it all, each configuration in a fresh process, in one or
                 more interleaved rounds
     targets.py  the issue's targets and the ratios checked against them
@@ -40,7 +41,7 @@ from hdge_tf.bench.config import (
     configurations,
     parse_network,
 )
-from hdge_tf.bench.epochs import autotune_fit, epoch_overhead
+from hdge_tf.bench.epochs import autotune_fit, epoch_overhead, recipe_epochs
 from hdge_tf.bench.flops import (
     ForwardCost,
     forward_multiply_adds,
@@ -92,6 +93,7 @@ __all__ = [
     "parse_network",
     "peak_rss_mb",
     "random_batch",
+    "recipe_epochs",
     "run_benchmark",
     "run_configuration",
     "run_isolated",

@@ -7,6 +7,7 @@ show the mean over rounds with its min-max range.
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -234,6 +235,30 @@ def _checks_table(checks: list[dict]) -> list[str]:
     return table(header, rows)
 
 
+def _recipe_table(recipes: dict) -> list[str]:
+    """Each recipe's training epoch against the first one's, per round."""
+    names = list(recipes["recipes"])
+    rows = []
+    for name in names:
+        seconds = recipes["recipes"][name]["epoch_seconds"]
+        ratios = recipes["ratios"][name]
+        spread = f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
+        rows.append(
+            [
+                name,
+                f"{statistics.mean(seconds):.2f} ({_seconds_list(seconds)})",
+                f"{statistics.mean(ratios):.2f}x{spread}",
+            ]
+        )
+    return [
+        f"Recipes: a training epoch of each, {recipes['rounds']} interleaved "
+        f"round(s), the median of {recipes['epochs'] - 1} epoch(s) after the first; "
+        f"against {names[0]}.",
+        "",
+        *table(["recipe", "epoch s: mean (rounds)", "ratio (min-max)"], rows),
+    ]
+
+
 def format_report(report: dict) -> str:
     """Markdown tables: training steps, SGLD chains, evaluation and PGD, epoch,
     autotuning, checks (a part that was not measured is left out)."""
@@ -250,6 +275,8 @@ def format_report(report: dict) -> str:
         lines += ["", _epoch_line(report["epoch"])]
     if report.get("autotune"):
         lines += ["", *_autotune_table(report["autotune"])]
+    if report.get("recipes"):
+        lines += ["", *_recipe_table(report["recipes"])]
     if report["checks"]:
         lines += ["", *_checks_table(report["checks"])]
     return "\n".join(lines)
