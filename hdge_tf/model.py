@@ -9,13 +9,22 @@ unhealthy steps in `hdge_tf.distribute`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 
 import keras
 import tensorflow as tf
 
-from hdge_tf import distribute, energy, hardware, input_checks, losses, sampling
+from hdge_tf import (
+    distribute,
+    energy,
+    hardware,
+    input_checks,
+    losses,
+    norm_statistics,
+    sampling,
+)
 from hdge_tf.chain_starts import ClassGaussians
 from hdge_tf.queue import LogitQueue
 from hdge_tf.sgld_settings import FLAT_KEYS, SGLDSettings, moved_argument_error
@@ -218,12 +227,16 @@ class HDGEClassifier(keras.Model):
         )
 
     @property
-    def sgld_in_inference_mode(self) -> bool:
-        """Whether the SGLD terms score data and samples in inference mode
-        (`SGLDSettings.pass_mode`; "auto": when the backbone has BatchNorm)."""
-        if self.sgld.pass_mode == "auto":
-            return _has_batch_norm(self.backbone)
-        return self.sgld.pass_mode == "inference"
+    def _batch_norms(self) -> list:
+        # Found anew on each use: a list attribute would be tracked (and saved).
+        return norm_statistics.batch_norm_layers(self.backbone)
+
+    @property
+    def sgld_pass_mode(self) -> str:
+        """`SGLDSettings.pass_mode` with "auto" resolved for this backbone."""
+        if self.sgld.pass_mode != "auto":
+            return self.sgld.pass_mode
+        return "data_batch" if self._batch_norms else "training"
 
     @property
     def energy_scale(self) -> tf.Tensor | None:
@@ -563,21 +576,18 @@ class HDGEClassifier(keras.Model):
             chains["pxy_sgld"] = self._sgld_chains(
                 tf.shape(chain_labels)[0], chain_labels
             )
+        mode = self.sgld_pass_mode if chains else "training"
+        held = contextlib.nullcontext()
+        if mode == "data_batch" and self._batch_norms:
+            held = norm_statistics.data_batch_statistics(self._batch_norms)
         with tf.GradientTape() as tape:
-            logits = self(images, training=True)
-            terms = self.loss_terms(logits, labels)
-            if chains:
-                # Samples get their own forward pass, so BatchNorm statistics of the
-                # data batch are not mixed with samples' (as in JEM's code).
-                training = not self.sgld_in_inference_mode
-                data_logits = logits if training else self(images, training=False)
-                px_logits = None
-                if unlabeled is not None and "px_sgld" in chains:
-                    px_logits = self(unlabeled, training=training)
-                terms.update(
-                    self.sgld_terms(data_logits, labels, chains, px_logits, training)
-                )
-            elif self._sgld_term_names:
+            with held:
+                logits = self(images, training=True)
+                terms = self.loss_terms(logits, labels)
+                if chains:
+                    passes = (mode, images, logits, labels, chains, unlabeled)
+                    terms.update(self._sgld_passes(*passes))
+            if not chains and self._sgld_term_names:
                 terms.update(self._skipped_sgld_terms())
             loss = self.total_loss(terms)
             scaled = self.optimizer.scale_loss(loss)  # identity unless mixed_float16
@@ -597,6 +607,27 @@ class HDGEClassifier(keras.Model):
             for name in self._sgld_term_names
         }
         return loss, terms, grads, logits, chains
+
+    def _sgld_passes(self, mode, images, logits, labels, chains, unlabeled):
+        """`sgld_terms` with the network passes of `mode` (`sgld_pass_mode`);
+        samples always get their own pass, never mixed into the data batch's
+        statistics (as in JEM's code)."""
+        samples_training = mode in ("training", "sample_batch")
+        data_logits = logits
+        if mode == "inference":
+            data_logits = self(images, training=False)
+        px_logits = None
+        if unlabeled is not None and "px_sgld" in chains:
+            px_logits = self(unlabeled, training=mode == "training")
+        kept = None
+        if mode == "sample_batch" and self._batch_norms:
+            kept = norm_statistics.read(self._batch_norms)
+        terms = self.sgld_terms(
+            data_logits, labels, chains, px_logits, samples_training
+        )
+        if kept is not None:  # the samples' batch leaves no trace
+            norm_statistics.restore(self._batch_norms, kept)
+        return terms
 
     def _skipped_sgld_terms(self) -> dict[str, tf.Tensor]:
         """Zeros for what `sgld_terms` returns, on a step that skips them."""
@@ -790,14 +821,6 @@ def _backbone_num_classes(backbone: keras.Model, image_shape: tuple) -> int:
             f"; got {image_shape}."
         )
     return int(backbone(keras.ops.zeros((1, *image_shape))).shape[-1])
-
-
-def _has_batch_norm(backbone: keras.Layer) -> bool:
-    """Whether any layer of `backbone`, nested ones included, is a BatchNorm."""
-    return any(
-        isinstance(layer, keras.layers.BatchNormalization)
-        for layer in backbone._flatten_layers(include_self=True, recursive=True)
-    )
 
 
 def _check_logit_backbone(backbone: keras.Model) -> None:

@@ -34,7 +34,7 @@ FLAT_KEYS = {
     "sgld_pass_mode": "pass_mode",
 }
 # How the SGLD terms run the network (`SGLDSettings.pass_mode`).
-PASS_MODES = ("auto", "training", "inference")
+PASS_MODES = ("auto", "training", "inference", "sample_batch", "data_batch")
 
 
 @keras.saving.register_keras_serializable(package="hdge_tf")
@@ -67,14 +67,16 @@ class SGLDSettings:
         training step in `every`, weighted `every` times, so their expected
         gradient is unchanged while their cost is divided by `every` (our
         addition; JEM and HDGE run them on every step: 1).
-      pass_mode: the mode of the network passes the SGLD terms score data and
-        samples with: "training" (JEM's: samples in training mode, so their
-        batches move BatchNorm's running statistics), "inference" (data and
-        samples scored by the network as it predicts; the running statistics
-        follow the data batch's classification pass alone; one more forward
-        pass of the data batch) or "auto": "inference" for a backbone with
-        BatchNormalization layers, "training" otherwise (where both modes are
-        the same network, so the classification pass's logits are reused).
+      pass_mode: how the SGLD terms' network passes treat BatchNorm (the same
+        for a backbone without it): "training" (JEM's: samples in training
+        mode, so their batches move the running statistics); "inference" (data
+        and samples scored with the running statistics, one more pass of the
+        data batch); "sample_batch" (samples normalized by their own batch's
+        statistics, the running statistics left to the data); "data_batch"
+        (samples normalized by the data batch's statistics, so data and samples
+        are scored by one function); "auto": "data_batch" for a backbone with
+        BatchNormalization layers, "training" otherwise. docs/hdge_jem.md
+        ("BatchNorm backbones") has what each gave.
     """
 
     steps: int = 20

@@ -371,44 +371,91 @@ def test_an_epoch_reports_the_sgld_terms_of_the_steps_that_ran_them(separable_da
     assert first["px_sgld"] != 0.0
 
 
-def _batch_norm_backbone():
+def _batch_norm_backbone(momentum: float = 0.5):
     """tiny_backbone with a BatchNormalization after its conv."""
     keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8, 1))
     h = keras.layers.Conv2D(4, 3, padding="same")(inputs)
-    h = keras.layers.BatchNormalization(momentum=0.5, name="bn")(h)
+    h = keras.layers.BatchNormalization(momentum=momentum, name="bn")(h)
     h = keras.layers.Flatten()(keras.layers.LeakyReLU(0.2)(h))
     return keras.Model(inputs, keras.layers.Dense(4)(h))
 
 
-@pytest.mark.parametrize("pass_mode", ["auto", "inference", "training"])
+def _bn_model(pass_mode: str, momentum: float = 0.5, **sgld):
+    """A BatchNorm model whose chains take 2 steps from fresh noise."""
+    sgld = {"steps": 2, "reinit_freq": 1.0, "pass_mode": pass_mode, **sgld}
+    model = HDGEClassifier(
+        _batch_norm_backbone(momentum), queue_size=40, px_sgld_weight=1.0, sgld=sgld
+    )
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    return model
+
+
+@pytest.mark.parametrize(
+    "pass_mode", ["auto", "inference", "sample_batch", "data_batch", "training"]
+)
 def test_samples_move_batch_norm_statistics_only_in_training_mode(
     separable_data, pass_mode
 ):
-    """After one SGLD step, BatchNorm's running mean is what the data batch's
-    training-mode pass alone makes of it (a twin backbone's one call), unless
-    the SGLD terms run the network in training mode (JEM's), where the samples'
-    batch moves it too; "auto" picks inference mode for a BatchNorm backbone."""
+    """After one SGLD step, BatchNorm's running statistics are what the data
+    batch's training-mode pass alone makes of them (a twin backbone's one
+    call), unless the samples run in training mode as JEM's do, where their
+    batch moves them too."""
     images, labels = separable_data
     images, labels = images[:16], labels[:16]
-    sgld = {"steps": 2, "reinit_freq": 1.0, "pass_mode": pass_mode}
-    model = HDGEClassifier(
-        _batch_norm_backbone(), queue_size=40, px_sgld_weight=1.0, sgld=sgld
-    )
-    model.compile(optimizer=keras.optimizers.Adam(1e-2))
-    assert model.sgld_in_inference_mode == (pass_mode != "training")
+    model = _bn_model(pass_mode)
+    resolved = {"auto": "data_batch"}.get(pass_mode, pass_mode)
+    assert model.sgld_pass_mode == resolved
     twin = _batch_norm_backbone()
     twin(images, training=True)
     model.train_on_batch(images, labels)
-    mean = model.backbone.get_layer("bn").moving_mean.numpy()
-    data_only = twin.get_layer("bn").moving_mean.numpy()
-    assert np.abs(data_only).max() > 1e-3  # the data batch did move it
+    bn, data_only = model.backbone.get_layer("bn"), twin.get_layer("bn")
+    assert np.abs(data_only.moving_mean.numpy()).max() > 1e-3  # the data moved it
     if pass_mode == "training":
-        assert np.abs(mean - data_only).max() > 1e-3
+        assert (
+            np.abs(bn.moving_mean.numpy() - data_only.moving_mean.numpy()).max() > 1e-3
+        )
     else:
-        np.testing.assert_allclose(mean, data_only, rtol=1e-5, atol=1e-6)
+        for name in ("moving_mean", "moving_variance"):
+            np.testing.assert_allclose(
+                getattr(bn, name).numpy(),
+                getattr(data_only, name).numpy(),
+                rtol=1e-5,
+                atol=1e-6,
+            )
+
+
+def test_data_batch_mode_scores_samples_with_the_data_batch_statistics(
+    separable_data,
+):
+    """With 0 SGLD steps and fresh starts, the samples are the rows the step
+    writes to the buffer; their energy in the step's px_sgld is the backbone's
+    with the data batch's own mean and variance (a hand-made normalization)."""
+    images, labels = separable_data
+    images, labels = images[:16], labels[:16]
+    model = _bn_model("data_batch", momentum=0.9, steps=0, buffer_size=4000)
+    twin = _batch_norm_backbone(0.9)
+    before = model.replay_buffer.images.numpy().copy()
+    logs = model.train_on_batch(images, labels, return_dict=True)
+    after = model.replay_buffer.images.numpy()
+    samples = after[_changed_rows(before, after)]
+    assert len(samples) == 16
+
+    conv, bn = twin.layers[1], twin.get_layer("bn")
+    features = conv(images).numpy()
+    mean, variance = features.mean((0, 1, 2)), features.var((0, 1, 2))
+    head = keras.Sequential(twin.layers[3:])
+
+    def logits(x):
+        h = (conv(x).numpy() - mean) / np.sqrt(variance + bn.epsilon)
+        return head(h * bn.gamma.numpy() + bn.beta.numpy()).numpy()
+
+    expected = -(
+        logsumexp(logits(images), -1).mean() - logsumexp(logits(samples), -1).mean()
+    )
+    np.testing.assert_allclose(logs["px_sgld"], expected, rtol=1e-4, atol=1e-5)
 
 
 def test_sgld_pass_mode_auto_keeps_the_shared_pass_without_batch_norm():
     model = HDGEClassifier(tiny_backbone(), queue_size=40, px_sgld_weight=1.0)
-    assert model.sgld.pass_mode == "auto" and not model.sgld_in_inference_mode
+    assert model.sgld.pass_mode == "auto" and model.sgld_pass_mode == "training"
