@@ -9,7 +9,6 @@ unhealthy steps in `hdge_tf.distribute`.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 
@@ -468,24 +467,28 @@ class HDGEClassifier(keras.Model):
         return tf.cast(draw * self.num_classes, tf.int32)
 
     def sgld_terms(
-        self, logits, labels, chains, px_logits=None, training=True
+        self, logits, labels, chains, px_logits=None, training=True, sample_logits=None
     ) -> dict[str, tf.Tensor]:
         """JEM's SGLD terms (and the energy L2 penalty) given the data batch's
         logits and `chains`: {"px_sgld"/"pxy_sgld": (samples, _, chain labels)}.
         `px_logits`: logits of the images log p(x) is fitted to, if not
         `logits`'; `training`: the mode the samples are scored in, that of the
-        data's logits. Also returns the mean energies (`SGLD_MONITORS`)."""
+        data's logits; `sample_logits`: {term: logits} already computed. Also
+        returns the mean energies (`SGLD_MONITORS`)."""
         terms, penalty = {}, []
         scale = self.energy_scale
         for name, (samples, _, chain_labels) in chains.items():
-            sample_logits = self(samples, training=training)
+            if sample_logits is not None and name in sample_logits:
+                logits_of_samples = sample_logits[name]
+            else:
+                logits_of_samples = self(samples, training=training)
             if name == "px_sgld":
                 data_logits = logits if px_logits is None else px_logits
                 data_density = energy.log_px(data_logits)
-                sample_density = energy.log_px(sample_logits)
+                sample_density = energy.log_px(logits_of_samples)
             else:  # log p(x, y): the batch's labels, the chains' own
                 data_density = energy.log_pxy(logits, labels)
-                sample_density = energy.log_pxy(sample_logits, chain_labels)
+                sample_density = energy.log_pxy(logits_of_samples, chain_labels)
             if scale is not None:
                 data_density *= scale
                 sample_density *= scale
@@ -577,16 +580,15 @@ class HDGEClassifier(keras.Model):
                 tf.shape(chain_labels)[0], chain_labels
             )
         mode = self.sgld_pass_mode if chains else "training"
-        held = contextlib.nullcontext()
-        if mode == "data_batch" and self._batch_norms:
-            held = norm_statistics.data_batch_statistics(self._batch_norms)
         with tf.GradientTape() as tape:
-            with held:
-                logits = self(images, training=True)
-                terms = self.loss_terms(logits, labels)
-                if chains:
-                    passes = (mode, images, logits, labels, chains, unlabeled)
-                    terms.update(self._sgld_passes(*passes))
+            if mode == "data_batch" and self._batch_norms:
+                logits, sample_logits = self._joint_pass(images, chains)
+            else:
+                logits, sample_logits = self(images, training=True), None
+            terms = self.loss_terms(logits, labels)
+            if chains:
+                passes = (mode, images, logits, labels, chains, unlabeled)
+                terms.update(self._sgld_passes(*passes, sample_logits))
             if not chains and self._sgld_term_names:
                 terms.update(self._skipped_sgld_terms())
             loss = self.total_loss(terms)
@@ -608,10 +610,26 @@ class HDGEClassifier(keras.Model):
         }
         return loss, terms, grads, logits, chains
 
-    def _sgld_passes(self, mode, images, logits, labels, chains, unlabeled):
+    def _joint_pass(self, images, chains):
+        """(data logits, {term: sample logits}) of one training-mode pass over
+        the data batch and every chain's samples, BatchNorm normalizing all of
+        them with the data rows' statistics (which alone move the running
+        ones): `sgld_pass_mode` "data_batch"."""
+        rows = tf.shape(images)[0]
+        samples = [chains[name][0] for name in chains]
+        with norm_statistics.statistics_of_first_rows(self._batch_norms, rows):
+            joint = self(tf.concat([images, *samples], 0), training=True)
+        sizes = [rows, *(tf.shape(s)[0] for s in samples)]
+        logits, *parts = tf.split(joint, tf.stack(sizes), axis=0)
+        return logits, dict(zip(chains, parts, strict=True))
+
+    def _sgld_passes(
+        self, mode, images, logits, labels, chains, unlabeled, sample_logits=None
+    ):
         """`sgld_terms` with the network passes of `mode` (`sgld_pass_mode`);
-        samples always get their own pass, never mixed into the data batch's
-        statistics (as in JEM's code)."""
+        samples never mix into the data batch's statistics (as in JEM's code):
+        they get their own pass, or share the data's statistics
+        (`sample_logits` of `_joint_pass`)."""
         samples_training = mode in ("training", "sample_batch")
         data_logits = logits
         if mode == "inference":
@@ -623,7 +641,7 @@ class HDGEClassifier(keras.Model):
         if mode == "sample_batch" and self._batch_norms:
             kept = norm_statistics.read(self._batch_norms)
         terms = self.sgld_terms(
-            data_logits, labels, chains, px_logits, samples_training
+            data_logits, labels, chains, px_logits, samples_training, sample_logits
         )
         if kept is not None:  # the samples' batch leaves no trace
             norm_statistics.restore(self._batch_norms, kept)

@@ -3,15 +3,17 @@
 JEM's samples pass through the network in training mode, so their batches move
 BatchNorm's running statistics, and the network then predicts with statistics of
 noise (JEM's `--norm batch` does not train). `SGLDSettings.pass_mode` picks how
-the samples are scored instead; the two modes that keep the running statistics
-the data's need to read, set and restore them inside a traced training step,
-which is what these helpers do. Reads and assigns run in program order
-(automatic control dependencies of `tf.function`).
+the samples are scored instead; the modes that keep the running statistics the
+data's need to read and restore them inside a traced training step, or to
+normalize samples with the data batch's statistics, which is what these helpers
+do. Reads and assigns run in program order (automatic control dependencies of
+`tf.function`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import keras
 import tensorflow as tf
@@ -42,28 +44,22 @@ def restore(layers, saved) -> None:
 
 
 @contextlib.contextmanager
-def data_batch_statistics(layers):
-    """Within: the one training-mode pass (the data batch's) leaves its batch's
-    statistics as the running ones (momentum 0), so inference-mode passes after
-    it (the samples') normalize with exactly the data batch's statistics. On
-    exit the running statistics become what that pass would have made of them
-    with each layer's own momentum."""
-    before = read(layers)
-    momenta = [layer.momentum for layer in layers]
+def statistics_of_first_rows(layers, rows):
+    """Within: a training-mode pass normalizes its whole batch with the
+    statistics of its first `rows` rows, and only those move the running
+    statistics, e.g. data and samples in one pass where the data's statistics
+    normalize both (gradients flow through them for both). Keras's
+    BatchNormalization takes its batch statistics from its `_moments` method;
+    each layer gets one that reads the first rows, and its own back on exit."""
     for layer in layers:
-        layer.momentum = 0.0
+        own = layer._moments
+        layer._moments = functools.partial(_first_rows_moments, own, rows)
     try:
         yield
     finally:
-        for layer, momentum in zip(layers, momenta, strict=True):
-            layer.momentum = momentum
-        batch = read(layers)
-        restore(
-            layers,
-            [
-                (m * mean0 + (1 - m) * mean, m * var0 + (1 - m) * var)
-                for m, (mean0, var0), (mean, var) in zip(
-                    momenta, before, batch, strict=True
-                )
-            ],
-        )
+        for layer in layers:
+            del layer._moments  # the class's method again
+
+
+def _first_rows_moments(moments, rows, inputs, mask):
+    return moments(inputs[:rows], None if mask is None else mask[:rows])
