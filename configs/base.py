@@ -88,8 +88,9 @@ def get_config() -> ml_collections.ConfigDict:
     # The SGLD terms run on one training step in N, weighted N times (same
     # expected gradient, 1/N of their cost); 1 = every step, as JEM and HDGE.
     config.loss.sgld_every = 1
-    # The SGLD terms' network passes: "auto" (inference mode with BatchNorm, so
-    # samples never move its running statistics), "training" (JEM) or "inference".
+    # The SGLD terms' network passes with BatchNorm (SGLDSettings.pass_mode):
+    # "auto" (samples never move the running statistics), "training" (JEM),
+    # "inference", "sample_batch" or "data_batch".
     config.loss.sgld_pass_mode = "auto"
     # A step with a non-finite loss/gradient or |loss| above this is not applied and
     # the trainer restarts from the last good checkpoint (train.divergence_retries).

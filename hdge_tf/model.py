@@ -235,7 +235,7 @@ class HDGEClassifier(keras.Model):
         """`SGLDSettings.pass_mode` with "auto" resolved for this backbone."""
         if self.sgld.pass_mode != "auto":
             return self.sgld.pass_mode
-        return "data_batch" if self._batch_norms else "training"
+        return "sample_batch" if self._batch_norms else "training"
 
     @property
     def energy_scale(self) -> tf.Tensor | None:

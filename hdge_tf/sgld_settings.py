@@ -74,9 +74,11 @@ class SGLDSettings:
         data batch); "sample_batch" (samples normalized by their own batch's
         statistics, the running statistics left to the data); "data_batch"
         (samples normalized by the data batch's statistics, so data and samples
-        are scored by one function); "auto": "data_batch" for a backbone with
-        BatchNormalization layers, "training" otherwise. docs/hdge_jem.md
-        ("BatchNorm backbones") has what each gave.
+        are scored by one function); "auto": "sample_batch" for a backbone with
+        BatchNormalization layers (JEM's passes without its failure of the
+        running statistics), "training" otherwise. None of them trains HDGE +
+        JEM with BatchNorm to full quality yet: docs/hdge_jem.md ("BatchNorm
+        backbones") has what each gave.
     """
 
     steps: int = 20

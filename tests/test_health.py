@@ -30,10 +30,10 @@ def test_validation_near_chance_under_high_training_accuracy_is_flagged():
     # The run: BatchNorm statistics moved by SGLD samples.
     finding = health.diagnose({"accuracy": 0.95, "val_accuracy": 0.14}, 10, WEIGHTS)
     assert "validation accuracy 0.1400 against training accuracy 0.9500" in finding
-    assert "chance 0.1000" in finding and "loss.sgld_pass_mode" in finding
-    # A quarter of the way from chance to the training accuracy is the line.
-    assert health.diagnose({"accuracy": 0.9, "val_accuracy": 0.29}, 10, {})
-    assert health.diagnose({"accuracy": 0.9, "val_accuracy": 0.31}, 10, {}) is None
+    assert "chance 0.1000" in finding and "backbone.norm='none'" in finding
+    # Half of the way from chance to the training accuracy is the line.
+    assert health.diagnose({"accuracy": 0.9, "val_accuracy": 0.49}, 10, {})
+    assert health.diagnose({"accuracy": 0.9, "val_accuracy": 0.51}, 10, {}) is None
 
 
 def test_chains_that_lost_the_data_are_flagged_only_with_the_penalty():

@@ -404,7 +404,7 @@ def test_samples_move_batch_norm_statistics_only_in_training_mode(
     images, labels = separable_data
     images, labels = images[:16], labels[:16]
     model = _bn_model(pass_mode)
-    resolved = {"auto": "data_batch"}.get(pass_mode, pass_mode)
+    resolved = {"auto": "sample_batch"}.get(pass_mode, pass_mode)
     assert model.sgld_pass_mode == resolved
     twin = _batch_norm_backbone()
     twin(images, training=True)
