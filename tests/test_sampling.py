@@ -29,6 +29,19 @@ def test_one_noiseless_step_is_gradient_ascent(model, images):
     assert 0.08 < np.std(noisy.numpy() - images) < 0.12
 
 
+@pytest.mark.parametrize("steps", [0, 3, sampling.UNROLL, 2 * sampling.UNROLL + 2])
+def test_chain_is_its_steps_one_by_one(model, images, steps):
+    """The chain groups `UNROLL` steps per loop iteration (and a remainder one
+    by one); step i still draws fold_in(seed, i): the same as single steps."""
+    seed = sampling.seed_pair(5)
+    x = tf.constant(images)
+    for i in range(steps):
+        noise = sampling.normal_noise(tf.shape(x), sampling.fold_in(seed, i))
+        x = tf.clip_by_value(sampling.sgld_step(model, x, 1.0, 0.01, noise), -1, 1)
+    chain = sampling.sgld(model, images, steps, seed=5, clip=True)
+    np.testing.assert_allclose(chain.numpy(), x.numpy(), atol=1e-5)
+
+
 def test_chain_raises_the_log_density(model, images):
     """Unconditional chains climb logsumexp f(x) (lower JEM energy); conditional
     chains climb f(x)[y]."""
