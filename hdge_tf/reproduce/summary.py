@@ -121,3 +121,14 @@ def at_least(cell: Cell, target: float, higher_is_better: bool = True) -> dict:
         "threshold": target,
         "verdict": HOLDS if met else f"does not hold: {cell.mean:.4f}",
     }
+
+
+def fmt(cell: Cell | None, digits: int = 3, percent: bool = False) -> str:
+    """A cell as the reports print it: mean ± std (n=seeds), or a dash."""
+    if cell is None:
+        return "—"
+    scale = 100.0 if percent else 1.0
+    digits = 1 if percent else digits
+    return (
+        f"{cell.mean * scale:.{digits}f} ± {cell.std * scale:.{digits}f} (n={cell.n})"
+    )
