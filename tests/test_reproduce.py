@@ -392,9 +392,7 @@ def _ran(root, job):
 
 def _run(jobs, **kwargs):
     lines = []
-    status = scheduler.run_jobs(
-        jobs, progress=lines.append, poll_seconds=0.05, **kwargs
-    )
+    status = scheduler.run_jobs(jobs, progress=lines.append, **kwargs)
     return status, lines
 
 
