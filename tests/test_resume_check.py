@@ -28,7 +28,7 @@ def test_resuming_names_every_changed_key(tmp_path, caplog):
     check_resume(run, config)
     assert (
         "differ from its config.json: eval.ood_sets "
-        '["digits", "interp", "noise", "constant"] -> ["noise"], '
+        '["digits", "interp", "noise", "constant", "photos"] -> ["noise"], '
         "loss.energy_l2_weight 0.0 -> 0.5, train.epochs 1 -> 3, "
         "train.learning_rate 0.002 -> 0.001." in caplog.text
     )
