@@ -38,6 +38,7 @@ def markdown(config, report: dict, cells, labels, by_k) -> str:
             ["target", "ours", "verdict"],
             [[t["target"], t["ours"], t["verdict"]] for t in report["targets"]],
         )
+    lines += ["", *_time_to_quality(config, cells, labels, main)]
     lines += ["", "## Classification and calibration", ""]
     lines += table(
         ["variant", "accuracy %", "NLL", "ECE (20 bins)", "Brier", "kept epoch"],
@@ -102,6 +103,59 @@ def markdown(config, report: dict, cells, labels, by_k) -> str:
             lines += ["![K ablation](k_ablation.png)", ""]
     lines += _generative_section(config, report, cells, labels)
     return "\n".join(lines) + "\n"
+
+
+def _time_to_quality(config, cells, labels, variants) -> list[str]:
+    """Each variant's training time (hdge-train's `train_seconds_this_call`)
+    beside its headline quality, and against the first variant's time."""
+    timed = [v for v in variants if "train_seconds" in cells[v]]
+    if not timed:
+        return []
+    first = cells[timed[0]]["train_seconds"].mean
+    steps = config.sampling.steps
+    rows = []
+    for v in timed:
+        c = cells[v]
+        rows.append(
+            [
+                labels[v],
+                fmt(c["train_seconds"], 0),
+                f"{c['train_seconds'].mean / first:.2f}x",
+                fmt(c.get("accuracy"), percent=True),
+                fmt(c.get("ece")),
+                fmt(c.get("auroc.log_px.noise")),
+                *(
+                    fmt(_sample_cell(c, "conditional", start, metric, steps))
+                    for start in ("fresh", "buffer")
+                    for metric in ("class_agreement", "worst_class_agreement")
+                ),
+            ]
+        )
+    return [
+        "## Time to quality",
+        "",
+        f"Training time of each run (its epochs, validation included; runs of one "
+        f"reproduction share the host) against {labels[timed[0]]}'s, beside what it "
+        f"reached; samples: conditional, {steps} SGLD steps from uniform noise "
+        "(fresh) and from the replay buffer, agreement with the judge and its "
+        "worst class.",
+        "",
+        *table(
+            [
+                "variant",
+                "training s",
+                "time",
+                "accuracy %",
+                "ECE",
+                "log p(x) AUROC noise",
+                "fresh",
+                "fresh worst",
+                "buffer",
+                "buffer worst",
+            ],
+            rows,
+        ),
+    ]
 
 
 def _sample_cell(cells, mode: str, start: str, metric: str, steps: int):

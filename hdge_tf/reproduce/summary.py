@@ -64,12 +64,16 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, float]:
 
 
 def aggregate(records: list[dict]) -> dict[str, dict[str, Cell]]:
-    """{variant: {metric path: Cell}} from job records (their "metrics" and
-    "samples"), seeds in increasing order."""
+    """{variant: {metric path: Cell}} from job records (their "metrics",
+    "samples" and "train_seconds"), seeds in increasing order."""
     per_variant: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for record in records:
         numbers = flatten(
-            {"metrics": record.get("metrics", {}), "samples": record.get("samples", {})}
+            {
+                "metrics": record.get("metrics", {}),
+                "samples": record.get("samples", {}),
+                "train_seconds": record.get("train_seconds"),
+            }
         )
         cells = per_variant.setdefault(record["variant"], {})
         for path, value in numbers.items():
