@@ -1,4 +1,4 @@
-"""Times HDGE training steps, evaluation and PGD; checks the issue's targets.
+"""Times HDGE training steps, evaluation and PGD; checks the performance targets.
 
 The default table (WRN-16-4, 32x32x3, 10 classes, batch 64, K = 65,536; CE, HDGE and
 HDGE + JEM with 20 SGLD steps; float32 and mixed_bfloat16; each configuration in its

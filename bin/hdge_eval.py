@@ -8,7 +8,7 @@ The model is RUN/model.keras (or --model). The data and eval settings are the ru
 config.json, on top of the defaults of --config (configs/base.py unless given; pass
 the run's experiment file, e.g. --config=configs/mnist5k_hdge.py, for runs whose
 config.json predates an eval option), with any --config.* flags given on the command
-line applied last (hdge_tf.workdir.load_run_config). Writes report.json, report.md
+line applied last (hdge_tf.run_config.load_run_config). Writes report.json, report.md
 and figures to RUN/eval/ (or --output_dir); see hdge_tf.evaluation.report.
 """
 
@@ -19,10 +19,11 @@ from pathlib import Path
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from hdge_tf import workdir
 from hdge_tf.bin import cli
 from hdge_tf.configs import base
 from hdge_tf.evaluation import report
+from hdge_tf.run_config import load_run_config
+from hdge_tf.run_dir import load_model, run_paths
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -44,12 +45,12 @@ _OUTPUT_DIR = flags.DEFINE_string(
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    run_dir, model_path = workdir.run_paths(_WORKDIR.value, _MODEL.value)
-    model = workdir.load_model(model_path)
+    run_dir, model_path = run_paths(_WORKDIR.value, _MODEL.value)
+    model = load_model(model_path)
     # The flag's value already holds the overrides; they are applied again last so
     # that they also win over the run's config.json.
     overrides = config_flags.get_override_values(flags.FLAGS["config"])
-    config = workdir.load_run_config(run_dir, _CONFIG.value, overrides)
+    config = load_run_config(run_dir, _CONFIG.value, overrides)
     output_dir = Path(_OUTPUT_DIR.value or run_dir.eval_dir)
     logging.info("Evaluating %s into %s.", model_path, output_dir)
     result = report.run_evaluation(model, config, output_dir)

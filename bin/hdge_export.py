@@ -14,9 +14,11 @@ from pathlib import Path
 
 from absl import app, flags, logging
 
-from hdge_tf import data, export, workdir
+from hdge_tf import data, export
 from hdge_tf.bin import cli
 from hdge_tf.configs import base
+from hdge_tf.run_config import resolve_config
+from hdge_tf.run_dir import RunDir, load_model, run_paths
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training run directory.")
 _MODEL = flags.DEFINE_string(
@@ -34,14 +36,14 @@ _GATE_TPR = flags.DEFINE_float(
 flags.mark_flag_as_required("workdir")
 
 
-def _validation_images(run: workdir.RunDir):
+def _validation_images(run: RunDir):
     """The run's held-out validation images, or None (with the reason logged)."""
     run_config = run.read_config()
     if run_config is None:
         logging.warning("No %s: exporting without an OOD gate.", run.config_file)
         return None
     validation = data.load_validation_arrays(
-        workdir.resolve_config(base.get_config(), run_config).data
+        resolve_config(base.get_config(), run_config).data
     )
     if validation is None:
         logging.warning(
@@ -55,10 +57,10 @@ def _validation_images(run: workdir.RunDir):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    run_dir, model_path = workdir.run_paths(_WORKDIR.value, _MODEL.value)
+    run_dir, model_path = run_paths(_WORKDIR.value, _MODEL.value)
     output = Path(_OUTPUT.value or run_dir.saved_model_dir)
     # The optimizer is not exported, so there is no need to rebuild it.
-    model = workdir.load_model(model_path)
+    model = load_model(model_path)
     gate = None
     if _GATE_TPR.value:
         images = _validation_images(run_dir)

@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags, logging
 
-from hdge_tf import generation, plots, workdir
+from hdge_tf import generation, plots
 from hdge_tf.bin import cli
+from hdge_tf.run_dir import load_model, run_paths
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory holding model.keras.")
 _MODEL = flags.DEFINE_string(
@@ -67,9 +68,9 @@ _BATCH_SIZE = flags.DEFINE_integer(
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    run_dir, model_path = workdir.run_paths(_WORKDIR.value, _MODEL.value)
+    run_dir, model_path = run_paths(_WORKDIR.value, _MODEL.value)
     output_dir = Path(_OUTPUT_DIR.value or run_dir.samples_dir)
-    model = workdir.load_model(model_path)
+    model = load_model(model_path)
     mode = _MODE.value
     conditional = mode == "conditional"
     start = _START.value or generation.default_start(model)

@@ -5,8 +5,8 @@
 
 Re-running with the same --workdir resumes from its last checkpoint; config values
 that differ from the run's config.json are named in a warning, or are an error for
-those that change the model (hdge_tf.workdir.check_resume). The run directory's
-layout is described in hdge_tf/workdir.py.
+those that change the model (hdge_tf.resume_check.check_resume). The run
+directory's layout is described in hdge_tf/run_dir.py.
 
 The console shows the run's start, one line per epoch and the test metrics
 (`hdge_tf.progress`); `--verbosity=1` adds the INFO logs (checkpoints, the saver)
@@ -21,7 +21,7 @@ from ml_collections import config_flags
 
 from hdge_tf import progress, training
 from hdge_tf.bin import cli
-from hdge_tf.workdir import RunDir
+from hdge_tf.run_dir import RunDir
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _WORKDIR = flags.DEFINE_string(

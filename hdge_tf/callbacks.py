@@ -21,6 +21,7 @@ from absl import logging
 
 from hdge_tf import plots
 from hdge_tf.generation import STARTS, default_start, draw_samples, num_classes
+from hdge_tf.run_state import RunState
 
 
 class DivergenceGuard(keras.callbacks.Callback):
@@ -63,35 +64,6 @@ class DivergenceGuard(keras.callbacks.Callback):
                 step,
             )
             self.model.stop_training = True
-
-
-class RunState:
-    """What a run checkpoints beside the model and optimizer: the epochs done,
-    divergence restarts so far, and the best validation epoch so far."""
-
-    def __init__(self):
-        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        self.restarts = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self.best_value = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
-        self.best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-
-    def checkpoint(self, model: keras.Model) -> tf.train.Checkpoint:
-        # Keras seed generators (dropout) are not tracked by tf.train.Checkpoint
-        # through the model; without them a resumed run would drop other units.
-        seed_states = [
-            v.value
-            for v in model.non_trainable_variables
-            if v.path.endswith("seed_generator_state")
-        ]
-        return tf.train.Checkpoint(
-            model=model,
-            optimizer=model.optimizer,
-            epoch=self.epoch,
-            restarts=self.restarts,
-            best_value=self.best_value,
-            best_epoch=self.best_epoch,
-            seed_states=seed_states,
-        )
 
 
 class EpochCheckpoint(keras.callbacks.Callback):

@@ -4,7 +4,7 @@ The loss is HDGE's weighted sum of -log p(y|x) (CE) and the contrastive
 -log p(x|y), optionally with the contrastive -log p(x) and JEM's SGLD terms; each
 term is one function of `hdge_tf.losses`, and log p(x), log p(x, y) come from
 `hdge_tf.energy`. The batch checks live in `hdge_tf.input_checks`, the skipping of
-unhealthy steps in `hdge_tf.distribute`.
+unhealthy steps in `hdge_tf.step_guard`.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import keras
 import tensorflow as tf
 
 from hdge_tf import (
-    distribute,
     energy,
     hardware,
     input_checks,
     losses,
     norm_statistics,
     sampling,
+    step_guard,
 )
 from hdge_tf.chain_starts import ClassGaussians
 from hdge_tf.queue import LogitQueue
@@ -362,7 +362,7 @@ class HDGEClassifier(keras.Model):
         return metrics + ([self._overflows] if self._loss_scaling() else [])
 
     def _loss_scaling(self) -> bool:
-        return distribute.scales_loss(getattr(self, "optimizer", None))
+        return step_guard.scales_loss(getattr(self, "optimizer", None))
 
     def step_seed(self, stream: int) -> tf.Tensor:
         """An int64 [2] stateless seed for one random stream of the current
@@ -520,7 +520,7 @@ class HDGEClassifier(keras.Model):
         loss, terms, grads, logits, chains, sgld_ran = forward_backward(
             images, labels, unlabeled
         )
-        step = distribute.apply_if_healthy(
+        step = step_guard.apply_if_healthy(
             self.optimizer,
             grads,
             self.trainable_variables,
@@ -685,7 +685,7 @@ class HDGEClassifier(keras.Model):
         terms,
         labels,
         logits,
-        step: distribute.StepOutcome | None = None,
+        step: step_guard.StepOutcome | None = None,
         sgld_ran=True,
     ) -> dict[str, tf.Tensor]:
         """Updates and returns the metrics of the terms computed (evaluation runs no

@@ -44,10 +44,15 @@ def history_figure(rows: Sequence[dict[str, str]]) -> plt.Figure:
     ]
     # CSVLogger writes "NA" for validation columns of epochs without validation.
     has_val = {n: all(r.get(f"val_{n}", "NA") != "NA" for r in rows) for n in names}
+    # A grid at most 4 panels wide, so a run with many loss terms stays readable.
+    columns = min(len(names), 4)
+    grid_rows = math.ceil(len(names) / columns)
     fig, axes = plt.subplots(
-        1, len(names), figsize=(3.2 * len(names), 3), squeeze=False
+        grid_rows, columns, figsize=(3.2 * columns, 3 * grid_rows), squeeze=False
     )
-    for ax, name in zip(axes[0], names, strict=True):
+    for ax in axes.flat[len(names) :]:
+        fig.delaxes(ax)
+    for ax, name in zip(axes.flat, names, strict=False):
         ax.plot(epochs, [_value(r[name]) for r in rows], label="training")
         if has_val[name]:
             ax.plot(

@@ -20,7 +20,7 @@ import keras
 import tensorflow as tf
 
 from hdge_tf.model import LOSS_TERMS
-from hdge_tf.workdir import RunDir
+from hdge_tf.run_dir import RunDir
 
 # Counters shown only when not zero: a skipped step is news, zero is not.
 COUNTERS = {

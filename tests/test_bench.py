@@ -645,6 +645,15 @@ def test_isolated_configuration_reports_its_own_memory(background_result):
     )
 
 
+@pytest.mark.slow
+def test_isolated_job_failure_names_the_job_and_its_error():
+    with pytest.raises(
+        RuntimeError, match=r"job \{'kind': 'nope'\} failed \(exit 1\)"
+    ) as info:
+        bench.run_isolated({"kind": "nope"})
+    assert "ValueError: Unknown benchmark job kind 'nope'." in str(info.value)
+
+
 BENCH_CLI = programs.group(
     "bench_cli",
     [

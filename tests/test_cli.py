@@ -13,7 +13,7 @@ import programs
 import pytest
 from conftest import SMOKE_OVERRIDES, smoke_flags
 
-from hdge_tf import run_lock, workdir
+from hdge_tf import run_config, run_lock
 from hdge_tf.configs import mnist5k_hdge
 
 PROGRAMS = {
@@ -273,7 +273,7 @@ def _prepare(tmp: Path) -> None:
         (checkpoints / name).write_bytes(b"not a checkpoint")
     # A run of another network than smoke_flags' (only its config.json is read).
     overrides = {**SMOKE_OVERRIDES, "train.epochs": 1, "backbone.filters": (4, 8, 16)}
-    config = workdir.resolve_config(mnist5k_hdge.get_config(), None, overrides)
+    config = run_config.resolve_config(mnist5k_hdge.get_config(), None, overrides)
     run = tmp / "other_network"
     (run / "checkpoints").mkdir(parents=True)
     (run / "config.json").write_text(config.to_json_best_effort())

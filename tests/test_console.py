@@ -2,6 +2,7 @@
 metrics; TensorFlow's notices and INFO logs only with --verbosity=1
 (hdge_tf/progress.py, hdge_tf/startup.py, bin/cli.py)."""
 
+import csv
 import os
 import re
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import background
 import keras
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from conftest import smoke_flags
@@ -201,6 +203,27 @@ def test_history_figure_shows_skipped_steps_when_a_step_was_skipped():
     fig = plots.history_figure(_rows(skipped=3.0))
     assert [ax.get_title() for ax in fig.axes] == ["accuracy", "loss", "skipped_steps"]
     assert list(fig.axes[2].lines[0].get_ydata()) == [0.0, 3.0, 0.0]
+
+
+def test_curves_of_many_metrics_are_a_grid_of_at_most_four_columns(tmp_path):
+    """11 panels (HDGE + JEM's terms): 3 rows of 4, not one row 3520 px wide."""
+    names = [f"term{i}" for i in range(11)]
+    history = tmp_path / "history.csv"
+    history.write_text(
+        "epoch,"
+        + ",".join(names)
+        + "\n"
+        + "".join(f"{e}," + ",".join(["1.0"] * len(names)) + "\n" for e in range(3))
+    )
+    plots.plot_history(history, tmp_path / "curves.png")
+    height, width, _ = plt.imread(tmp_path / "curves.png").shape
+    assert (width, height) == (1280, 900)
+    fig = plots.history_figure(list(csv.DictReader(history.open())))
+    assert [ax.get_title() for ax in fig.axes] == names  # no empty 12th panel
+    grid = [ax.get_subplotspec() for ax in fig.axes]
+    assert [(s.rowspan.start, s.colspan.start) for s in grid] == [
+        (r, c) for r in range(3) for c in range(4)
+    ][:11]
 
 
 def _hdge_train(workdir, *flags, epochs):

@@ -14,8 +14,8 @@ from conftest import quadrant_data, tiny_backbone
 from scipy.special import logsumexp, softmax
 from sklearn.metrics import average_precision_score
 
-from hdge_tf import HDGEClassifier, workdir
-from hdge_tf.configs import base, mnist5k_hdge
+from hdge_tf import HDGEClassifier
+from hdge_tf.configs import mnist5k_hdge
 from hdge_tf.data import ood as ood_data
 from hdge_tf.evaluation import calibration, ood, protocol, report, robustness, stages
 
@@ -523,20 +523,6 @@ def test_report_rejects_unknown_names_before_computing(tmp_path, mnist_model):
         report.run_evaluation(mnist_model, config, tmp_path)
     assert not (tmp_path / "report.json").exists()
     assert not list(tmp_path.glob("*.png"))  # nothing was computed
-
-
-def test_resolve_config_layers_defaults_run_and_overrides():
-    run = json.loads(mnist5k_hdge.get_config().to_json())
-    del run["eval"]["pgd"]  # a run from before the option existed
-    run["eval"]["ood_sets"] = ["digits"]
-    config = workdir.resolve_config(
-        base.get_config(), run, {"eval.pgd.steps": 3, "eval.max_examples": 5}
-    )
-    assert config.eval.ood_sets == ("digits",)
-    assert config.backbone.name == "small_cnn"
-    assert config.eval.pgd.steps == 3 and config.eval.max_examples == 5
-    assert config.eval.pgd.epsilons.l2 == base.get_config().eval.pgd.epsilons.l2
-    assert "depth" not in config.backbone  # the run's section, not a merge
 
 
 def _save_run(tmp: Path) -> None:

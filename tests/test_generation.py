@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from conftest import quadrant_data, tiny_backbone
 
-from hdge_tf import plots, sampling, workdir
+from hdge_tf import plots, run_dir, sampling
 from hdge_tf.callbacks import SampleGrid
 from hdge_tf.generation import draw_samples
 from hdge_tf.model import HDGEClassifier
@@ -240,7 +240,7 @@ def test_cli_writes_the_samples_of_draw_samples(background_result):
     assert result.stdout.split() == [str(p) for p in paths]
     # The defaults: conditional, from the buffer, the model's SGLD settings, seed 0.
     expected, labels = draw_samples(
-        workdir.load_model(tmp_path / "model.keras"), 2, True, 2, "buffer"
+        run_dir.load_model(tmp_path / "model.keras"), 2, True, 2, "buffer"
     )
     samples = np.load(paths[1])
     assert samples.shape == (8, 8, 8, 1) and samples.dtype == np.float32

@@ -392,9 +392,7 @@ def _ran(root, job):
 
 def _run(jobs, **kwargs):
     lines = []
-    status = scheduler.run_jobs(
-        jobs, progress=lines.append, poll_seconds=0.05, **kwargs
-    )
+    status = scheduler.run_jobs(jobs, progress=lines.append, **kwargs)
     return status, lines
 
 
@@ -744,6 +742,9 @@ def test_report_of_two_seeds(tmp_path):
             tree = _nested(flat)
             record = {"variant": job.variant, "seed": job.seed, **tree}
             record["metrics"] = {k: v for k, v in tree.items() if k != "samples"}
+            # JEM runs take twice CE's time: 10 and 20 s (seeds 0, 1) against 5, 10.
+            jem = job.variant.startswith("hdge_jem")
+            record["train_seconds"] = (10.0 if jem else 5.0) * (1 + job.seed)
             grids = job.workdir / "samples"
             grids.mkdir()
             (grids / "conditional_buffer.png").write_bytes(
@@ -807,5 +808,10 @@ def test_report_of_two_seeds(tmp_path):
     ]
     for figure in ("k_ablation.png", "ood_auroc.png"):
         assert _png(tmp_path / figure)
+    timed = markdown.split("## Time to quality", 1)[1].split("## ", 1)[0]
+    assert "against CE (no contrastive term)'s" in timed
+    assert "| CE (no contrastive term) | 8 ± 4 (n=2) | 1.00x |" in timed
+    assert "| HDGE + JEM, SGLD on log p(x) | 15 ± 7 (n=2) | 2.00x |" in timed
+    assert report["variants"]["hdge_jem"]["train_seconds"]["values"] == [10.0, 20.0]
     copied = tmp_path / "samples_hdge_jem_conditional_buffer.png"
     assert copied.read_bytes()[-1] == 0  # seed 0's grid

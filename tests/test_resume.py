@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import hdge_tf  # noqa: F401  (registers the classes model.keras holds)
-from hdge_tf.workdir import _flatten  # nested metrics as {"a.b": value}
+from hdge_tf.resume_check import _flatten  # nested metrics as {"a.b": value}
 
 REPO = Path(__file__).resolve().parents[1]
 # Fields that depend on when a run was started or stopped, not on what it computed.

@@ -13,7 +13,7 @@
                 whole recipes' epochs side by side (HDGE + JEM against HDGE)
     suite.py    running it all, each configuration in a fresh process, in one or
                 more interleaved rounds
-    targets.py  the issue's targets and the ratios checked against them
+    targets.py  the performance targets and the ratios checked against them
     report.py   markdown tables and the JSON file
 
 Each configuration builds the trainer's model under its Keras precision policy,

@@ -34,7 +34,7 @@ NETWORKS = {
 }
 _WRN = re.compile(r"wrn-(\d+)-(\d+)")
 
-# The settings the targets were stated at (targets.py), also the defaults.
+# The settings the targets in targets.py hold at, also the defaults.
 TARGET_QUEUE_SIZE = 65_536
 JEM_SGLD_STEPS = 20
 

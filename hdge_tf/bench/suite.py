@@ -7,9 +7,9 @@ preceded by the yardstick's run at the same settings, and with several `rounds`
 the whole list runs again (torch, ours, torch, ours, ...; then round 2), so a
 ratio is taken between neighbours in time and its spread over rounds is known.
 
-A fresh process per configuration gives each its own peak RSS and a clean TF state;
-the child runs `python -m hdge_tf.bench JOB_FILE OUT` (bench/__main__.py) on a job
-(see `run_job`) pickled, so a trainer config reaches it exactly (tuples, types).
+A fresh process per configuration gives each its own peak RSS and a clean TF state:
+`run_isolated` runs the job (see `run_job`) there with `hdge_tf.process_runner`,
+which pickles it, so a trainer config reaches it exactly (tuples, types).
 """
 
 from __future__ import annotations
@@ -17,10 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import pickle
 import platform
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -59,6 +56,7 @@ from hdge_tf.bench.timing import (
 )
 from hdge_tf.bench.yardstick import TorchYardstick
 from hdge_tf.hardware import precision_policy
+from hdge_tf.process_runner import DONE, Call, Task, run_tasks
 
 _DEFAULT_TIMING = TimingOptions()  # frozen, so one instance serves every call
 
@@ -180,30 +178,26 @@ def run_job(job: dict) -> dict:
 
 
 def run_isolated(job: dict) -> dict:
-    """Runs `job` (see `run_job`) in a fresh Python process; returns its result."""
+    """Runs `job` (see `run_job`) in a fresh Python process; returns its result as
+    JSON has it (tuples as lists)."""
+    env = {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
     with tempfile.TemporaryDirectory() as tmp:
-        job_file, out = Path(tmp) / "job.pkl", Path(tmp) / "result.json"
-        job_file.write_bytes(pickle.dumps(job))
-        env = dict(os.environ)
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        process = subprocess.run(
-            [sys.executable, "-m", "hdge_tf.bench", str(job_file), str(out)],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        if process.returncode != 0 or not out.exists():
+        log = Path(tmp) / "job.log"
+        task = Task("job", Call(run_job, (job,)), env=env, log=log)
+        outcome = run_tasks([task])["job"]
+        if outcome.status != DONE:
             # A trainer config would fill the screen; its job's kind says which.
             shown = {
                 k: v
                 for k, v in job.items()
                 if not isinstance(v, ml_collections.ConfigDict)
             }
+            output = log.read_text(errors="replace") if log.exists() else ""
             raise RuntimeError(
-                f"Benchmark job {shown} failed (exit {process.returncode}):\n"
-                f"{process.stderr[-3000:]}"
+                f"Benchmark job {shown} failed (exit {outcome.exit_code}):\n"
+                f"{output[-3000:]}"
             )
-        return json.loads(out.read_text())
+        return json.loads(json.dumps(outcome.result))
 
 
 def run_benchmark(

@@ -1,7 +1,8 @@
-"""The issue's performance targets and the ratios checked against them.
+"""Performance targets: ratios of measured times and memory, each with the bound
+it is held to (the constants below) and a pass or fail.
 
-Each target applies at the settings it was stated for; a ratio measured at other
-settings (K, classes, batch, SGLD steps, network) is reported without a target.
+Each target holds at its own settings (K, classes, batch, SGLD steps, network); a
+ratio measured at other settings is reported without a target.
 
 Results of several rounds (each result's `round`, see `suite.run_benchmark`) are
 checked round by round; a check then reports the mean of its per-round values
@@ -209,7 +210,7 @@ def _across_rounds(per_round: list[list[dict]]) -> list[dict]:
 
 
 def checks(results: Sequence[dict], epoch: dict | None = None) -> list[dict]:
-    """The issue's ratios with their targets, from `run_configuration` results
+    """Every ratio with its target, from `run_configuration` results
     (and the `epoch_overhead` result); round by round, then merged."""
     rounds: dict[int, list[dict]] = {}
     for r in results:

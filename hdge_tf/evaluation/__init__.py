@@ -40,7 +40,7 @@ from hdge_tf.evaluation.robustness import (
     predict_labels,
     robust_accuracy,
 )
-from hdge_tf.workdir import load_model
+from hdge_tf.run_dir import load_model
 
 __all__ = [
     "SCORES",

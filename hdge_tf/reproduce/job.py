@@ -18,10 +18,11 @@ import numpy as np
 from absl import logging
 
 from hdge_tf import data as data_lib
-from hdge_tf import generation, plots, training, workdir
+from hdge_tf import generation, plots, training
 from hdge_tf.evaluation import protocol, report
 from hdge_tf.evaluation.sample_quality import SampleJudge
 from hdge_tf.reproduce import plan
+from hdge_tf.run_dir import RunDir, load_model
 
 ROLES = ("run", "judge")
 # Per-class and unconditional sample counts, SGLD steps and seed (`parse_sampling`).
@@ -156,7 +157,7 @@ def run_job(
     if role not in ROLES:
         raise ValueError(f"Unknown role {role!r}; expected one of {ROLES}.")
     sampling = sampling or parse_sampling(DEFAULT_SAMPLING)
-    run = workdir.RunDir(run_dir)
+    run = RunDir(run_dir)
     seconds, began = {}, time.time()
     model, metrics = training.train_model(config, run.path)
     seconds["train"] = round(time.time() - began, 1)
@@ -175,7 +176,7 @@ def run_job(
     if role == "judge":
         record["ceiling"] = real_ceiling(model, config, sampling)
     if judge_dir is not None:
-        judge_model = workdir.load_model(workdir.RunDir(judge_dir).model_file)
+        judge_model = load_model(RunDir(judge_dir).model_file)
         record["samples"] = score_samples(
             model, judge_model, config, sampling, run.samples_dir
         )

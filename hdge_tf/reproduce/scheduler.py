@@ -1,19 +1,20 @@
-"""Runs a plan's jobs as subprocesses, dependencies first, `parallel` at a time,
-with one progress line per job. Finished jobs (their record exists) are skipped;
-a failed job's dependents are not started; the rest go on."""
+"""Runs a plan's jobs with `hdge_tf.process_runner`, each its command line in a
+process of its own, dependencies first, `parallel` at a time, with one progress
+line per job. Finished jobs (their record exists) are skipped; a failed job's
+dependents are not started; the rest go on."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from hdge_tf.process_runner import BLOCKED, DONE, Outcome, Task, run_tasks
 from hdge_tf.reproduce.plan import Job
 
-DONE, CACHED, FAILED, BLOCKED = "done", "cached", "failed", "blocked"
+# A job finished by an earlier call, beside the runner's DONE, FAILED and BLOCKED.
+CACHED = "cached"
 
 
 def _duration(seconds: float) -> str:
@@ -43,13 +44,12 @@ def describe(job: Job) -> str:
 
 
 def thread_env(threads: int) -> dict[str, str]:
-    """The environment of a job limited to `threads` TF threads (0: TF's default)."""
-    env = dict(os.environ)
-    if threads > 0:
-        env["TF_NUM_INTRAOP_THREADS"] = str(threads)
-        env["TF_NUM_INTEROP_THREADS"] = str(threads)
-        env["OMP_NUM_THREADS"] = str(threads)
-    return env
+    """The environment variables that limit a run to `threads` TF threads (none
+    for 0: TF's default)."""
+    if threads <= 0:
+        return {}
+    names = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
+    return dict.fromkeys(names, str(threads))
 
 
 def run_jobs(
@@ -57,20 +57,9 @@ def run_jobs(
     parallel: int = 1,
     threads: int = 0,
     progress: Callable[[str], None] = print,
-    poll_seconds: float = 0.5,
 ) -> dict[str, str]:
     """Runs `jobs`; returns {job name: DONE, CACHED, FAILED or BLOCKED}."""
-    if parallel < 1:
-        raise ValueError(f"parallel must be >= 1, got {parallel}.")
-    names = {job.name for job in jobs}
-    for job in jobs:
-        unknown = set(job.after) - names
-        if unknown:
-            raise ValueError(
-                f"Job {job.name} waits for unknown jobs {sorted(unknown)}."
-            )
-    total, status, began = len(jobs), {}, time.time()
-    pending, running, durations = [], {}, []
+    total, status, began, durations = len(jobs), {}, time.time(), []
 
     def report(job: Job, text: str) -> None:
         left = total - len(status)
@@ -83,49 +72,38 @@ def run_jobs(
             f"({_duration(time.time() - began)} elapsed{eta})"
         )
 
+    todo, by_name = [], {job.name: job for job in jobs}
     for job in jobs:
         if job.finished:
             status[job.name] = CACHED
             report(job, f"finished earlier, skipped: {describe(job)}")
         else:
-            pending.append(job)
-    while pending or running:
-        for job in list(pending):
-            waits = [status.get(name) for name in job.after]
-            if any(s in (FAILED, BLOCKED) for s in waits):
-                pending.remove(job)
-                status[job.name] = BLOCKED
-                report(job, "not run: a run it needs failed")
-            elif len(running) < parallel and all(s in (DONE, CACHED) for s in waits):
-                pending.remove(job)
-                job.log.parent.mkdir(parents=True, exist_ok=True)
-                log = open(job.log, "ab")
-                process = subprocess.Popen(
+            todo.append(
+                Task(
+                    job.name,
                     job.command,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=thread_env(threads),
+                    tuple(job.after),
+                    thread_env(threads),
+                    job.log,
+                    check=lambda job=job: job.finished,
                 )
-                running[job.name] = (job, process, time.time(), log)
-        if not running:
-            if pending:  # waiting on nothing that can finish
-                raise RuntimeError(
-                    f"Jobs wait on each other: {[j.name for j in pending]}"
-                )
-            break
-        time.sleep(poll_seconds)
-        for name, (job, process, started, log) in list(running.items()):
-            code = process.poll()
-            if code is None:
-                continue
-            log.close()
-            del running[name]
-            seconds = time.time() - started
-            if code == 0 and job.finished:
-                durations.append(seconds)
-                status[name] = DONE
-                report(job, f"{describe(job)} in {_duration(seconds)}")
-            else:
-                status[name] = FAILED
-                report(job, f"FAILED (exit {code}); see {Path(job.log)}")
+            )
+
+    def finished(task: Task, outcome: Outcome) -> None:
+        job = by_name[task.name]
+        status[job.name] = outcome.status
+        if outcome.status == BLOCKED:
+            report(job, "not run: a run it needs failed")
+        elif outcome.status == DONE:
+            durations.append(outcome.seconds)
+            report(job, f"{describe(job)} in {_duration(outcome.seconds)}")
+        else:
+            report(job, f"FAILED (exit {outcome.exit_code}); see {Path(job.log)}")
+
+    run_tasks(
+        todo,
+        parallel,
+        done=[n for n, s in status.items() if s == CACHED],
+        on_finish=finished,
+    )
     return status

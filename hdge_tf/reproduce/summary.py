@@ -64,12 +64,16 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, float]:
 
 
 def aggregate(records: list[dict]) -> dict[str, dict[str, Cell]]:
-    """{variant: {metric path: Cell}} from job records (their "metrics" and
-    "samples"), seeds in increasing order."""
+    """{variant: {metric path: Cell}} from job records (their "metrics",
+    "samples" and "train_seconds"), seeds in increasing order."""
     per_variant: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for record in records:
         numbers = flatten(
-            {"metrics": record.get("metrics", {}), "samples": record.get("samples", {})}
+            {
+                "metrics": record.get("metrics", {}),
+                "samples": record.get("samples", {}),
+                "train_seconds": record.get("train_seconds"),
+            }
         )
         cells = per_variant.setdefault(record["variant"], {})
         for path, value in numbers.items():
@@ -121,3 +125,14 @@ def at_least(cell: Cell, target: float, higher_is_better: bool = True) -> dict:
         "threshold": target,
         "verdict": HOLDS if met else f"does not hold: {cell.mean:.4f}",
     }
+
+
+def fmt(cell: Cell | None, digits: int = 3, percent: bool = False) -> str:
+    """A cell as the reports print it: mean ± std (n=seeds), or a dash."""
+    if cell is None:
+        return "—"
+    scale = 100.0 if percent else 1.0
+    digits = 1 if percent else digits
+    return (
+        f"{cell.mean * scale:.{digits}f} ± {cell.std * scale:.{digits}f} (n={cell.n})"
+    )
