@@ -13,12 +13,8 @@ import json
 import shutil
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
 from hdge_tf.markdown import table
+from hdge_tf.plots import new_figure
 from hdge_tf.reproduce import plan, summary
 from hdge_tf.reproduce.experiments import ExperimentConfigs
 from hdge_tf.reproduce.summary import Cell
@@ -451,7 +447,8 @@ def _figures(config, cells, by_k, jobs, root: Path) -> list[str]:
     names = []
     sets = ood_sets(cells)
     if len(by_k) >= 2 and sets:
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig = new_figure(figsize=(6, 4))
+        ax = fig.subplots()
         ks = sorted(by_k)
         for name in sets:
             path = f"auroc.log_px.{name}"
@@ -471,11 +468,11 @@ def _figures(config, cells, by_k, jobs, root: Path) -> list[str]:
         ax.legend()
         fig.tight_layout()
         fig.savefig(root / "k_ablation.png", dpi=120)
-        plt.close(fig)
         names.append("k_ablation.png")
     main = [v for v in config.variants if v in cells]
     if main and sets:
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig = new_figure(figsize=(7, 4))
+        ax = fig.subplots()
         width = 0.8 / len(main)
         for i, v in enumerate(main):
             values = [cells[v].get(f"auroc.log_px.{s}") for s in sets]
@@ -493,7 +490,6 @@ def _figures(config, cells, by_k, jobs, root: Path) -> list[str]:
         ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(root / "ood_auroc.png", dpi=120)
-        plt.close(fig)
         names.append("ood_auroc.png")
     for job in jobs:  # the first seed's grids of each sampled variant
         if job.seed != 0 or not job.finished:
