@@ -1,20 +1,64 @@
-"""Checks of the batches an `HDGEClassifier` trains and evaluates on.
+"""Checks of the images a model meets, and of the batches an `HDGEClassifier`
+trains and evaluates on.
 
 A batch is (images, labels), or for semi-supervised training
 ({"images": labeled images, "unlabeled": images}, labels). Every check fails with a
 message naming the problem and, where there is one, the fix; the checks that can only
 run on values (NaN, label range, a dynamic image size) run inside the compiled step
 and hold back everything downstream of a failing batch.
+
+Wherever a model meets images outside a training step (evaluation, the export's
+gate, sampling, `predict`), `check_image_shape` compares their shape with the
+model's before anything is computed, so a mismatch is one line naming both shapes
+rather than an error from inside a traced graph.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import keras
 import tensorflow as tf
 
 _AXES = ("height", "width", "channels")
+
+
+def model_image_shape(model) -> tuple[int | None, ...] | None:
+    """(H, W, C) of the images `model` takes (None for a free axis), or None for a
+    model that does not say (a subclassed model never built)."""
+    shape = getattr(model, "image_shape", None)
+    if shape is None:
+        try:
+            shape = model.input_shape[1:]
+        except (AttributeError, ValueError, TypeError):
+            return None
+    return tuple(None if d is None else int(d) for d in shape)
+
+
+def shape_text(shape: Sequence[int | None]) -> str:
+    """A shape as a user reads it: (batch, 28, 28, 1) for a free batch axis."""
+    dims = ["batch" if i == 0 and d is None else str(d) for i, d in enumerate(shape)]
+    return f"({', '.join(dims)})"
+
+
+def check_image_shape(received, image_shape, what: str = "Images") -> None:
+    """Raises ValueError naming both shapes unless images of shape `received`
+    ([N, H, W, C]) fit a model of `image_shape` ((H, W, C), None for a free axis;
+    None: a model that does not say, nothing to check)."""
+    if image_shape is None or received is None:
+        return
+    received = tuple(None if d is None else int(d) for d in received)
+    fits = len(received) == 4 and all(
+        want is None or got is None or got == want
+        for got, want in zip(received[1:], image_shape, strict=True)
+    )
+    if not fits:
+        raise ValueError(
+            f"{what} have shape {shape_text(received)}, but the model takes images "
+            f"of shape {shape_text((None, *image_shape))} [batch, height, width, "
+            "channels]."
+        )
 
 
 class Batch(NamedTuple):
@@ -77,8 +121,9 @@ def check_images(images, image_shape) -> tf.Tensor:
         images = tf.ensure_shape(images, (None, None, None, None))
     if images.shape.rank != 4:
         raise ValueError(
-            f"Images must have rank 4 [batch, height, width, channels], got shape "
-            f"{images.shape}."
+            f"Images must have rank 4 [batch, height, width, channels]: the backbone "
+            f"expects shape {shape_text((None, *image_shape))}, received shape "
+            f"{shape_text(images.shape)}."
         )
     expected = tuple(image_shape)
     dynamic = []
@@ -100,8 +145,9 @@ def check_images(images, image_shape) -> tf.Tensor:
             )
         elif got != want:
             raise ValueError(
-                f"Images have {name} {got} but the backbone expects {want} "
-                f"(image shape {expected}); got input shape {images.shape}."
+                f"Images have {name} {got} but the backbone expects {want}: expected "
+                f"shape {shape_text((None, *expected))}, received shape "
+                f"{shape_text(images.shape)}."
             )
     if dynamic:
         with tf.control_dependencies(dynamic):

@@ -13,6 +13,7 @@ import copy
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from hdge_tf import (
@@ -215,6 +216,9 @@ class HDGEClassifier(keras.Model):
 
     def call(self, images, training=False):
         """Returns float32 logits, [N, classes]."""
+        shape = getattr(images, "shape", None)  # static: no cost per call
+        if shape is not None and getattr(shape, "rank", 0) is not None:
+            input_checks.check_image_shape(tuple(shape), self.image_shape)
         return energy.logits(self.backbone, images, training)
 
     # Training -------------------------------------------------------------------
@@ -318,6 +322,12 @@ class HDGEClassifier(keras.Model):
                 "model.fit_chain_starts(train_images, train_labels) before fit()."
             )
         return super().fit(*args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        # Before Keras wraps call()'s error in its own multi-line message.
+        if isinstance(x, np.ndarray | tf.Tensor):
+            input_checks.check_image_shape(x.shape, self.image_shape)
+        return super().predict(x, *args, **kwargs)
 
     def compile(self, optimizer="adam", jit_compile="auto", **kwargs):
         """Keras's compile; `jit_compile` ("auto", True, False or "true"/"false",
