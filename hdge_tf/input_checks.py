@@ -10,7 +10,9 @@ and hold back everything downstream of a failing batch.
 Wherever a model meets images outside a training step (evaluation, the export's
 gate, sampling, `predict`), `check_image_shape` compares their shape with the
 model's before anything is computed, so a mismatch is one line naming both shapes
-rather than an error from inside a traced graph.
+rather than an error from inside a traced graph. `warn_if_outside_range` looks at
+the first batch `fit`/`evaluate` get, once per call, for images that are not in
+the [-1, 1] every part of the model assumes (0..255 pixels).
 """
 
 from __future__ import annotations
@@ -19,9 +21,15 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import keras
+import numpy as np
 import tensorflow as tf
+from absl import logging
 
 _AXES = ("height", "width", "channels")
+# The range images are expected in, and how far outside it the range check lets
+# a first batch go (resampling overshoot, mild noise) before it warns.
+IMAGE_RANGE = (-1.0, 1.0)
+RANGE_TOLERANCE = 0.1
 
 
 def model_image_shape(model) -> tuple[int | None, ...] | None:
@@ -59,6 +67,62 @@ def check_image_shape(received, image_shape, what: str = "Images") -> None:
             f"of shape {shape_text((None, *image_shape))} [batch, height, width, "
             "channels]."
         )
+
+
+def _first_images(x, batch_size: int | None):
+    """The images of the first batch of `fit`/`evaluate`'s `x` as a numpy array,
+    or None where there is nothing to look at without using the data up (a
+    Python generator)."""
+    if isinstance(x, tf.data.Dataset):
+        x = next(iter(x.take(1)), None)
+    elif isinstance(x, keras.utils.PyDataset):
+        x = x[0] if len(x) else None
+    elif not isinstance(x, dict | tuple | list | np.ndarray | tf.Tensor):
+        return None
+    if isinstance(x, tuple | list):  # (images, labels[, weights])
+        x = x[0] if x else None
+    if isinstance(x, dict):  # semi-supervised: {"images": ..., "unlabeled": ...}
+        x = x.get("images")
+    if not isinstance(x, np.ndarray | tf.Tensor):
+        return None
+    images = np.asarray(x[: batch_size or 32])
+    return images if images.dtype.kind == "f" else None
+
+
+def warn_if_outside_range(x, batch_size: int | None = None) -> bool:
+    """Logs one warning, and returns True, when the first batch of `x` (what
+    `fit`/`evaluate` were given) has pixels outside `IMAGE_RANGE` widened by
+    `RANGE_TOLERANCE`: e.g. 0..255 floats, on which the input noise, the SGLD
+    chains and the OOD gate, all made for [-1, 1], act as if on a flat image.
+    Reads one batch, once per call; the training steps are untouched."""
+    images = _first_images(x, batch_size)
+    finite = None if images is None else images[np.isfinite(images)]
+    if finite is None or not finite.size:  # NaN/Inf fail the step's own check
+        return False
+    low, high = float(finite.min()), float(finite.max())
+    if low >= IMAGE_RANGE[0] - RANGE_TOLERANCE and high <= (
+        IMAGE_RANGE[1] + RANGE_TOLERANCE
+    ):
+        return False
+    logging.warning(
+        "The first batch's images range over [%g, %g], but HDGEClassifier expects "
+        "images in [%g, %g] (its input noise, SGLD chains and OOD gate assume it): "
+        "convert uint8 pixels with x / 127.5 - 1.",
+        low,
+        high,
+        *IMAGE_RANGE,
+    )
+    return True
+
+
+def check_range_once(model: keras.Model, x, batch_size: int | None = None) -> None:
+    """`warn_if_outside_range` on the first `fit`/`evaluate` of `model` only (its
+    `input_range_checked` then True); a trainer whose pipeline makes [-1, 1]
+    images sets it beforehand."""
+    if getattr(model, "input_range_checked", False):
+        return
+    model.input_range_checked = True
+    warn_if_outside_range(x, batch_size)
 
 
 class Batch(NamedTuple):

@@ -182,6 +182,8 @@ def _train(config, run: RunDir, extra_callbacks: list) -> tuple[HDGEClassifier, 
         model.compile(
             optimizer=_optimizer(config, data.steps_per_epoch), jit_compile=jit_compile
         )
+    # Its pipeline makes [-1, 1] images: no look at a first batch (input_checks).
+    model.input_range_checked = True
     _warn_if_capped(model)
     if train_cfg.init_from and not run.has_checkpoint():
         # Before the workdir is touched: the source may fail to load or to fit.
