@@ -62,7 +62,7 @@ def program(tmp_path):
             "--config.data.downlod: the config has no field 'downlod'. Did you mean "
             "'data.download'?",
         ),
-        (["--workdir=w", "--config.seed=1.5"], "--config.seed=1.5: expected an integer."),
+        (["--workdir=w", "--config.seed=1.5"], "--config.seed=1.5: expected an int"),
         (["--workdir=w", "--config.rate=x"], "--config.rate=x: expected a number."),
         (
             ["--workdir=w", "--config.data.download=maybe"],
@@ -123,7 +123,7 @@ def test_help_is_left_to_absl(program):
             "def get_config():\n    raise ValueError('bad seed')\n",
             "FILE: ValueError: bad seed (line 2)",
         ),
-        ("def get_config():\n    return {'seed': 1}\n", "FILE: TypeError: get_config() "),
+        ("def get_config():\n    return {'seed': 1}\n", "FILE: TypeError: get_config"),
         ("def get_config():\n    return None\n", "FILE: TypeError: get_config() "),
         ("import sys\ndef get_config():\n    sys.exit(2)\n", "FILE: SystemExit: 2"),
         ("1 / 0\n", "FILE: ZeroDivisionError: division by zero (line 1)"),
