@@ -50,39 +50,57 @@ from pathlib import Path
 from absl import app, flags
 
 from hdge_tf import bench, configs
-from hdge_tf.bin import cli
+from hdge_tf.bin import arguments, cli
 from hdge_tf.configs import base, mnist5k_hdge
 from hdge_tf.reproduce.experiments import ExperimentConfigs
 
 _NETWORK = flags.DEFINE_string(
     "network", "wrn-16-4", "wrn-DEPTH-WIDTH (wrn-16-4, wrn-28-10) or small_cnn."
 )
-_CLASSES = flags.DEFINE_integer("classes", 10, "Number of classes (100: CIFAR-100).")
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", 32, "Input height and width.")
-_CHANNELS = flags.DEFINE_integer("channels", 3, "Input channels.")
+_CLASSES = flags.DEFINE_integer(
+    "classes", 10, "Number of classes (100: CIFAR-100).", lower_bound=2
+)
+_IMAGE_SIZE = flags.DEFINE_integer(
+    "image_size", 32, "Input height and width.", lower_bound=1
+)
+_CHANNELS = flags.DEFINE_integer("channels", 3, "Input channels.", lower_bound=1)
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["64"], "Training batch sizes.")
-_QUEUE_SIZE = flags.DEFINE_integer("queue_size", 65536, "K of the HDGE logit queue.")
+_QUEUE_SIZE = flags.DEFINE_integer(
+    "queue_size", 65536, "K of the HDGE logit queue.", lower_bound=1
+)
 _MODES = flags.DEFINE_list("modes", list(bench.MODES), "Of ce, hdge, jem.")
 _PRECISIONS = flags.DEFINE_list(
     "precisions", list(bench.PRECISIONS), "Keras dtype policies."
 )
-_SGLD_STEPS = flags.DEFINE_integer("sgld_steps", 20, "SGLD steps per jem step.")
+_SGLD_STEPS = flags.DEFINE_integer(
+    "sgld_steps", 20, "SGLD steps per jem step.", lower_bound=0
+)
 _JIT_COMPILE = flags.DEFINE_enum(
     "jit_compile",
     "auto",
     ["auto", "true", "false"],
     "XLA-compiled training steps (train.jit_compile); auto: on with a GPU.",
 )
-_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps first (tracing).")
-_REPEATS = flags.DEFINE_integer("repeats", 10, "Timed steps; the median is reported.")
+_WARMUP = flags.DEFINE_integer(
+    "warmup", 3, "Untimed steps first (tracing).", lower_bound=1
+)
+_REPEATS = flags.DEFINE_integer(
+    "repeats", 10, "Timed steps; the median is reported.", lower_bound=1
+)
 _EVAL = flags.DEFINE_boolean("eval", True, "Time logits + log p(x) scoring.")
-_EVAL_IMAGES = flags.DEFINE_integer("eval_images", 1024, "Images scored per call.")
-_EVAL_BATCH_SIZE = flags.DEFINE_integer("eval_batch_size", 256, "Scoring batch.")
+_EVAL_IMAGES = flags.DEFINE_integer(
+    "eval_images", 1024, "Images scored per call.", lower_bound=0
+)
+_EVAL_BATCH_SIZE = flags.DEFINE_integer(
+    "eval_batch_size", 256, "Scoring batch.", lower_bound=1
+)
 _EVAL_REPEATS = flags.DEFINE_integer(
-    "eval_repeats", 3, "Timed calls of scoring and PGD."
+    "eval_repeats", 3, "Timed calls of scoring and PGD.", lower_bound=1
 )
 _PGD = flags.DEFINE_boolean("pgd", True, "Time PGD iterations.")
-_PGD_STEPS = flags.DEFINE_integer("pgd_steps", 5, "PGD iterations per timed call.")
+_PGD_STEPS = flags.DEFINE_integer(
+    "pgd_steps", 5, "PGD iterations per timed call.", lower_bound=0
+)
 _EPOCH = flags.DEFINE_boolean(
     "epoch", True, "Compare a mnist5k fit epoch with step time x steps."
 )
@@ -96,29 +114,38 @@ _RECIPES = flags.DEFINE_list(
     "by side, each against the first; empty: none.",
 )
 _RECIPE_EPOCHS = flags.DEFINE_integer(
-    "recipe_epochs", 3, "Epochs per recipe and round (the first one traces)."
+    "recipe_epochs",
+    3,
+    "Epochs per recipe and round (the first one traces).",
+    lower_bound=1,
 )
 _SGLD_REPEATS = flags.DEFINE_integer(
-    "sgld_repeats", 3, "Timed calls of a jem configuration's SGLD chain alone."
+    "sgld_repeats",
+    3,
+    "Timed calls of a jem configuration's SGLD chain alone.",
+    lower_bound=1,
 )
 _MATMUL_SIZE = flags.DEFINE_integer(
-    "matmul_size", 2048, "Side of the square matmul the GFLOP/s are read against."
+    "matmul_size",
+    2048,
+    "Side of the square matmul the GFLOP/s are read against.",
+    lower_bound=1,
 )
-_TORCH_PYTHON = flags.DEFINE_string(
-    "torch_python", "", "A Python with torch for the yardstick; empty: no yardstick."
+_TORCH_PYTHON = arguments.DEFINE_path(
+    "torch_python", None, "A Python with torch for the yardstick; unset: no yardstick."
 )
-_TORCH_YARDSTICK = flags.DEFINE_string(
+_TORCH_YARDSTICK = arguments.DEFINE_path(
     "torch_yardstick",
     str(Path(bench.__file__).with_name("torch_wrn_step.py")),
     "The PyTorch yardstick script run by --torch_python.",
 )
 _ROUNDS = flags.DEFINE_integer(
-    "rounds", 1, "Runs of the whole list of configurations, interleaved."
+    "rounds", 1, "Runs of the whole list of configurations, interleaved.", lower_bound=1
 )
 _ISOLATE = flags.DEFINE_boolean(
     "isolate", True, "Each configuration in a fresh process (needed for peak RSS)."
 )
-_OUTPUT = flags.DEFINE_string("output", "bench.json", "Where the JSON report goes.")
+_OUTPUT = arguments.DEFINE_path("output", "bench.json", "Where the JSON report goes.")
 
 
 # Dtype policies a benchmark step runs under (Keras accepts more, e.g. float64, that
@@ -213,8 +240,9 @@ def main(argv):
     print(f"\nWrote {_OUTPUT.value}")
 
 
-def run():
-    cli.run(main, "hdge-bench")
+def run(argv: list[str] | None = None) -> None:
+    """The console script; `argv` (the program first) defaults to sys.argv."""
+    cli.run(main, "hdge-bench", argv)
 
 
 if __name__ == "__main__":

@@ -16,49 +16,54 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import app, logging
 
-from hdge_tf.bin import cli
+from hdge_tf.bin import arguments, cli
+from hdge_tf.config_checks import check_config
 from hdge_tf.configs import base
 from hdge_tf.evaluation import report
 from hdge_tf.run_config import load_run_config
 from hdge_tf.run_dir import load_model, run_paths
 
-_CONFIG = config_flags.DEFINE_config_file(
+_CONFIG = arguments.DEFINE_config_file(
     "config",
     str(Path(base.__file__)),
     "Config file with defaults for fields the run's config.json lacks; "
     "--config.eval.* (etc.) flags override the run's values.",
 )
-_WORKDIR = flags.DEFINE_string(
+_WORKDIR = arguments.DEFINE_path(
     "workdir", None, "Run directory holding config.json and model.keras."
 )
-_MODEL = flags.DEFINE_string(
+_MODEL = arguments.DEFINE_path(
     "model", None, "A .keras file to evaluate instead of WORKDIR/model.keras."
 )
-_OUTPUT_DIR = flags.DEFINE_string(
+_OUTPUT_DIR = arguments.DEFINE_path(
     "output_dir", None, "Where the report goes; default WORKDIR/eval."
 )
+# The config sections the evaluation reads.
+SECTIONS = ("data", "eval")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     run_dir, model_path = run_paths(_WORKDIR.value, _MODEL.value)
-    model = load_model(model_path)
     # The flag's value already holds the overrides; they are applied again last so
     # that they also win over the run's config.json.
-    overrides = config_flags.get_override_values(flags.FLAGS["config"])
+    overrides = _CONFIG.overrides
     config = load_run_config(run_dir, _CONFIG.value, overrides)
+    # What it reads, and any value given on the command line, before any work.
+    check_config(config, {*SECTIONS, *(key.split(".")[0] for key in overrides)})
+    model = load_model(model_path)
     output_dir = Path(_OUTPUT_DIR.value or run_dir.eval_dir)
     logging.info("Evaluating %s into %s.", model_path, output_dir)
     result = report.run_evaluation(model, config, output_dir)
     print(f"Report: {output_dir / report.REPORT_MD} ({result['seconds']['total']}s)")
 
 
-def run():
-    cli.run(main, "hdge-eval")
+def run(argv: list[str] | None = None) -> None:
+    """The console script; `argv` (the program first) defaults to sys.argv."""
+    cli.run(main, "hdge-eval", argv)
 
 
 if __name__ == "__main__":

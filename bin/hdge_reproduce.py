@@ -19,10 +19,9 @@ import sys
 from pathlib import Path
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 from hdge_tf import configs
-from hdge_tf.bin import cli
+from hdge_tf.bin import arguments, cli
 from hdge_tf.reproduce import (
     ExperimentConfigs,
     build_plan,
@@ -36,12 +35,12 @@ EXPERIMENTS = ExperimentConfigs(Path(configs.__file__).parent)
 # One run (train, evaluate, sample), with each job's flags after it.
 JOB_PROGRAM = (sys.executable, "-m", "hdge_tf.bin.hdge_reproduce_job")
 
-_CONFIG = config_flags.DEFINE_config_file(
+_CONFIG = arguments.DEFINE_config_file(
     "config",
     str(EXPERIMENTS.file("reproduce_mnist5k")),
     "The reproduction's config (variants, seeds, queue sizes, sampling).",
 )
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where runs, logs and the report go.")
+_WORKDIR = arguments.DEFINE_path("workdir", None, "Where runs, logs and the report go.")
 _SEEDS = flags.DEFINE_integer(
     "seeds", None, "Seeds per variant (default: the config's, 3).", lower_bound=1
 )
@@ -60,20 +59,24 @@ _ONLY = flags.DEFINE_list(
 _REPORT_ONLY = flags.DEFINE_bool(
     "report_only", False, "Only rebuild the report from finished runs."
 )
-flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     config, root = _CONFIG.value, Path(_WORKDIR.value)
+    plan.check_config(config)
+    jobs = build_plan(config, root, EXPERIMENTS, JOB_PROGRAM, _SEEDS.value)
+    chosen = plan.select(jobs, _ONLY.value)
+    if not _REPORT_ONLY.value:
+        plan.check_runs(chosen)  # every run's config, before any starts
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"The workdir {root} is a file; pass a directory.")
     root.mkdir(parents=True, exist_ok=True)
     (root / "config.json").write_text(config.to_json_best_effort(indent=2))
-    jobs = build_plan(config, root, EXPERIMENTS, JOB_PROGRAM, _SEEDS.value)
     status = {}
     if not _REPORT_ONLY.value:
         logging.info("%d runs; logs in %s", len(jobs), root / "logs")
-        chosen = plan.select(jobs, _ONLY.value)
         status = run_jobs(chosen, _PARALLEL.value, _THREADS.value)
     report = build_report(config, jobs, root, EXPERIMENTS)
     print(f"Wrote {root / 'report.md'}")
@@ -86,8 +89,9 @@ def main(argv):
         )
 
 
-def run():
-    cli.run(main, "hdge-reproduce")
+def run(argv: list[str] | None = None) -> None:
+    """The console script; `argv` (the program first) defaults to sys.argv."""
+    cli.run(main, "hdge-reproduce", argv, required=("workdir",))
 
 
 if __name__ == "__main__":

@@ -9,23 +9,21 @@ line the plan gives each job, so a run can be repeated by hand:
 from __future__ import annotations
 
 from absl import app, flags
-from ml_collections import config_flags
 
-from hdge_tf.bin import cli
+from hdge_tf.bin import arguments, cli
 from hdge_tf.reproduce import job
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory.")
+_CONFIG = arguments.DEFINE_config_file("config", None, "Experiment config file.")
+_WORKDIR = arguments.DEFINE_path("workdir", None, "The run's directory.")
 _VARIANT = flags.DEFINE_string("variant", None, "The variant's name in the plan.")
 _ROLE = flags.DEFINE_enum("role", "run", list(job.ROLES), "A variant or the judge.")
 _SAMPLES = flags.DEFINE_bool("samples", False, "Draw and score sample grids.")
-_JUDGE = flags.DEFINE_string("judge", None, "The judge's run directory.")
+_JUDGE = arguments.DEFINE_path("judge", None, "The judge's run directory.")
 _SAMPLING = flags.DEFINE_string(
     "sampling",
     job.DEFAULT_SAMPLING,
     "Sample counts, SGLD steps and seed, as k=v pairs.",
 )
-flags.mark_flags_as_required(["config", "workdir", "variant"])
 
 
 def main(argv):
@@ -43,8 +41,9 @@ def main(argv):
     )
 
 
-def run():
-    cli.run(main, "hdge-reproduce job")
+def run(argv: list[str] | None = None) -> None:
+    """The program; `argv` (the program first) defaults to sys.argv."""
+    cli.run(main, "hdge-reproduce job", argv, required=("config", "workdir", "variant"))
 
 
 if __name__ == "__main__":

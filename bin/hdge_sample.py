@@ -24,14 +24,14 @@ import numpy as np
 from absl import app, flags, logging
 
 from hdge_tf import generation, plots
-from hdge_tf.bin import cli
+from hdge_tf.bin import arguments, cli
 from hdge_tf.run_dir import load_model, run_paths
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory holding model.keras.")
-_MODEL = flags.DEFINE_string(
+_WORKDIR = arguments.DEFINE_path("workdir", None, "Run directory holding model.keras.")
+_MODEL = arguments.DEFINE_path(
     "model", None, "A .keras file to sample from instead of WORKDIR/model.keras."
 )
-_OUTPUT_DIR = flags.DEFINE_string(
+_OUTPUT_DIR = arguments.DEFINE_path(
     "output_dir", None, "Where the files go; default WORKDIR/samples (or MODEL's dir)."
 )
 _MODE = flags.DEFINE_enum(
@@ -51,10 +51,16 @@ _START = flags.DEFINE_enum(
     "Chain starts; default buffer when the model has a replay buffer, else fresh.",
 )
 _STEP_SIZE = flags.DEFINE_float(
-    "step_size", None, "SGLD step size; default the model's sgld.step_size (or 1)."
+    "step_size",
+    None,
+    "SGLD step size; default the model's sgld.step_size (or 1).",
+    lower_bound=0.0,
 )
 _NOISE_STD = flags.DEFINE_float(
-    "noise_std", None, "SGLD noise std; default the model's sgld.noise_std (or 0.01)."
+    "noise_std",
+    None,
+    "SGLD noise std; default the model's sgld.noise_std (or 0.01).",
+    lower_bound=0.0,
 )
 _CLIP = flags.DEFINE_bool(
     "clip", None, "Clip every step to [-1, 1]; default the model's sgld.clip."
@@ -108,8 +114,9 @@ def main(argv):
         print(path)
 
 
-def run():
-    cli.run(main, "hdge-sample")
+def run(argv: list[str] | None = None) -> None:
+    """The console script; `argv` (the program first) defaults to sys.argv."""
+    cli.run(main, "hdge-sample", argv)
 
 
 if __name__ == "__main__":

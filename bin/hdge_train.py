@@ -5,8 +5,8 @@
 
 Re-running with the same --workdir resumes from its last checkpoint; config values
 that differ from the run's config.json are named in a warning, or are an error for
-those that change the model (hdge_tf.resume_check.check_resume). The run
-directory's layout is described in hdge_tf/run_dir.py.
+those that change the model (hdge_tf.resume_check.check_resume). The run directory's
+layout is described in hdge_tf/run_dir.py.
 
 The console shows the run's start, one line per epoch and the test metrics
 (`hdge_tf.progress`); `--verbosity=1` adds the INFO logs (checkpoints, the saver)
@@ -16,18 +16,17 @@ and TensorFlow's start-up notices.
 import re
 
 import tensorflow as tf
-from absl import app, flags
-from ml_collections import config_flags
+from absl import app
 
 from hdge_tf import progress, training
-from hdge_tf.bin import cli
+from hdge_tf.bin import arguments, cli
+from hdge_tf.config_checks import check_config
 from hdge_tf.run_dir import RunDir
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
-_WORKDIR = flags.DEFINE_string(
+_CONFIG = arguments.DEFINE_config_file("config", None, "Experiment config file.")
+_WORKDIR = arguments.DEFINE_path(
     "workdir", None, "Directory for checkpoints and outputs."
 )
-flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
@@ -35,6 +34,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     cli.quiet_info_logs()
     config, run = _CONFIG.value, RunDir(_WORKDIR.value)
+    check_config(config)  # before the start line; train() checks it again
     print(progress.start_line(config, run.path, _epochs_done(run)), flush=True)
     metrics = training.train(config, run.path, callbacks=[progress.EpochLog()])
     print("\n".join(progress.final_lines(metrics, run.path)), flush=True)
@@ -49,8 +49,9 @@ def _epochs_done(run: RunDir) -> int:
     return int(match.group(1)) if match else 0
 
 
-def run():
-    cli.run(main, "hdge-train")
+def run(argv: list[str] | None = None) -> None:
+    """The console script; `argv` (the program first) defaults to sys.argv."""
+    cli.run(main, "hdge-train", argv, required=("config", "workdir"))
 
 
 if __name__ == "__main__":

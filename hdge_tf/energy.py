@@ -19,6 +19,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from hdge_tf import input_checks
+
 
 def logits(model: keras.Model, images, training: bool = False) -> tf.Tensor:
     """f(x) of `images` ([N, H, W, C]) as float32 [N, classes]."""
@@ -67,7 +69,11 @@ _inference_logits = tf.function(logits, reduce_retracing=True)
 def predict_logits(model: keras.Model, images, batch_size: int = 256) -> np.ndarray:
     """float32 logits in inference mode, batched, [N, classes]. Unlike
     `Model.predict` this also works on a model built under
-    MultiWorkerMirroredStrategy."""
+    MultiWorkerMirroredStrategy. Images of another shape than the model's fail
+    here, naming both shapes (not inside the traced function)."""
+    input_checks.check_image_shape(
+        np.shape(images), input_checks.model_image_shape(model)
+    )
     batches = [
         _inference_logits(
             model, tf.convert_to_tensor(images[i : i + batch_size])

@@ -39,7 +39,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from hdge_tf import energy
+from hdge_tf import energy, input_checks
 from hdge_tf.model import HDGEClassifier
 
 SIGNATURES = {
@@ -126,6 +126,11 @@ def fit_gate(
     """The gate whose threshold is the (1 - tpr) quantile of log p(x) over
     `validation_images` (in-distribution images the model did not train on), and
     whose upper threshold is their `UPPER_QUANTILE`."""
+    input_checks.check_image_shape(
+        np.shape(validation_images),
+        input_checks.model_image_shape(model),
+        "The validation images",
+    )
     logits = energy.predict_logits(model, validation_images, batch_size)
     scores = np.asarray(energy.log_px(logits), np.float64)
     threshold = threshold_at_tpr(scores, tpr)
@@ -282,14 +287,28 @@ def _specs(specs: dict[str, tf.TensorSpec]) -> str:
 def _check_shape(images, image_shape) -> tf.Tensor:
     """`images` once their [batch, H, W, C] is checked against `image_shape` (None
     for a free axis) at run time: a signature's input spec is not enforced on its
-    callers."""
+    callers. The error names the expected and the received shape."""
     expected = ", ".join("any" if d is None else str(int(d)) for d in image_shape)
     axes = [axis for axis, d in enumerate(image_shape, start=1) if d is not None]
-    check = tf.debugging.assert_equal(
-        tf.gather(tf.shape(images), axes),
-        tf.constant([int(image_shape[a - 1]) for a in axes], tf.int32),
-        message=f"images must have shape [batch, {expected}] (height, width, "
-        "channels) for this model",
+    want = tf.constant([int(image_shape[a - 1]) for a in axes], tf.int32)
+    shape = tf.shape(images, out_type=tf.int32)
+    # The shape padded with zeros, as its length (the rank) is known only at run
+    # time: a batch without the channel axis must fail this check, not a gather
+    # of an axis it lacks. Rank 4: axes 1-3 present (> 0), no axis 4 (zero).
+    padded = tf.concat([shape, tf.zeros([5], tf.int32)], 0)
+    fits = (
+        tf.reduce_all(padded[1:4] > 0)
+        & tf.equal(padded[4], 0)
+        & tf.reduce_all(tf.equal(tf.gather(padded, axes), want))
+    )
+    check = tf.debugging.Assert(
+        fits,
+        [
+            f"images must have shape [batch, {expected}] (height, width, channels) "
+            "for this model; received shape",
+            shape,
+        ],
+        summarize=8,
     )
     with tf.control_dependencies([check]):
         return tf.identity(images)

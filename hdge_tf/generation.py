@@ -19,8 +19,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from hdge_tf import sampling
-from hdge_tf.model import model_image_shape
+from hdge_tf import input_checks, sampling
 from hdge_tf.sgld_settings import SGLDSettings
 
 # "fresh": uniform noise; "buffer": the replay buffer's long-run chains;
@@ -113,7 +112,14 @@ def draw_samples(
     if noise_std is None:
         noise_std = settings.noise_std
     classes = num_classes(model)
-    image_shape = model_image_shape(model)
+    image_shape = input_checks.model_image_shape(model)
+    if image_shape is None or None in image_shape:
+        shown = "unknown" if image_shape is None else str(image_shape)
+        raise ValueError(
+            f"Sampling draws images of the model's (height, width, channels), and "
+            f"{type(model).__name__} {model.name!r} does not fix them (its image "
+            f"shape: {shown}): build the model for one image size."
+        )
     labels = np.repeat(np.arange(classes, dtype=np.int32), num) if conditional else None
     total = num * classes if conditional else num
     # Only a class-split buffer can hand out rows of a given class.
@@ -147,6 +153,10 @@ def draw_samples(
                 reinit_freq=0.0,
                 seed=start_seed,
             )
+        # The buffer's or Gaussians' images meet the model here.
+        input_checks.check_image_shape(
+            starts.shape, image_shape, f"The chain starts ({start})"
+        )
         samples = sampling.sgld(
             model,
             starts,

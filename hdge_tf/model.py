@@ -13,6 +13,7 @@ import copy
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from hdge_tf import (
@@ -215,6 +216,9 @@ class HDGEClassifier(keras.Model):
 
     def call(self, images, training=False):
         """Returns float32 logits, [N, classes]."""
+        shape = getattr(images, "shape", None)  # static: no cost per call
+        if shape is not None and getattr(shape, "rank", 0) is not None:
+            input_checks.check_image_shape(tuple(shape), self.image_shape)
         return energy.logits(self.backbone, images, training)
 
     # Training -------------------------------------------------------------------
@@ -311,13 +315,24 @@ class HDGEClassifier(keras.Model):
             labels = tf.cast(labels * self.num_classes, tf.int32)
         buffer.images.assign(self.chain_starts.sample(labels, [self.seed, 2]))
 
-    def fit(self, *args, **kwargs):
+    def fit(self, x=None, *args, **kwargs):
         if self.chain_starts is not None and not self.chain_starts.fitted:
             raise ValueError(
                 "sgld.start='class_gaussian' needs its class Gaussians: call "
                 "model.fit_chain_starts(train_images, train_labels) before fit()."
             )
-        return super().fit(*args, **kwargs)
+        input_checks.check_range_once(self, x, kwargs.get("batch_size"))
+        return super().fit(x, *args, **kwargs)
+
+    def evaluate(self, x=None, *args, **kwargs):
+        input_checks.check_range_once(self, x, kwargs.get("batch_size"))
+        return super().evaluate(x, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        # Before Keras wraps call()'s error in its own multi-line message.
+        if isinstance(x, np.ndarray | tf.Tensor):
+            input_checks.check_image_shape(x.shape, self.image_shape)
+        return super().predict(x, *args, **kwargs)
 
     def compile(self, optimizer="adam", jit_compile="auto", **kwargs):
         """Keras's compile; `jit_compile` ("auto", True, False or "true"/"false",
@@ -827,18 +842,27 @@ def _backbone_image_shape(backbone: keras.Model, image_shape) -> tuple:
 
 
 def _backbone_num_classes(backbone: keras.Model, image_shape: tuple) -> int:
-    """The backbone's logit count; an unbuilt (subclassed) backbone is built by
-    calling it on one image of `image_shape`, as Keras builds on a first call."""
+    """The backbone's logit count, at least two; an unbuilt (subclassed) backbone
+    is built by calling it on one image of `image_shape`, as Keras builds on a
+    first call."""
     try:
-        return int(backbone.output_shape[-1])
-    except (AttributeError, ValueError):
-        pass
-    if any(d is None for d in image_shape):
+        count = int(backbone.output_shape[-1])
+    except (AttributeError, ValueError, TypeError):
+        if any(d is None for d in image_shape):
+            raise ValueError(
+                "Pass the full image_shape for the subclassed backbone "
+                f"{backbone.name!r}; got {image_shape}."
+            ) from None
+        count = int(backbone(keras.ops.zeros((1, *image_shape))).shape[-1])
+    if count < 2:
+        # softmax of one logit is 1 whatever the input: CE, the contrastive
+        # terms and p(y|x) would learn nothing.
         raise ValueError(
-            f"Pass the full image_shape for the subclassed backbone {backbone.name!r}"
-            f"; got {image_shape}."
+            f"The backbone {backbone.name!r} has {count} logit(s); HDGEClassifier "
+            "needs one per class, at least 2 (a binary task: Dense(2), not Dense(1) "
+            "with a sigmoid)."
         )
-    return int(backbone(keras.ops.zeros((1, *image_shape))).shape[-1])
+    return count
 
 
 def _check_logit_backbone(backbone: keras.Model) -> None:

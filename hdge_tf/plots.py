@@ -7,11 +7,9 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; no display on servers
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 # Counts of rare events (a step skipped as diverged, a loss-scale overflow): a
 # panel of zeros says nothing, so they get one only when some epoch counted any.
@@ -25,12 +23,18 @@ def plot_history(csv_path: str | Path, png_path: str | Path) -> None:
         rows = list(csv.DictReader(f))
     if not rows:
         return
-    fig = history_figure(rows)
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
+    history_figure(rows).savefig(png_path, dpi=100)
 
 
-def history_figure(rows: Sequence[dict[str, str]]) -> plt.Figure:
+def new_figure(**kwargs) -> Figure:
+    """A figure on its own Agg canvas (PNG files, no display): pyplot's global
+    state and the process's matplotlib backend stay as the caller set them."""
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def history_figure(rows: Sequence[dict[str, str]]) -> Figure:
     """A panel per metric of CSVLogger `rows`: "training" and, where every epoch
     has one, "validation" (the split held out of training, never the test set).
     `EVENT_COUNTS` columns get a panel only when not all zero."""
@@ -47,9 +51,8 @@ def history_figure(rows: Sequence[dict[str, str]]) -> plt.Figure:
     # A grid at most 4 panels wide, so a run with many loss terms stays readable.
     columns = min(len(names), 4)
     grid_rows = math.ceil(len(names) / columns)
-    fig, axes = plt.subplots(
-        grid_rows, columns, figsize=(3.2 * columns, 3 * grid_rows), squeeze=False
-    )
+    fig = new_figure(figsize=(3.2 * columns, 3 * grid_rows))
+    axes = fig.subplots(grid_rows, columns, squeeze=False)
     for ax in axes.flat[len(names) :]:
         fig.delaxes(ax)
     for ax, name in zip(axes.flat, names, strict=False):
@@ -119,7 +122,7 @@ def plot_image_grid(
     # Narrow grids get a wider figure (grid centred) so the title fits.
     fig_w = max(needed, 0.075 * len(title) + 2 * margin if title else 0.0)
     fig_h = title_h + grid_h + 2 * margin
-    fig = plt.figure(figsize=(fig_w, fig_h))
+    fig = new_figure(figsize=(fig_w, fig_h))
     left = margin + label_w + (fig_w - needed) / 2
     ax = fig.add_axes([left / fig_w, margin / fig_h, grid_w / fig_w, grid_h / fig_h])
     ax.imshow(
@@ -144,4 +147,3 @@ def plot_image_grid(
             title, y=1 - 0.5 * (margin + title_h) / fig_h, va="center", fontsize=10
         )
     fig.savefig(png_path, dpi=100)
-    plt.close(fig)

@@ -1,7 +1,7 @@
 """`train(config, workdir)`: data, model, fit with checkpoints, final metrics.
 
 The workdir's layout (config.json, checkpoints/, model.keras, metrics.json, ...) is
-`hdge_tf.workdir.RunDir`'s; the callbacks (checkpoints, the divergence guard,
+`hdge_tf.run_dir.RunDir`'s; the callbacks (checkpoints, the divergence guard,
 sample grids) are in `hdge_tf.callbacks`. This module puts them together.
 
 SIGINT/SIGTERM stop training at the next batch boundary with `interrupts.Interrupted`
@@ -10,7 +10,7 @@ SIGINT/SIGTERM stop training at the next batch boundary with `interrupts.Interru
 so far are intact.
 
 Calling `train` again on a workdir that holds a checkpoint resumes from it (a config
-that differs from the run's config.json is checked first: `workdir.check_resume`).
+that differs from the run's config.json is checked first: `resume_check.check_resume`).
 Every random draw is a function of (seed, epoch, step): data order and augmentation
 per epoch (`hdge_tf.data`), input noise and SGLD chains per step (`HDGEClassifier`),
 so a run killed at any moment and resumed replays its interrupted epoch exactly as
@@ -32,23 +32,20 @@ from absl import logging
 
 from hdge_tf import data as data_lib
 from hdge_tf import distribute, hardware, interrupts, run_lock
-from hdge_tf.callbacks import DivergenceGuard, EpochCheckpoint, RunState, SampleGrid
+from hdge_tf.atomic_files import save_model_atomic, write_atomic
+from hdge_tf.callbacks import DivergenceGuard, EpochCheckpoint, SampleGrid
 from hdge_tf.config_checks import check_config
 from hdge_tf.evaluation import protocol
 from hdge_tf.health import BrokenRunGuard, TrainingBroken
+from hdge_tf.history_repair import repair_history
 from hdge_tf.model import HDGEClassifier
 from hdge_tf.networks import build_backbone
 from hdge_tf.optimization import build_optimizer
 from hdge_tf.plots import plot_history
+from hdge_tf.resume_check import check_resume
+from hdge_tf.run_dir import RunDir, load_model
+from hdge_tf.run_state import RunState
 from hdge_tf.sgld_settings import split_flat
-from hdge_tf.workdir import (
-    RunDir,
-    check_resume,
-    load_model,
-    repair_history,
-    save_model_atomic,
-    write_atomic,
-)
 
 
 def build_model(config, num_classes: int, image_shape) -> HDGEClassifier:
@@ -182,6 +179,8 @@ def _train(config, run: RunDir, extra_callbacks: list) -> tuple[HDGEClassifier, 
         model.compile(
             optimizer=_optimizer(config, data.steps_per_epoch), jit_compile=jit_compile
         )
+    # Its pipeline makes [-1, 1] images: no look at a first batch (input_checks).
+    model.input_range_checked = True
     _warn_if_capped(model)
     if train_cfg.init_from and not run.has_checkpoint():
         # Before the workdir is touched: the source may fail to load or to fit.

@@ -21,7 +21,7 @@ from background import (  # noqa: F401
     pytest_terminal_summary,
 )
 
-from hdge_tf import workdir
+from hdge_tf import run_config
 from hdge_tf.configs import mnist5k_hdge
 
 
@@ -87,7 +87,7 @@ SMOKE_OVERRIDES = {
 
 def smoke_config(epochs: int = 1):
     overrides = {**SMOKE_OVERRIDES, "train.epochs": epochs}
-    config = workdir.resolve_config(mnist5k_hdge.get_config(), None, overrides)
+    config = run_config.resolve_config(mnist5k_hdge.get_config(), None, overrides)
     # A field the config file leaves to SmallCNN's default (128), so that no
     # --config.* flag can set it: smoke_flags' network keeps the default.
     config.backbone.dense_units = 16

@@ -9,11 +9,12 @@ import os
 import socket
 from pathlib import Path
 
+import keras
 import programs
 import pytest
-from conftest import SMOKE_OVERRIDES, smoke_flags
+from conftest import SMOKE_OVERRIDES, smoke_flags, tiny_backbone
 
-from hdge_tf import run_config, run_lock
+from hdge_tf import HDGEClassifier, run_config, run_lock
 from hdge_tf.configs import mnist5k_hdge
 
 PROGRAMS = {
@@ -45,8 +46,7 @@ CASES = [
         "hdge_train",
         "bad_value",
         _train("bad_value", "--config.train.batch_size=abc"),
-        "--config.train.batch_size=abc: expected an integer (flag "
-        "--config.train.batch_size=abc: invalid literal for int()",
+        "--config.train.batch_size=abc: expected an integer.",
     ),
     (
         "hdge_train",
@@ -72,22 +72,22 @@ CASES = [
         "hdge_train",
         "config_syntax_error",
         ["--config={tmp}/syntax_error.py", "--workdir={tmp}/runs/x"],
-        "cannot load the config file {tmp}/syntax_error.py: invalid syntax at line 2",
+        "{tmp}/syntax_error.py: SyntaxError: invalid syntax at line 2: "
+        "def get_config(:",
     ),
     (
         "hdge_train",
         "config_without_get_config",
         ["--config={tmp}/no_get_config.py", "--workdir={tmp}/runs/x"],
-        "cannot load the config file {tmp}/no_get_config.py: it defines no "
-        "get_config(); a config file's get_config() returns an "
-        "ml_collections.ConfigDict",
+        "{tmp}/no_get_config.py: defines no get_config(); a config file's "
+        "get_config() returns an ml_collections.ConfigDict",
     ),
     (
         "hdge_train",
         "config_get_config_fails",
         ["--config={tmp}/get_config_fails.py", "--workdir={tmp}/runs/x"],
-        "cannot load the config file {tmp}/get_config_fails.py: NameError: name "
-        "'no_such_name' is not defined",
+        "{tmp}/get_config_fails.py: NameError: name 'no_such_name' is not defined "
+        "(line 2)",
     ),
     (
         "hdge_bench",
@@ -112,14 +112,13 @@ CASES = [
         "hdge_train",
         "missing_config_file",
         ["--config={tmp}/no_such_config.py", "--workdir={tmp}/runs/x"],
-        "cannot load the config file: [Errno 2] No such file or directory: "
-        "'{tmp}/no_such_config.py'",
+        "{tmp}/no_such_config.py: no such config file",
     ),
     (
         "hdge_train",
         "no_workdir",
         smoke_flags(),
-        "flag --workdir=None: Flag --workdir must have a value other than None.",
+        "--workdir is required: Directory for checkpoints and outputs.",
     ),
     (
         "hdge_train",
@@ -245,6 +244,163 @@ CASES = [
         "is not a .keras model archive",
     ),
 ]
+# Issue 29's classes, each across the programs: a config file that gives no
+# config, an empty or blank path, a config value a program reads, and a model
+# whose images are not the data's.
+_MNIST = "--config=configs/mnist5k_hdge.py"
+_SHAPE = "but the model takes images of shape (batch, 8, 8, 1) [batch, height, "
+CASES += [
+    (
+        "hdge_train",
+        "config_raises",
+        ["--config={tmp}/raises.py", "--workdir={tmp}/runs/x"],
+        "{tmp}/raises.py: ValueError: no config for you (line 2)",
+    ),
+    (
+        "hdge_train",
+        "config_returns_a_dict",
+        ["--config={tmp}/returns_dict.py", "--workdir={tmp}/runs/x"],
+        "{tmp}/returns_dict.py: TypeError: get_config() returned dict, not an "
+        "ml_collections.ConfigDict",
+    ),
+    (
+        "hdge_eval",
+        "config_raises",
+        ["--config={tmp}/raises.py", "--workdir={tmp}/empty"],
+        "{tmp}/raises.py: ValueError: no config for you (line 2)",
+    ),
+    (
+        "hdge_train",
+        "empty_workdir",
+        [*smoke_flags(), "--workdir="],
+        "--workdir=: expected a path, got an empty or blank value.",
+    ),
+    (
+        "hdge_train",
+        "blank_data_dir",
+        _train("blank_data_dir", "--config.data.data_dir= "),
+        "--config.data.data_dir= : expected a path, got an empty or blank value",
+    ),
+    (
+        "hdge_eval",
+        "empty_model",
+        ["--model="],
+        "--model=: expected a path, got an empty or blank value.",
+    ),
+    (
+        "hdge_eval",
+        "blank_output_dir",
+        ["--workdir={tmp}/empty", "--output_dir= "],
+        "--output_dir= : expected a path, got an empty or blank value.",
+    ),
+    (
+        "hdge_eval",
+        "empty_config",
+        ["--config=", "--workdir={tmp}/empty"],
+        "--config=: expected a path, got an empty or blank value.",
+    ),
+    (
+        "hdge_sample",
+        "empty_workdir",
+        ["--workdir="],
+        "--workdir=: expected a path, got an empty or blank value.",
+    ),
+    (
+        "hdge_export",
+        "empty_output",
+        ["--workdir={tmp}/empty", "--output="],
+        "--output=: expected a path, got an empty or blank value.",
+    ),
+    (
+        "hdge_bench",
+        "empty_output",
+        ["--output="],
+        "--output=: expected a path, got an empty or blank value.",
+    ),
+    (
+        "hdge_eval",
+        "negative_pgd_steps",
+        ["--workdir={tmp}/empty", "--config.eval.pgd.steps=-1"],
+        "eval.pgd.steps=-1: expected an integer >= 0.",
+    ),
+    (
+        "hdge_eval",
+        "float8",
+        ["--workdir={tmp}/empty", "--config.precision=float8"],
+        "precision='float8': expected one of ('float32', 'mixed_bfloat16', "
+        "'mixed_float16').",
+    ),
+    (
+        "hdge_train",
+        "float8",
+        _train("float8", "--config.precision=float8"),
+        "precision='float8': expected one of ('float32', 'mixed_bfloat16', "
+        "'mixed_float16').",
+    ),
+    (
+        "hdge_eval",
+        "misspelt_field",
+        ["--workdir={tmp}/empty", "--config.eval.pgd.stepz=3"],
+        "--config.eval.pgd.stepz: the config has no field 'stepz'. Did you mean "
+        "'eval.pgd.steps'?",
+    ),
+    (
+        "hdge_export",
+        "negative_validation_size",
+        ["--model={tmp}/garbage.keras", _MNIST, "--config.data.validation_size=-1"],
+        "data.validation_size=-1: expected an integer >= 0.",
+    ),
+    (
+        "hdge_sample",
+        "nan_step_size",
+        ["--workdir={tmp}/empty", "--step_size=nan"],
+        "--step_size=nan: expected a finite number >= 0.0.",
+    ),
+    (
+        "hdge_bench",
+        "no_rounds",
+        ["--rounds=0"],
+        "--rounds=0: expected an integer >= 1.",
+    ),
+    (
+        "hdge_eval",
+        "model_for_other_images",
+        ["--model={tmp}/small.keras", _MNIST, "--output_dir={tmp}/small_eval"],
+        "The test images of data.name='mnist5k' have shape (1000, 32, 32, 1), "
+        + _SHAPE,
+    ),
+    (
+        "hdge_export",
+        "model_for_other_images",
+        [
+            "--model={tmp}/small.keras",
+            _MNIST,
+            "--config.data.validation_size=32",
+            "--output={tmp}/small_export",
+        ],
+        "The validation images have shape (32, 32, 32, 1), " + _SHAPE,
+    ),
+    (
+        "hdge_sample",
+        "model_of_any_image_size",
+        ["--model={tmp}/any_size.keras", "--output_dir={tmp}/any_size_samples"],
+        "Sampling draws images of the model's (height, width, channels), and "
+        "HDGEClassifier 'any_size' does not fix them (its image shape: (None, None, "
+        "1))",
+    ),
+]
+# What the cases above must not have written.
+NOT_WRITTEN = {
+    ("hdge_train", "config_raises"): "runs/x",
+    ("hdge_train", "float8"): "runs/float8",
+    ("hdge_train", "blank_data_dir"): "runs/blank_data_dir",
+    ("hdge_eval", "config_raises"): "empty/eval",
+    ("hdge_eval", "negative_pgd_steps"): "empty/eval",
+    ("hdge_eval", "model_for_other_images"): "small_eval",
+    ("hdge_export", "model_for_other_images"): "small_export",
+    ("hdge_sample", "model_of_any_image_size"): "any_size_samples",
+}
+
 # Errors with --verbosity=1, which keeps the traceback.
 VERBOSE_CASE = ("hdge_eval", "verbose", ["--workdir={tmp}/empty", "--verbosity=1"])
 VERBOSE_CONFIG_CASE = (
@@ -264,6 +420,18 @@ def _prepare(tmp: Path) -> None:
     (tmp / "syntax_error.py").write_text("import ml_collections\ndef get_config(:\n")
     (tmp / "no_get_config.py").write_text("import ml_collections\nCONFIG = 1\n")
     (tmp / "get_config_fails.py").write_text("def get_config():\n    no_such_name\n")
+    (tmp / "raises.py").write_text(
+        "def get_config():\n    raise ValueError('no config for you')\n"
+    )
+    (tmp / "returns_dict.py").write_text("def get_config():\n    return {'seed': 1}\n")
+    # Models for 8x8 images (the data's are 32x32), and for images of any size.
+    HDGEClassifier(tiny_backbone(), queue_size=16).save(tmp / "small.keras")
+    inputs = keras.Input((None, None, 1))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    backbone = keras.Model(inputs, keras.layers.Dense(4)(pooled))
+    HDGEClassifier(backbone, queue_size=16, name="any_size").save(
+        tmp / "any_size.keras"
+    )
     run_lock.acquire(tmp / "in_use")
     # A checkpoint that cannot be read, in a run without config.json.
     checkpoints = tmp / "corrupt" / "checkpoints"
@@ -319,6 +487,15 @@ def test_a_user_error_ends_with_one_line(outcomes, module, name, message):
     assert last.startswith(f"{PROGRAMS[module]}: error: "), stderr[-3000:]
     assert message in last
     assert status == 1
+
+
+@pytest.mark.slow
+@pytest.mark.background(programs.program_runs)
+@pytest.mark.parametrize(("module", "name"), list(NOT_WRITTEN))
+def test_a_user_error_writes_nothing(background_result, outcomes, module, name):
+    assert outcomes[module, name][0] == 1
+    tmp = programs.directory(background_result, CLI_CASES)
+    assert not (tmp / NOT_WRITTEN[module, name]).exists()
 
 
 @pytest.mark.slow

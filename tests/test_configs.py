@@ -1,6 +1,7 @@
 """Every experiment config loads and its loss section builds the model."""
 
 import importlib
+import re
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,51 @@ def test_reproduction_runs_existing_configs_with_existing_keys(size):
     assert plan.base_queue_size(config, experiments) in [
         int(k) for k in config.queue_sizes
     ]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("eval.pgd.steps", -1, "eval.pgd.steps=-1: expected an integer >= 0."),
+        ("precision", "float8", "precision='float8': expected one of ('float32', "),
+        ("eval.pgd.norms", ("linf", "l3"), "eval.pgd.norms=('linf', 'l3'): expected"),
+        ("eval.pgd.epsilons.l2", (0.5, -1.0), "eval.pgd.epsilons.l2=(0.5, -1.0): "),
+        ("eval.pgd.gradient", "exact", "eval.pgd.gradient='exact': expected one of"),
+        ("data.augment", "flip", "data.augment='flip': expected one of"),
+        ("data.data_dir", " ", "data.data_dir=' ': expected a path (not empty or"),
+        ("train.jit_compile", "maybe", "train.jit_compile='maybe': expected one of"),
+    ],
+)
+def test_every_value_a_program_reads_is_checked(key, value, message):
+    """The rules hdge-eval and hdge-export apply to the sections they read are
+    hdge-train's, with the same messages."""
+    config = importlib.import_module("hdge_tf.configs.base").get_config()
+    *parents, leaf = key.split(".")
+    node = config
+    for parent in parents:
+        node = node[parent]
+    node[leaf] = value
+    section = key.split(".")[0]
+    for sections in (None, (section,)):
+        with pytest.raises(ValueError, match="^" + re.escape(message)):
+            check_config(config, sections)
+
+
+def test_a_program_checks_only_the_sections_it_reads():
+    """A run's config.json may predate keys or hold another section's oddities;
+    hdge-eval reads data and eval only."""
+    config = importlib.import_module("hdge_tf.configs.base").get_config()
+    config.train.batch_size = 0
+    del config["loss"]
+    check_config(config, ("data", "eval"))
+    with pytest.raises(ValueError, match=r"^The config has no loss.queue_size, "):
+        check_config(config)
+
+
+def test_a_config_that_is_not_a_training_config_is_named():
+    from hdge_tf.configs import reproduce_mnist5k
+
+    with pytest.raises(
+        ValueError, match=r"^The config has no seed, deterministic, train.epochs, "
+    ):
+        check_config(reproduce_mnist5k.get_config("tiny"))

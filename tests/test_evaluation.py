@@ -525,6 +525,20 @@ def test_report_rejects_unknown_names_before_computing(tmp_path, mnist_model):
     assert not list(tmp_path.glob("*.png"))  # nothing was computed
 
 
+def test_report_of_a_model_for_other_images_names_both_shapes(tmp_path):
+    """A model built for 8x8 images on the 32x32 test split: one line with both
+    shapes before any graph runs, and no report directory."""
+    model = HDGEClassifier(tiny_backbone(10, (8, 8, 1)), queue_size=64)
+    with pytest.raises(ValueError) as error:
+        report.run_evaluation(model, tiny_eval_config(), tmp_path / "eval")
+    assert str(error.value) == (
+        "The test images of data.name='mnist5k' have shape (64, 32, 32, 1), but the "
+        "model takes images of shape (batch, 8, 8, 1) [batch, height, width, "
+        "channels]."
+    )
+    assert not (tmp_path / "eval").exists()
+
+
 def _save_run(tmp: Path) -> None:
     HDGEClassifier(tiny_backbone(10, (32, 32, 1)), queue_size=64).save(
         tmp / "model.keras"

@@ -3,6 +3,7 @@
 import functools
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -139,6 +140,9 @@ def _shape_cases() -> dict[str, np.ndarray]:
     for signature in (*SIGNATURES, "gate"):
         cases[f"{signature}:size"] = _images(2, seed=1, image_shape=(6, 6, 1))
         cases[f"{signature}:channels"] = _images(2, seed=1, image_shape=(8, 8, 3))
+        # A batch without the channel axis, and one with an axis too many.
+        cases[f"{signature}:no_channel_axis"] = _images(2, seed=1)[..., 0]
+        cases[f"{signature}:rank_5"] = _images(2, seed=1)[..., None]
         cases[f"{signature}:right"] = _images(2, seed=1)
     return cases
 
@@ -164,11 +168,25 @@ def _prepare_runs(tmp: Path) -> None:
     HDGEClassifier(backbone, queue_size=QUEUE_SIZE).save(tmp / "gate" / "model.keras")
     run_config = {"data": {"name": "mnist5k", "validation_size": 200}}
     (tmp / "gate" / "config.json").write_text(json.dumps(run_config))
+    # The same model's file alone, without a run's config.json.
+    (tmp / "bare").mkdir()
+    shutil.copy(tmp / "gate" / "model.keras", tmp / "bare" / "model.keras")
 
 
+# README: hdge-export reads a --model=FILE.keras alone, its gate set on the
+# validation split of the config --config names (none without one).
+MODEL_ONLY_RUNS = {
+    "model_and_config": [
+        "--model={tmp}/bare/model.keras",
+        "--config=configs/mnist5k_hdge.py",
+        "--config.data.validation_size=200",
+    ],
+    "model_alone": ["--model={tmp}/bare/model.keras", "--output={tmp}/bare_no_gate"],
+}
 EXPORT_CLI = programs.group(
     "export_cli",
-    [(name, "hdge_export", [f"--workdir={{tmp}}/{name}"]) for name in CLI_RUNS],
+    [(name, "hdge_export", [f"--workdir={{tmp}}/{name}"]) for name in CLI_RUNS]
+    + [(name, "hdge_export", args) for name, args in MODEL_ONLY_RUNS.items()],
     prepare=_prepare_runs,
 )
 
@@ -370,6 +388,15 @@ def test_gate_threshold_is_the_validation_quantile(exported):
         export.fit_gate(model, validation, tpr=1.5)
 
 
+def test_a_gate_fitted_on_images_of_another_shape_names_both(exported):
+    with pytest.raises(ValueError) as error:
+        export.fit_gate(exported[0], _images(5, seed=7, image_shape=(9, 8, 1)))
+    assert str(error.value) == (
+        "The validation images have shape (5, 9, 8, 1), but the model takes images "
+        "of shape (batch, 8, 8, 1) [batch, height, width, channels]."
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.background(programs.program_runs)
 def test_cli_exports_a_gate_set_on_the_validation_split(cli):
@@ -404,6 +431,25 @@ def test_cli_exports_a_gate_set_on_the_validation_split(cli):
     np.testing.assert_array_equal(flags[~near], expected[~near])
     np.testing.assert_allclose(outputs["threshold"].numpy(), gate.threshold)
     np.testing.assert_allclose(outputs["upper_threshold"].numpy(), gate.upper_threshold)
+
+
+@pytest.mark.slow
+@pytest.mark.background(programs.program_runs)
+def test_cli_exports_a_model_file_alone(cli):
+    """With --config, the gate is set on that config's validation split, as for
+    the run the model came from; without, the export has no gate and says why."""
+    status, stderr, tmp = cli["model_and_config"]
+    assert status == 0, stderr[-3000:]
+    with_config = tmp.parent / "bare" / "export" / "saved_model"
+    gate = export.read_gate(with_config)
+    expected = export.read_gate(tmp.parent / "gate" / "export" / "saved_model")
+    assert (gate.num_validation, gate.threshold) == (200, expected.threshold)
+    assert "gate" in tf.saved_model.load(str(with_config)).signatures
+
+    status, stderr, tmp = cli["model_alone"]
+    assert status == 0, stderr[-3000:]
+    assert "no --config: exporting without an OOD gate; pass --config=FILE" in stderr
+    assert export.read_gate(tmp.parent / "bare_no_gate") is None
 
 
 @pytest.mark.slow
@@ -464,7 +510,11 @@ def test_every_signature_names_the_image_shape_it_expects(background_result):
     for case, result in results.items():
         if case.endswith(":right"):
             assert "error" not in result, case
-        else:
-            assert "images must have shape [batch, 8, 8, 1] (height, width, " in (
-                result.get("error", "")
-            ), (case, result)
+            continue
+        error = result.get("error", "")
+        assert "images must have shape [batch, 8, 8, 1] (height, width, " in (error), (
+            case,
+            result,
+        )
+        received = " ".join(str(d) for d in _shape_cases()[case].shape)
+        assert f"received shape] [{received}]" in error, (case, error)

@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 from conftest import tiny_backbone
 
+from hdge_tf import input_checks
 from hdge_tf.export import export_saved_model
 from hdge_tf.model import HDGEClassifier
 
@@ -116,6 +117,59 @@ def test_class_weight_is_named_in_the_error(separable_data):
     images, labels = separable_data
     with pytest.raises(ValueError, match=r"fit's class_weight= and sample_weight="):
         _model().fit(images, labels, class_weight={0: 2.0, 1: 1, 2: 1, 3: 1})
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: tiny_backbone(num_classes=1), lambda: SubclassedNet(num_classes=1)],
+    ids=["functional", "subclassed"],
+)
+def test_one_logit_is_refused_with_the_count(make):
+    """softmax of one logit is 1 whatever the input: nothing would be learned."""
+    with pytest.raises(ValueError, match=r"has 1 logit\(s\); HDGEClassifier needs"):
+        HDGEClassifier(make(), queue_size=40, image_shape=(8, 8, 1))
+
+
+def _range_warnings(caplog) -> int:
+    return caplog.text.count("HDGEClassifier expects images in [-1, 1]")
+
+
+@pytest.mark.parametrize("as_dataset", [False, True], ids=["arrays", "dataset"])
+def test_images_in_0_255_give_one_warning(separable_data, caplog, as_dataset):
+    """Pixels 0..255 as floats: the first fit / evaluate says so once, naming
+    the range; later calls and later epochs do not look again."""
+    images, labels = separable_data
+    pixels = (images + 1) * 127.5
+    data = {"x": pixels, "y": labels}
+    if as_dataset:
+        dataset = tf.data.Dataset.from_tensor_slices((pixels, labels))
+        data = {"x": dataset.batch(16)}
+    model = _model()
+    model.fit(**data, batch_size=None if as_dataset else 16, epochs=2, verbose=0)
+    model.evaluate(**data, verbose=0)
+    assert _range_warnings(caplog) == 1
+    first = pixels[:16]
+    assert f"images range over [{first.min():g}, {first.max():g}]" in caplog.text
+    assert "x / 127.5 - 1" in caplog.text
+    # A new model is checked again, on evaluate as well as on fit.
+    _model().evaluate(**data, verbose=0)
+    assert _range_warnings(caplog) == 2
+
+
+def test_images_in_range_give_no_warning(separable_data, caplog, monkeypatch):
+    images, labels = separable_data
+    looks = []
+    original = input_checks.warn_if_outside_range
+    monkeypatch.setattr(
+        input_checks,
+        "warn_if_outside_range",
+        lambda *args: looks.append(1) or original(*args),
+    )
+    model = _model()
+    model.fit(images, labels, batch_size=16, epochs=3, validation_split=0.25, verbose=0)
+    model.evaluate(images, labels, verbose=0)
+    assert _range_warnings(caplog) == 0
+    assert looks == [1]  # one look at one batch, not one per step or epoch
 
 
 def _save_model(tmp: Path) -> None:

@@ -13,7 +13,7 @@ from keras_checks import (
     check_save_load,
 )
 
-from hdge_tf import input_checks, losses
+from hdge_tf import energy, input_checks, losses
 from hdge_tf.model import HDGEClassifier
 from hdge_tf.sgld_settings import FLAT_KEYS, SGLDSettings
 
@@ -127,6 +127,29 @@ def test_bad_inputs_name_the_problem(separable_data):
         HDGEClassifier(tiny_backbone(), formulation="moco")
     with pytest.raises(ValueError, match="without `loss=`"):
         _model().compile(optimizer="adam", loss="mse")
+
+
+@pytest.mark.parametrize(
+    "shape", [(4, 8, 8), (4, 6, 8, 1), (4, 8, 8, 3), (4, 8, 8, 1, 1)]
+)
+def test_images_of_another_shape_name_both_shapes(shape):
+    """fit, evaluate, predict and the energy read-outs, before any graph runs:
+    one line with the expected and the received shape."""
+    model = _model()
+    images, labels = np.zeros(shape, np.float32), np.zeros(4, np.int32)
+    # fit's traced batch may have no size yet: the image axes are what differ.
+    received = ", " + ", ".join(str(d) for d in shape[1:]) + ")"
+    for call in (
+        lambda: model.fit(images, labels, verbose=0),
+        lambda: model.evaluate(images, labels, verbose=0),
+        lambda: model.predict(images, verbose=0),
+        lambda: energy.predict_logits(model, images),
+    ):
+        with pytest.raises(ValueError) as error:
+            call()
+        message = str(error.value)
+        assert "\n" not in message and "in user code" not in message
+        assert "(batch, 8, 8, 1)" in message and received in message, message
 
 
 def test_sgld_settings_are_in_the_config_and_old_configs_load():

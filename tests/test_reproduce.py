@@ -164,6 +164,41 @@ def test_plan_needs_a_seed(tmp_path):
     assert len(build_plan(config, tmp_path)) == 15  # None: the config's 2
 
 
+def test_every_run_config_is_checked_before_any_run(tmp_path):
+    """hdge-reproduce checks each run's training config as hdge-train would, so a
+    bad override fails at once, not in every run's log."""
+    config = reproduce_mnist5k.get_config("tiny")
+    plan.check_runs(build_plan(config, tmp_path))  # the shipped runs are valid
+    for overrides, message in (
+        (("loss.temperature=0",), "loss.temperature=0.0: expected a finite number"),
+        (("train.no_such=1",), "--config.train.no_such: the config has no field"),
+        (("train.epochs=abc",), "--config.train.epochs=abc: expected an integer."),
+    ):
+        config.variants.hdge.overrides = overrides
+        with pytest.raises(ValueError, match=f"^run hdge/seed0: {re.escape(message)}"):
+            plan.check_runs(build_plan(config, tmp_path))
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("sampling.steps", -1, "sampling.steps=-1: expected an integer >= 0."),
+        ("queue_sizes", (64, 0), "queue_sizes=(64, 0): expected a tuple of queue"),
+        ("ablation_variant", "hgde", "ablation_variant='hgde': expected one of"),
+    ],
+)
+def test_the_reproduction_config_is_checked(key, value, message):
+    config = reproduce_mnist5k.get_config("tiny")
+    *parents, leaf = key.split(".")
+    node = config
+    for parent in parents:
+        node = node[parent]
+    node[leaf] = value
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        plan.check_config(config)
+
+
 def test_jobs_run_the_job_program_on_the_shipped_config_files(tmp_path):
     """Each command is hdge-reproduce's job program, then the experiment config
     file from the directory the plan was given."""

@@ -6,11 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; no display on servers
-import matplotlib.pyplot as plt
 import numpy as np
+
+from hdge_tf.plots import new_figure
 
 
 def reliability_diagram(
@@ -20,9 +18,8 @@ def reliability_diagram(
     lower, upper = np.asarray(bins["lower"]), np.asarray(bins["upper"])
     width = upper - lower
     accuracy = np.nan_to_num(np.asarray(bins["accuracy"], float))
-    fig, (top, bottom) = plt.subplots(
-        2, 1, figsize=(4.5, 5.5), sharex=True, height_ratios=(3, 1)
-    )
+    fig = new_figure(figsize=(4.5, 5.5))
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
     top.bar(lower, accuracy, width, align="edge", edgecolor="k", label="accuracy")
     gap = np.nan_to_num(np.asarray(bins["confidence"], float)) - accuracy
     top.bar(
@@ -45,7 +42,6 @@ def reliability_diagram(
     bottom.set_ylabel("count")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def score_histograms(
@@ -57,9 +53,8 @@ def score_histograms(
 ) -> None:
     """One panel per OOD set: the score's histogram there and in-distribution."""
     names = list(out_scores)
-    fig, axes = plt.subplots(
-        1, len(names), figsize=(3.6 * len(names), 3), squeeze=False
-    )
+    fig = new_figure(figsize=(3.6 * len(names), 3))
+    axes = fig.subplots(1, len(names), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
         both = np.concatenate([in_scores, out_scores[name]])
         edges = np.histogram_bin_edges(both[np.isfinite(both)], bins=40)
@@ -70,16 +65,14 @@ def score_histograms(
     axes[0][0].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def robustness_curves(
     curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str | Path
 ) -> None:
     """Accuracy against epsilon, one panel per norm; curves[norm] = (eps, acc)."""
-    fig, axes = plt.subplots(
-        1, len(curves), figsize=(3.6 * len(curves), 3), squeeze=False
-    )
+    fig = new_figure(figsize=(3.6 * len(curves), 3))
+    axes = fig.subplots(1, len(curves), squeeze=False)
     for ax, (norm, (epsilons, accuracies)) in zip(axes[0], curves.items(), strict=True):
         ax.plot(epsilons, accuracies, "o-")
         ax.set_title(f"PGD {norm}")
@@ -89,4 +82,3 @@ def robustness_curves(
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -27,6 +27,7 @@ import keras
 import numpy as np
 from absl import logging
 
+from hdge_tf import input_checks
 from hdge_tf.data import ood as ood_data
 from hdge_tf.evaluation import ood, robustness, stages
 from hdge_tf.evaluation.protocol import protocol_inputs, protocol_test_arrays
@@ -54,7 +55,8 @@ def run_evaluation(model: keras.Model, config, output_dir: str | Path) -> dict:
     """Evaluates `model` as configured by `config.data` and `config.eval`; writes the
     report files to `output_dir` and returns the report.json content.
 
-    Raises ValueError before any computation for an unknown OOD set or score.
+    Raises ValueError before any computation for an unknown OOD set or score, and
+    before writing anything for test images of another shape than the model's.
     """
     cfg = config.eval
     for name in cfg.ood_sets:
@@ -66,11 +68,16 @@ def run_evaluation(model: keras.Model, config, output_dir: str | Path) -> dict:
             f"{robustness.GRADIENTS}."
         )
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     seconds, start = {}, time.time()
 
     logging.info("Loading the %s test split.", config.data.name)
     x_test, y_test = protocol_test_arrays(config)
+    input_checks.check_image_shape(
+        x_test.shape,
+        input_checks.model_image_shape(model),
+        f"The test images of data.name={config.data.name!r}",
+    )
+    output_dir.mkdir(parents=True, exist_ok=True)
     x_noisy = protocol_inputs(x_test, cfg, 0)
     logits = ood.predict_logits(model, x_noisy, cfg.batch_size)
     metrics, calibration_report = stages.classification(

@@ -5,11 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
+from hdge_tf.plots import new_figure
 from hdge_tf.reproduce.claims import ood_sets
 from hdge_tf.reproduce.summary import Cell
 
@@ -25,7 +21,8 @@ def draw_figures(
     names = []
     sets = ood_sets(cells)
     if len(by_k) >= 2 and sets:
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig = new_figure(figsize=(6, 4))
+        ax = fig.subplots()
         ks = sorted(by_k)
         for name in sets:
             path = f"auroc.log_px.{name}"
@@ -45,11 +42,11 @@ def draw_figures(
         ax.legend()
         fig.tight_layout()
         fig.savefig(root / "k_ablation.png", dpi=120)
-        plt.close(fig)
         names.append("k_ablation.png")
     main = [v for v in config.variants if v in cells]
     if main and sets:
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig = new_figure(figsize=(7, 4))
+        ax = fig.subplots()
         width = 0.8 / len(main)
         for i, v in enumerate(main):
             values = [cells[v].get(f"auroc.log_px.{s}") for s in sets]
@@ -67,6 +64,5 @@ def draw_figures(
         ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(root / "ood_auroc.png", dpi=120)
-        plt.close(fig)
         names.append("ood_auroc.png")
     return names

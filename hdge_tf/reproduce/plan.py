@@ -14,6 +14,7 @@ from pathlib import Path
 
 import ml_collections
 
+from hdge_tf import config_checks, config_files
 from hdge_tf.reproduce.experiments import ExperimentConfigs
 
 JUDGE = "judge"
@@ -185,3 +186,62 @@ def select(jobs: list[Job], names: str | list[str] | None) -> list[Job]:
                 chosen.add(name)
                 todo.append(name)
     return [job for job in jobs if job.name in chosen]
+
+
+# The reproduction's own counts: (dotted key, smallest value).
+_COUNTS = (
+    ("seeds", 1),
+    ("sampling.per_class", 1),
+    ("sampling.unconditional", 1),
+    ("sampling.steps", 0),
+    ("sampling.seed", 0),
+)
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """The reproduction config's own values, with config_checks' messages."""
+    for key, low in _COUNTS:
+        value = config
+        for part in key.split("."):
+            value = value[part]
+        if type(value) is not int or value < low:
+            raise ValueError(f"{key}={value!r}: expected an integer >= {low}.")
+    sizes = config.queue_sizes
+    if not all(
+        isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in sizes
+    ):
+        raise ValueError(
+            f"queue_sizes={sizes!r}: expected a tuple of queue sizes (integers >= 1)."
+        )
+    if config.ablation_variant not in config.variants:
+        raise ValueError(
+            f"ablation_variant={config.ablation_variant!r}: expected one of the "
+            f"variants {tuple(config.variants)}."
+        )
+
+
+def run_config(job: Job) -> ml_collections.ConfigDict:
+    """The training config `job` runs: its --config file with its --config.*
+    overrides, read as its program reads them."""
+    spec = next(a.split("=", 1)[1] for a in job.command if a.startswith("--config="))
+    config = config_files.load(spec)
+    overrides = {}
+    for arg in job.command:
+        if arg.startswith("--config."):
+            key, _, text = arg.removeprefix("--config.").partition("=")
+            overrides[key] = config_files.override_value(config, key, text)
+    return config_files.with_overrides(config, overrides)
+
+
+def check_runs(jobs: Sequence[Job]) -> None:
+    """Every job's training config checked as hdge-train checks it, before any run
+    starts: a bad override fails now, not in each run's log. A run that warm-starts
+    from a run of the plan (it waits for it) has no model to check yet."""
+    for job in jobs:
+        try:
+            config = run_config(job)
+            if job.after and config.train.init_from:
+                config.train.init_from = ""
+            config_checks.check_config(config)
+        except ValueError as err:
+            raise ValueError(f"run {job.name}: {err}") from None
