@@ -52,28 +52,6 @@ def get_config(size: str = "full") -> ml_collections.ConfigDict:
                 ["loss.energy_scale_rate=0.0"],
                 samples=True,
             ),
-            # The SGLD terms on every step, 64 chains in a 1,000-state buffer:
-            # the recipe before the cost levers (7.8x HDGE's training time).
-            "hdge_jem_every_step": _variant(
-                "mnist5k_hdge_jem",
-                "HDGE + JEM, chains on every step",
-                [
-                    "loss.sgld_every=1",
-                    "loss.sgld_batch_size=0",
-                    "loss.replay_buffer_size=1000",
-                ],
-                samples=True,
-            ),
-            # BatchNorm backbones: the demo CNN with BatchNorm after each conv.
-            "hdge_batchnorm": _variant(
-                "mnist5k_hdge", "HDGE, BatchNorm CNN", ["backbone.norm=batch"]
-            ),
-            "hdge_jem_batchnorm": _variant(
-                "mnist5k_hdge_jem",
-                "HDGE + JEM, BatchNorm CNN",
-                ["backbone.norm=batch"],
-                samples=True,
-            ),
             # The SGLD term on log p(x|y) instead.
             "hdge_jem_pxy": _variant(
                 "mnist5k_hdge_jem",

@@ -131,7 +131,8 @@ def _gate_inputs(model, gate) -> dict[str, np.ndarray]:
     images = [accepted, one_nan, uint8_scale, np.full_like(accepted, 1e6), blank, above]
     return {
         "gate": np.stack([*images, below]),
-        "gate:nudged": np.clip(accepted * 1.05, -1.05, 1.05)[None],
+        # One pixel past the range, within the tolerance.
+        "gate:nudged": np.where(accepted == accepted.max(), 1.04, accepted)[None],
     }
 
 

@@ -161,10 +161,14 @@ def _rewrite_config(path, rewrite) -> None:
 
 def _flat_layout(config: dict) -> dict:
     """`config` as models saved before SGLDSettings wrote it: its fields flat,
-    and without the keys added since (energy_scale_rate)."""
+    and without the keys added since (energy_scale_rate, sgld_every,
+    sgld_pass_mode: their defaults are what those models did)."""
     fields = config["sgld"]["config"]
     flat = {k: v for k, v in config.items() if k not in ("sgld", "energy_scale_rate")}
-    flat.update({key: fields[field] for key, field in FLAT_KEYS.items()})
+    newer = ("sgld_every", "sgld_pass_mode")
+    flat.update(
+        {key: fields[field] for key, field in FLAT_KEYS.items() if key not in newer}
+    )
     return flat
 
 

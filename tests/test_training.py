@@ -223,8 +223,9 @@ def test_trainer_and_report_agree_on_one_model(tmp_path):
     assert (
         f"It also rejects log_px > {gate['upper_threshold']:.4f} (the 99.5% quantile "
         "of the validation images: higher than nearly every real image scores), any "
-        "non-finite pixel, and pixels outside [-1, 1] by more than 0.1; the "
-        "signature's `reason` output names the check an input failed." in text
+        "non-finite pixel, and pixels outside [-1, 1] by more than 0.1, and flat "
+        "images (pixel spread below 0.02); the signature's `reason` output names "
+        "the check an input failed." in text
     )
 
 
