@@ -55,14 +55,26 @@ def _read(path: Path) -> dict:
 
 
 def _create(path: Path) -> bool:
-    """Writes our lock unless one exists; O_EXCL makes the check and the write one
-    step, so of two processes starting together exactly one wins."""
+    """Writes our lock unless one exists. The lock is written whole to a file of
+    our own first and then hard-linked into place, which fails if a lock exists:
+    of two processes starting together exactly one wins, and the other never
+    reads a lock its owner has not finished writing."""
+    owner = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
+    own = path.with_name(f"{path.name}.{os.getpid()}")
+    own.write_text(owner)
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        os.link(own, path)
     except FileExistsError:
         return False
-    with os.fdopen(fd, "w") as f:
-        json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
+    except OSError:  # a file system without hard links: create, then write
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            f.write(owner)
+    finally:
+        own.unlink(missing_ok=True)
     return True
 
 
