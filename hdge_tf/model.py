@@ -236,10 +236,13 @@ class HDGEClassifier(keras.Model):
 
     @property
     def sgld_pass_mode(self) -> str:
-        """`SGLDSettings.pass_mode` with "auto" resolved for this backbone."""
-        if self.sgld.pass_mode != "auto":
-            return self.sgld.pass_mode
-        return "sample_batch" if self._batch_norms else "training"
+        """`SGLDSettings.pass_mode` resolved for this backbone: the modes differ
+        only in how BatchNorm is treated, so without it every mode is JEM's
+        ("training", the classification pass's logits reused); "auto" is
+        "sample_batch" with it."""
+        if not self._batch_norms:
+            return "training"
+        return "sample_batch" if self.sgld.pass_mode == "auto" else self.sgld.pass_mode
 
     @property
     def energy_scale(self) -> tf.Tensor | None:

@@ -456,6 +456,8 @@ def test_data_batch_mode_scores_samples_with_the_data_batch_statistics(
     np.testing.assert_allclose(logs["px_sgld"], expected, rtol=1e-4, atol=1e-5)
 
 
-def test_sgld_pass_mode_auto_keeps_the_shared_pass_without_batch_norm():
-    model = HDGEClassifier(tiny_backbone(), queue_size=40, px_sgld_weight=1.0)
-    assert model.sgld.pass_mode == "auto" and model.sgld_pass_mode == "training"
+@pytest.mark.parametrize("pass_mode", ["auto", "inference", "data_batch"])
+def test_every_pass_mode_is_jems_without_batch_norm(pass_mode):
+    sgld = {"pass_mode": pass_mode}
+    model = HDGEClassifier(tiny_backbone(), 40, px_sgld_weight=1.0, sgld=sgld)
+    assert model.sgld.pass_mode == pass_mode and model.sgld_pass_mode == "training"
