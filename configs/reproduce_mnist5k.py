@@ -56,7 +56,13 @@ def get_config(size: str = "full") -> ml_collections.ConfigDict:
             "hdge_jem_pxy": _variant(
                 "mnist5k_hdge_jem",
                 "HDGE + JEM, SGLD on log p(x|y)",
-                ["loss.px_sgld_weight=0.0", "loss.pxy_sgld_weight=0.1"],
+                # Its chains sample p(x|y) from a class-split buffer: one equal
+                # slice per class, so a size divisible by the 10 classes.
+                [
+                    "loss.px_sgld_weight=0.0",
+                    "loss.pxy_sgld_weight=0.1",
+                    "loss.replay_buffer_size=120",
+                ],
                 samples=True,
             ),
         }

@@ -113,3 +113,30 @@ def test_a_config_that_is_not_a_training_config_is_named():
         ValueError, match=r"^The config has no seed, deterministic, train.epochs, "
     ):
         check_config(reproduce_mnist5k.get_config("tiny"))
+
+
+@pytest.mark.parametrize("size", ["full", "tiny"])
+def test_every_reproduction_variant_builds_its_model(size):
+    """A variant's overrides must make a model the trainer can build (the
+    log p(x|y) variant's class-split buffer once got a size of the log p(x)
+    recipe's that 10 classes do not divide, and failed only in the run)."""
+    import ast
+
+    from hdge_tf.configs import reproduce_mnist5k
+
+    config = reproduce_mnist5k.get_config(size)
+    for name, spec in config.variants.items():
+        experiment = importlib.import_module(f"hdge_tf.configs.{spec.config}")
+        loss = experiment.get_config().loss
+        for override in (*config.overrides, *spec.overrides):
+            key, value = override.split("=", 1)
+            section, _, leaf = key.partition(".")
+            if section == "loss":
+                try:
+                    loss[leaf] = ast.literal_eval(value)
+                except ValueError:  # a bare string, as the flag parser takes it
+                    loss[leaf] = value
+        flat, sgld = split_flat(loss)
+        model = HDGEClassifier(tiny_backbone(num_classes=10), sgld=sgld, **flat)
+        if model.replay_buffer is not None:
+            assert model.replay_buffer.size == loss.replay_buffer_size, name
