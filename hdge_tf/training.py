@@ -2,7 +2,9 @@
 
 The workdir's layout (config.json, checkpoints/, model.keras, metrics.json, ...) is
 `hdge_tf.run_dir.RunDir`'s; the callbacks (checkpoints, the divergence guard,
-sample grids) are in `hdge_tf.callbacks`. This module puts them together.
+sample grids) are in `hdge_tf.callbacks`. This module puts them together, around
+one run object (`_Run`): prepare it (strategy, data, compiled model), open it
+(resume or a new start), train its epochs, finish it (test metrics, model.keras).
 
 SIGINT/SIGTERM stop training at the next batch boundary with `interrupts.Interrupted`
 (the CLI's one line and exit status 130/143); a full disk ends it with
