@@ -22,7 +22,7 @@ def get_config():
     #   px_sgld_weight / (2 * energy_l2_weight)) means the chains lost the data:
     #   the run is about to diverge. A positive loss.energy_l2_weight bounds it.
     # - That penalty also caps confidence: hdge-train logs the p(y|x) a right
-    #   example settles at (`HDGEClassifier.settled_confidence`) and warns below
+    #   example settles at (`energy_penalty.settled_confidence`) and warns below
     #   99%; keep energy_l2_weight small (the demo: 5e-4, not JEM users' 0.1).
     # - loss.sgld_clip=True keeps chains in [-1, 1] (unclipped demo chains
     #   reached -12..20), loss.sgld_start="class_gaussian" with

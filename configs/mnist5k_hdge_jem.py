@@ -31,7 +31,7 @@ def get_config():
     config.loss.energy_scale_rate = 1.0
     # JEM users' 0.1 caps the labelled logit near 5.5 (p(y|x) <= 0.53 on right
     # examples, ECE 0.33); 5e-4 keeps energies bounded without the cap
-    # (HDGEClassifier.energy_cap, settled_confidence; hdge-train warns).
+    # (hdge_tf.energy_penalty: energy_cap, settled_confidence; hdge-train warns).
     config.loss.energy_l2_weight = 5e-4
     # Chains stay in the images' range (unclipped ones reached -12..20) and
     # restart from per-class Gaussians of the training images (JEM++), half of

@@ -1,9 +1,9 @@
 """hdge-tf: hybrid discriminative-generative training of energy-based classifiers.
 
-The public API: the energy classifier and its layers, the backbones, the data loader
-and the entry points of training, sampling, evaluation and export. The loss terms
-are in `hdge_tf.losses`, the logits' read-outs (log p(x), log p(x, y)) in
-`hdge_tf.energy`.
+The public API: the energy classifier, its settings (`LossWeights`, `SGLDSettings`)
+and layers, the backbones, the data loader and the entry points of training,
+sampling, evaluation and export. The loss terms are in `hdge_tf.losses`, the
+logits' read-outs (log p(x), log p(x, y)) in `hdge_tf.energy`.
 """
 
 # First: importing it prefers TensorFlow's oneDNN CPU kernels, which TensorFlow
@@ -21,6 +21,7 @@ from hdge_tf.data import DataBundle, build_datasets, load_arrays
 from hdge_tf.evaluation import run_evaluation
 from hdge_tf.export import export_saved_model
 from hdge_tf.generation import draw_samples
+from hdge_tf.loss_weights import LossWeights
 from hdge_tf.model import HDGEClassifier
 from hdge_tf.networks import SmallCNN, WideResNet, build_backbone
 from hdge_tf.optimization import WarmupStepDecay
@@ -35,6 +36,7 @@ __all__ = [
     "DataBundle",
     "HDGEClassifier",
     "LogitQueue",
+    "LossWeights",
     "ReplayBuffer",
     "SGLDSettings",
     "SampleGrid",

@@ -21,6 +21,8 @@ a sign persists, and the trainer raises `TrainingBroken`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import keras
 
 # Validation accuracy closer to chance than this share of the way from chance
@@ -35,7 +37,8 @@ MIN_TRAINING_LEAD = 0.3
 ENERGY_GAP_SHARE = 0.5
 # Consecutive epochs a sign must last.
 PATIENCE = 2
-# Monitor names of each SGLD term's data and sample energies (model.SGLD_MONITORS).
+# Monitor names of each SGLD term's data and sample energies
+# (jem_terms.SGLD_MONITORS).
 _ENERGIES = {
     "px_sgld": ("px_data_energy", "px_sample_energy"),
     "pxy_sgld": ("pxy_data_energy", "pxy_sample_energy"),
@@ -47,11 +50,11 @@ class TrainingBroken(RuntimeError):
 
 
 def diagnose(
-    logs: dict, num_classes: int, loss_weights: dict[str, float]
+    logs: dict, num_classes: int, loss_weights: Mapping[str, float]
 ) -> str | None:
     """What broke according to one epoch's `logs` (the model's metrics, `val_*`
     included), in words with the option to change; None if nothing did.
-    `loss_weights`: the model's `loss_weights_`."""
+    `loss_weights`: the model's `loss_weights` (any mapping of term to weight)."""
     chance = 1.0 / num_classes
     train, val = logs.get("accuracy"), logs.get("val_accuracy")
     if train is not None and val is not None and train - chance >= MIN_TRAINING_LEAD:
@@ -86,7 +89,9 @@ class BrokenRunGuard(keras.callbacks.Callback):
     """Stops `fit` once `diagnose` finds the same kind of break for `patience`
     epochs in a row; `broken` then holds "epoch N: what broke"."""
 
-    def __init__(self, num_classes: int, loss_weights: dict, patience: int = PATIENCE):
+    def __init__(
+        self, num_classes: int, loss_weights: Mapping, patience: int = PATIENCE
+    ):
         super().__init__()
         self.num_classes = int(num_classes)
         self.loss_weights = dict(loss_weights)

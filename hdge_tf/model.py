@@ -1,16 +1,18 @@
 """The energy classifier: a backbone's logits read as energies, trained with HDGE.
 
-The loss is HDGE's weighted sum of -log p(y|x) (CE) and the contrastive
--log p(x|y), optionally with the contrastive -log p(x) and JEM's SGLD terms; each
-term is one function of `hdge_tf.losses`, and log p(x), log p(x, y) come from
-`hdge_tf.energy`. The batch checks live in `hdge_tf.input_checks`, the skipping of
-unhealthy steps in `hdge_tf.step_guard`.
+The loss is HDGE's weighted sum (`LossWeights`) of -log p(y|x) (CE) and the
+contrastive -log p(x|y), optionally with the contrastive -log p(x) and JEM's SGLD
+terms; each term is one function of `hdge_tf.losses`, and log p(x), log p(x, y)
+come from `hdge_tf.energy`. This module is the classifier with its train_step,
+test_step and loss assembly; the SGLD terms' chains, starts and passes are
+`hdge_tf.jem_terms`', the batch checks `hdge_tf.input_checks`', the skipping of
+unhealthy steps `hdge_tf.step_guard`'s.
 """
 
 from __future__ import annotations
 
 import copy
-import math
+import dataclasses
 
 import keras
 import numpy as np
@@ -20,35 +22,25 @@ from hdge_tf import (
     energy,
     hardware,
     input_checks,
+    jem_terms,
     losses,
-    norm_statistics,
     sampling,
+    sgld_settings,
     step_guard,
 )
-from hdge_tf.chain_starts import ClassGaussians
+from hdge_tf import loss_weights as loss_weights_lib
+from hdge_tf.jem_terms import SGLD_REPORTS, JEMTerms
+from hdge_tf.loss_weights import LossWeights
 from hdge_tf.queue import LogitQueue
-from hdge_tf.sgld_settings import FLAT_KEYS, SGLDSettings, moved_argument_error
+from hdge_tf.sgld_settings import SGLDSettings
 
-LOSS_TERMS = ("ce", "pxy_contrast", "px_contrast", "px_sgld", "pxy_sgld", "energy_l2")
-# Per-epoch read-outs of the energies: data and samples of each SGLD term
-# (training), the top two logits (evaluation); `energy_cap` says why they matter.
-SGLD_MONITORS = {
-    "px_sgld": ("px_data_energy", "px_sample_energy"),
-    "pxy_sgld": ("pxy_data_energy", "pxy_sample_energy"),
-}
+LOSS_TERMS = loss_weights_lib.TERMS
+# Per-epoch read-outs of the top two logits (evaluation too); the SGLD terms'
+# energies are `jem_terms.SGLD_MONITORS`.
 LOGIT_MONITORS = ("top_logit", "second_logit")
-# What a training step reports only when it ran the SGLD terms (`sgld.every`).
-_SGLD_REPORTS = frozenset(
-    ["energy_l2", "energy_scale", *SGLD_MONITORS, *sum(SGLD_MONITORS.values(), ())]
-)
-# Stateless random streams of a training step, folded into (seed, step).
-(
-    _NOISE_STREAM,
-    _PX_CHAINS_STREAM,
-    _PXY_CHAINS_STREAM,
-    _PXY_LABELS_STREAM,  # drawn labels of the log p(x|y) chains (sgld.batch_size)
-    _PX_LABELS_STREAM,  # of the log p(x) chains (sgld.px_conditional_chains)
-) = range(5)
+# The input noise's stateless random stream of a training step (`step_seed`);
+# streams 1-4 are the SGLD chains' (`jem_terms`).
+_NOISE_STREAM = 0
 # A final activation that turns the backbone's outputs into probabilities.
 _PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid", "log_softmax")
 
@@ -65,15 +57,20 @@ class HDGEClassifier(keras.Model):
       backbone: a Keras model mapping [N, H, W, C] images in [-1, 1] to [N, classes].
       queue_size: K, the number of past inputs contrasted against.
       temperature: τ of the contrastive terms.
-      ce_weight, pxy_contrast_weight, px_contrast_weight: weights of the loss terms
-        (0 disables a term).
-      px_sgld_weight, pxy_sgld_weight: weights of JEM's SGLD maximum-likelihood
-        terms for log p(x) and log p(x|y) (`losses.sgld_nll_x`); either > 0 adds a
-        `ReplayBuffer` sub-layer `replay_buffer` (class-split when pxy_sgld is on,
-        or with `sgld.px_conditional_chains`).
-      energy_l2_weight: weight of mean(E_data² + E_sample²) over the SGLD terms;
-        without an SGLD term there is nothing to penalize and it is 0. It caps
-        the data's labelled logit near `energy_cap`.
+      loss_weights: the loss terms' `LossWeights` (0 disables a term), or a dict
+        of its fields; default CE and the contrastive log p(x|y) at 1. An SGLD
+        term (px_sgld or pxy_sgld > 0) adds a `ReplayBuffer` sub-layer
+        `replay_buffer` (class-split when pxy_sgld is on, or with
+        `sgld.px_conditional_chains`) and runs JEM's chains (`jem`, a
+        `jem_terms.JEMTerms`). Without an SGLD term energy_l2 has nothing to
+        penalize and is 0; with one it caps the data's labelled logit
+        (`energy_penalty.energy_cap`). The flat keyword arguments `ce_weight`,
+        `pxy_contrast_weight`, `px_contrast_weight`, `px_sgld_weight`,
+        `pxy_sgld_weight` and `energy_l2_weight` (the trainer's `loss.*` keys,
+        `loss_weights.FLAT_KEYS`) are still taken instead, for the weights they
+        name.
+      energy_scale_rate: > 0 learns a scale β of the generative energy
+        (`energy_scale`) at this rate, with an SGLD term.
       formulation: "reference" (the published code's) or "paper" scoring of the
         contrastive terms, see `hdge_tf.losses`. The default was picked by
         measurement (docs/results.md): "paper" can keep the logits tiny, and p(y|x)
@@ -109,12 +106,7 @@ class HDGEClassifier(keras.Model):
         queue_size: int = 65536,
         temperature: float = 0.1,
         *,
-        ce_weight: float = 1.0,
-        pxy_contrast_weight: float = 1.0,
-        px_contrast_weight: float = 0.0,
-        px_sgld_weight: float = 0.0,
-        pxy_sgld_weight: float = 0.0,
-        energy_l2_weight: float = 0.0,
+        loss_weights: LossWeights | dict | None = None,
         energy_scale_rate: float = 0.0,
         formulation: str = "reference",
         label_smoothing: float = 0.0,
@@ -126,14 +118,26 @@ class HDGEClassifier(keras.Model):
         image_shape: tuple[int, int, int] | None = None,
         **kwargs,
     ):
-        moved = [name for name in FLAT_KEYS if name in kwargs]
+        moved = [name for name in sgld_settings.FLAT_KEYS if name in kwargs]
         if moved:
-            raise moved_argument_error(moved)
+            raise sgld_settings.moved_argument_error(moved)
+        kwargs, flat_weights = loss_weights_lib.split_flat(kwargs)
+        if flat_weights is not None:
+            if loss_weights is not None:
+                raise TypeError(
+                    "HDGEClassifier takes loss_weights=hdge_tf.LossWeights(...) or "
+                    "the flat *_weight arguments, not both."
+                )
+            loss_weights = flat_weights
         super().__init__(**kwargs)
         _check_logit_backbone(backbone)
         losses.check_formulation(formulation)
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}.")
+        if loss_weights is None:
+            loss_weights = LossWeights()
+        elif not isinstance(loss_weights, LossWeights):
+            loss_weights = LossWeights(**loss_weights)
         if sgld is None:
             sgld = SGLDSettings()
         elif not isinstance(sgld, SGLDSettings):
@@ -146,16 +150,10 @@ class HDGEClassifier(keras.Model):
         self.image_shape = _backbone_image_shape(backbone, image_shape)
         self.num_classes = _backbone_num_classes(backbone, self.image_shape)
         self.temperature = float(temperature)
-        sgld_terms_on = px_sgld_weight > 0 or pxy_sgld_weight > 0
-        self.loss_weights_ = {
-            "ce": float(ce_weight),
-            "pxy_contrast": float(pxy_contrast_weight),
-            "px_contrast": float(px_contrast_weight),
-            "px_sgld": float(px_sgld_weight),
-            "pxy_sgld": float(pxy_sgld_weight),
-            # Only meaningful next to an SGLD term (it penalizes their energies).
-            "energy_l2": float(energy_l2_weight) if sgld_terms_on else 0.0,
-        }
+        sgld_terms_on = loss_weights.sgld_on
+        if not sgld_terms_on:  # the penalty is on the SGLD terms' energies
+            loss_weights = dataclasses.replace(loss_weights, energy_l2=0.0)
+        self.loss_weights = loss_weights
         if not 0.0 <= energy_scale_rate < float("inf"):
             raise ValueError(
                 f"energy_scale_rate must be finite and >= 0, got {energy_scale_rate}."
@@ -177,29 +175,17 @@ class HDGEClassifier(keras.Model):
         self.sgld = sgld
         self.divergence_threshold = float(divergence_threshold)
         self.seed = int(seed)
-        # Only SGLD training has a buffer (and chain starts): old files load as-is.
-        self.replay_buffer = self.chain_starts = None
-        sgld_terms = [t for t in SGLD_MONITORS if self.loss_weights_[t] > 0]
-        self._sgld_term_names = tuple(sgld_terms)
-        if sgld_terms:
-            self.replay_buffer = sampling.ReplayBuffer(
-                sgld.buffer_size,
-                self.image_shape,
-                self.num_classes if self._class_chains() else None,
-                name="replay_buffer",
-            )
-            if sgld.start == "class_gaussian":
-                self.chain_starts = ClassGaussians(
-                    self.num_classes,
-                    self.image_shape,
-                    uniform_fraction=sgld.start_uniform_fraction,
-                    name="chain_starts",
-                )
-        # CE is always tracked (it is the NLL), contrastive terms only when used.
+        # Only SGLD training has a buffer (and chain starts): old files load as-is;
+        # `jem` (not a layer: nothing of it is saved) runs the SGLD terms.
+        self.replay_buffer, self.chain_starts = jem_terms.chain_state(
+            loss_weights, sgld, self.num_classes, self.image_shape
+        )
+        self.jem = JEMTerms(self)
+        # CE is always tracked (it is the NLL), the other terms only when used.
         self._reported_terms = [
-            t for t in LOSS_TERMS if t == "ce" or self.loss_weights_[t] > 0
+            t for t in LOSS_TERMS if t == "ce" or loss_weights[t] > 0
         ]
-        monitors = [m for t in sgld_terms for m in SGLD_MONITORS[t]]
+        monitors = self.jem.monitors()
         if self._log_energy_scale is not None:
             monitors.append("energy_scale")
         self._trackers = {
@@ -223,27 +209,6 @@ class HDGEClassifier(keras.Model):
 
     # Training -------------------------------------------------------------------
 
-    def _class_chains(self) -> bool:
-        """Whether any SGLD chain samples p(x|y) (then the buffer is class-split)."""
-        return self.loss_weights_["pxy_sgld"] > 0 or (
-            self.loss_weights_["px_sgld"] > 0 and self.sgld.px_conditional_chains
-        )
-
-    @property
-    def _batch_norms(self) -> list:
-        # Found anew on each use: a list attribute would be tracked (and saved).
-        return norm_statistics.batch_norm_layers(self.backbone)
-
-    @property
-    def sgld_pass_mode(self) -> str:
-        """`SGLDSettings.pass_mode` resolved for this backbone: the modes differ
-        only in how BatchNorm is treated, so without it every mode is JEM's
-        ("training", the classification pass's logits reused); "auto" is
-        "sample_batch" with it."""
-        if not self._batch_norms:
-            return "training"
-        return "sample_batch" if self.sgld.pass_mode == "auto" else self.sgld.pass_mode
-
     @property
     def energy_scale(self) -> tf.Tensor | None:
         """β of the generative energy E(x) = -β·logsumexp f(x), or None for β = 1.
@@ -257,48 +222,6 @@ class HDGEClassifier(keras.Model):
             return None
         return tf.exp(self.energy_scale_rate * self._log_energy_scale)
 
-    @property
-    def energy_cap(self) -> float:
-        """Where the energy L2 penalty holds the data's labelled logit: inf without it.
-
-        A data term's gradient pulls log p̃(x) up with weight w (the SGLD terms'
-        weights) and CE pushes f_y up by α(1 - p_y); λ·E² pulls it back by 2λE. They
-        balance at f_y ≈ (w + α(1 - p_y)) / (2λ) <= (w + α) / (2λ): a model whose
-        confident logits need more than that stays under-confident. A learned
-        energy scale moves the cap onto β·f_y, so f_y itself has none.
-        """
-        weight = self.loss_weights_["px_sgld"] + self.loss_weights_["pxy_sgld"]
-        penalty = self.loss_weights_["energy_l2"]
-        if not penalty or self._log_energy_scale is not None:
-            return float("inf")
-        return (weight + self.loss_weights_["ce"]) / (2.0 * penalty)
-
-    @property
-    def settled_confidence(self) -> float:
-        """p(y|x) where the energy penalty settles a right example once the SGLD
-        samples look like the data (1 without the penalty).
-
-        Then a data term and the sample term beside it cancel, and only CE's
-        α(1 - p) pushes the labelled logit against the penalty's 2λf: f settles
-        at α(1 - p) / (2λ) with p = 1 / (1 + (C - 1) e^-f) (the other logits near
-        0), far below `energy_cap`. Solved by bisection on f. A bound, not a
-        forecast: the log p(x|y) term's samples also pull f_y down near the data
-        (docs/hdge_jem.md measured ECE 0.04 where this says 0.993).
-        """
-        penalty = self.loss_weights_["energy_l2"]
-        if not penalty or self._log_energy_scale is not None:
-            return 1.0
-        rest = self.num_classes - 1
-        low, high = 0.0, self.energy_cap
-        for _ in range(60):
-            logit = (low + high) / 2
-            confidence = 1.0 / (1.0 + rest * math.exp(-logit))
-            if self.loss_weights_["ce"] * (1 - confidence) > 2 * penalty * logit:
-                low = logit
-            else:
-                high = logit
-        return 1.0 / (1.0 + rest * math.exp(-low))
-
     def fit_chain_starts(self, images, labels) -> None:
         """Fits the class Gaussians of `sgld.start="class_gaussian"` to training
         images ([N, H, W, C], labels [N]) and refills the replay buffer from them,
@@ -309,14 +232,7 @@ class HDGEClassifier(keras.Model):
                 f"(px_sgld_weight or pxy_sgld_weight > 0); this model has "
                 f"sgld.start={self.sgld.start!r}."
             )
-        self.chain_starts.fit(images, labels)
-        buffer = self.replay_buffer
-        if buffer.num_classes is not None:  # slice c holds class c's chains
-            labels = tf.repeat(tf.range(self.num_classes), buffer.class_size)
-        else:
-            labels = sampling.uniform_noise([buffer.size], [self.seed, 1])
-            labels = tf.cast(labels * self.num_classes, tf.int32)
-        buffer.images.assign(self.chain_starts.sample(labels, [self.seed, 2]))
+        self.jem.fit_starts(images, labels)
 
     def fit(self, x=None, *args, **kwargs):
         if self.chain_starts is not None and not self.chain_starts.fitted:
@@ -402,7 +318,7 @@ class HDGEClassifier(keras.Model):
         """Batch means of every loss term, against the current queue contents."""
         queue, valid = self.queue.logits, self.queue.valid_mask()
         terms = {"ce": losses.cross_entropy(labels, logits, self.label_smoothing)}
-        if self.loss_weights_["pxy_contrast"]:
+        if self.loss_weights["pxy_contrast"]:
             terms["pxy_contrast"] = losses.contrastive_nll_x_given_y(
                 logits,
                 labels,
@@ -412,7 +328,7 @@ class HDGEClassifier(keras.Model):
                 self.label_smoothing,
                 valid,
             )
-        if self.loss_weights_["px_contrast"]:
+        if self.loss_weights["px_contrast"]:
             terms["px_contrast"] = losses.contrastive_nll_x(
                 logits, queue, self.temperature, valid
             )
@@ -430,96 +346,8 @@ class HDGEClassifier(keras.Model):
         return total
 
     def _term_weight(self, name: str) -> float:
-        weight = self.loss_weights_[name]
-        return weight * self.sgld.every if name in _SGLD_REPORTS else weight
-
-    def _sgld_chains(self, num_chains, labels=None, stream=_PXY_CHAINS_STREAM):
-        """(samples, buffer indices, labels) of `num_chains` chains; with `labels`
-        they sample p(x|y) for those labels. Runs outside the gradient tape with
-        the network in inference mode; the compiled chain works in float32."""
-        seed = self.step_seed(_PX_CHAINS_STREAM if labels is None else stream)
-        fresh = None
-        if self.chain_starts is not None:
-            start_labels = labels
-            if labels is None:  # p(x) chains restart from a random class's Gaussian
-                draw = sampling.uniform_noise([num_chains], sampling.fold_in(seed, 3))
-                start_labels = tf.cast(draw * self.num_classes, tf.int32)
-            fresh = self.chain_starts.sample(start_labels, sampling.fold_in(seed, 2))
-        starts, indices = self.replay_buffer.sample(
-            num_chains,
-            labels=labels,
-            reinit_freq=self.sgld.reinit_freq,
-            seed=sampling.fold_in(seed, 0),
-            fresh=fresh,
-        )
-        samples = sampling.sgld_chain(
-            self,
-            starts,
-            tf.constant(self.sgld.steps, tf.int32),
-            tf.constant(self.sgld.step_size, tf.float32),
-            tf.constant(self.sgld.noise_std, tf.float32),
-            sampling.fold_in(seed, 1),
-            labels,
-            sampling.data_range() if self.sgld.clip else None,
-        )
-        return tf.stop_gradient(samples), indices, labels
-
-    def _num_chains(self, batch: tf.Tensor):
-        """Chains per step on this replica: `sgld.batch_size` split over the
-        replicas, else one per image of `batch`."""
-        if not self.sgld.batch_size:
-            return tf.shape(batch)[0]
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        return tf.constant(-(-self.sgld.batch_size // replicas), tf.int32)
-
-    def _chain_labels(self, labels: tf.Tensor) -> tf.Tensor:
-        """Labels of the log p(x|y) chains: the batch's, or with `sgld.batch_size`
-        uniformly drawn ones (HDGE's code draws them the same way)."""
-        if not self.sgld.batch_size:
-            return labels
-        return self._random_labels(self._num_chains(labels), _PXY_LABELS_STREAM)
-
-    def _random_labels(self, num, stream: int) -> tf.Tensor:
-        """`num` class labels drawn uniformly from this step's stream `stream`."""
-        draw = sampling.uniform_noise([num], self.step_seed(stream))
-        return tf.cast(draw * self.num_classes, tf.int32)
-
-    def sgld_terms(
-        self, logits, labels, chains, px_logits=None, training=True, sample_logits=None
-    ) -> dict[str, tf.Tensor]:
-        """JEM's SGLD terms (and the energy L2 penalty) given the data batch's
-        logits and `chains`: {"px_sgld"/"pxy_sgld": (samples, _, chain labels)}.
-        `px_logits`: logits of the images log p(x) is fitted to, if not
-        `logits`'; `training`: the mode the samples are scored in, that of the
-        data's logits; `sample_logits`: {term: logits} already computed. Also
-        returns the mean energies (`SGLD_MONITORS`)."""
-        terms, penalty = {}, []
-        scale = self.energy_scale
-        for name, (samples, _, chain_labels) in chains.items():
-            if sample_logits is not None and name in sample_logits:
-                logits_of_samples = sample_logits[name]
-            else:
-                logits_of_samples = self(samples, training=training)
-            if name == "px_sgld":
-                data_logits = logits if px_logits is None else px_logits
-                data_density = energy.log_px(data_logits)
-                sample_density = energy.log_px(logits_of_samples)
-            else:  # log p(x, y): the batch's labels, the chains' own
-                data_density = energy.log_pxy(logits, labels)
-                sample_density = energy.log_pxy(logits_of_samples, chain_labels)
-            if scale is not None:
-                data_density *= scale
-                sample_density *= scale
-            terms[name] = losses.sgld_nll_x(data_density, sample_density)
-            penalty.append(losses.energy_l2(data_density, sample_density))
-            data_monitor, sample_monitor = SGLD_MONITORS[name]
-            terms[data_monitor] = -tf.reduce_mean(tf.stop_gradient(data_density))
-            terms[sample_monitor] = -tf.reduce_mean(tf.stop_gradient(sample_density))
-        if self.loss_weights_["energy_l2"]:
-            terms["energy_l2"] = tf.add_n(penalty)
-        if scale is not None:
-            terms["energy_scale"] = tf.stop_gradient(scale)
-        return terms
+        weight = self.loss_weights[name]
+        return weight * self.sgld.every if name in SGLD_REPORTS else weight
 
     def train_step(self, data):
         """One step on (images, labels), or for semi-supervised training on
@@ -565,7 +393,7 @@ class HDGEClassifier(keras.Model):
         images = self._add_input_noise(images)
         if unlabeled is not None:
             unlabeled = self._add_input_noise(unlabeled, stream=1)
-        sgld_on = bool(self._sgld_term_names)
+        sgld_on = bool(self.jem.names)
         if not sgld_on or self.sgld.every == 1:
             outputs = self._losses_and_gradients(images, labels, unlabeled, sgld_on)
             return (*outputs, tf.constant(sgld_on))
@@ -582,39 +410,26 @@ class HDGEClassifier(keras.Model):
         """(loss, terms, gradients, logits, chains) of noisy inputs, with the SGLD
         terms when `sgld`, else with zeros in their place (same structure, for
         `tf.cond`)."""
-        px_data = images if unlabeled is None else unlabeled
-        chains = {}
-        if sgld and self.loss_weights_["px_sgld"] > 0:
-            num_chains = self._num_chains(px_data)
-            px_labels = None
-            if self.sgld.px_conditional_chains:
-                px_labels = self._random_labels(num_chains, _PX_LABELS_STREAM)
-            chains["px_sgld"] = self._sgld_chains(
-                num_chains, px_labels, _PX_CHAINS_STREAM
-            )
-        if sgld and self.loss_weights_["pxy_sgld"] > 0:
-            chain_labels = self._chain_labels(labels)
-            chains["pxy_sgld"] = self._sgld_chains(
-                tf.shape(chain_labels)[0], chain_labels
-            )
-        mode = self.sgld_pass_mode if chains else "training"
+        jem = self.jem
+        chains = jem.draw_chains(images, labels, unlabeled) if sgld else {}
+        mode = jem.pass_mode if chains else "training"
         with tf.GradientTape() as tape:
-            if mode == "data_batch" and self._batch_norms:
-                logits, sample_logits = self._joint_pass(images, chains)
+            if mode == "data_batch" and jem.batch_norms:
+                logits, sample_logits = jem.joint_pass(images, chains)
             else:
                 logits, sample_logits = self(images, training=True), None
             terms = self.loss_terms(logits, labels)
             if chains:
                 passes = (mode, images, logits, labels, chains, unlabeled)
-                terms.update(self._sgld_passes(*passes, sample_logits))
-            if not chains and self._sgld_term_names:
-                terms.update(self._skipped_sgld_terms())
+                terms.update(jem.passes(*passes, sample_logits))
+            if not chains and jem.names:
+                terms.update(jem.skipped_terms())
             loss = self.total_loss(terms)
             scaled = self.optimizer.scale_loss(loss)  # identity unless mixed_float16
             # Replica gradients are summed; scale so they average the global batch.
             scaled /= tf.distribute.get_strategy().num_replicas_in_sync
         grads = tape.gradient(scaled, self.trainable_variables)
-        if not self._sgld_term_names or sgld:
+        if not jem.names or sgld:
             return loss, terms, grads, logits, {n: c[:2] for n, c in chains.items()}
         # A skipping step: shapes as the other branch's, for tf.cond. θ gets a zero
         # gradient, and the chains' rows are written nowhere.
@@ -622,64 +437,7 @@ class HDGEClassifier(keras.Model):
             tf.zeros_like(v) if g is None and v is self._log_energy_scale else g
             for g, v in zip(grads, self.trainable_variables, strict=True)
         ]
-        chains = {
-            name: self._no_chains(px_data if name == "px_sgld" else images)
-            for name in self._sgld_term_names
-        }
-        return loss, terms, grads, logits, chains
-
-    def _joint_pass(self, images, chains):
-        """(data logits, {term: sample logits}) of one training-mode pass over
-        the data batch and every chain's samples, BatchNorm normalizing all of
-        them with the data rows' statistics (which alone move the running
-        ones): `sgld_pass_mode` "data_batch"."""
-        rows = tf.shape(images)[0]
-        samples = [chains[name][0] for name in chains]
-        with norm_statistics.statistics_of_first_rows(self._batch_norms, rows):
-            joint = self(tf.concat([images, *samples], 0), training=True)
-        sizes = [rows, *(tf.shape(s)[0] for s in samples)]
-        logits, *parts = tf.split(joint, tf.stack(sizes), axis=0)
-        return logits, dict(zip(chains, parts, strict=True))
-
-    def _sgld_passes(
-        self, mode, images, logits, labels, chains, unlabeled, sample_logits=None
-    ):
-        """`sgld_terms` with the network passes of `mode` (`sgld_pass_mode`);
-        samples never mix into the data batch's statistics (as in JEM's code):
-        they get their own pass, or share the data's statistics
-        (`sample_logits` of `_joint_pass`)."""
-        samples_training = mode in ("training", "sample_batch")
-        data_logits = logits
-        if mode == "inference":
-            data_logits = self(images, training=False)
-        px_logits = None
-        if unlabeled is not None and "px_sgld" in chains:
-            px_logits = self(unlabeled, training=mode == "training")
-        kept = None
-        if mode == "sample_batch" and self._batch_norms:
-            kept = norm_statistics.read(self._batch_norms)
-        terms = self.sgld_terms(
-            data_logits, labels, chains, px_logits, samples_training, sample_logits
-        )
-        if kept is not None:  # the samples' batch leaves no trace
-            norm_statistics.restore(self._batch_norms, kept)
-        return terms
-
-    def _skipped_sgld_terms(self) -> dict[str, tf.Tensor]:
-        """Zeros for what `sgld_terms` returns, on a step that skips them."""
-        names = [n for t in self._sgld_term_names for n in (t, *SGLD_MONITORS[t])]
-        if self.loss_weights_["energy_l2"]:
-            names.append("energy_l2")
-        terms = {name: tf.constant(0.0) for name in names}
-        if self._log_energy_scale is not None:
-            terms["energy_scale"] = tf.stop_gradient(self.energy_scale)
-        return terms
-
-    def _no_chains(self, batch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """(samples, indices) shaped as a step's chains, written nowhere."""
-        num = self._num_chains(batch)
-        shape = tf.concat([[num], self.replay_buffer.image_shape], 0)
-        return tf.zeros(shape), tf.zeros([num], tf.int32)
+        return loss, terms, grads, logits, jem.no_chains(images, unlabeled)
 
     def _add_input_noise(self, images: tf.Tensor, stream: int = 0) -> tf.Tensor:
         if not self.input_noise_std:
@@ -734,7 +492,7 @@ class HDGEClassifier(keras.Model):
         sgld_weight = weight * tf.cast(sgld_ran, tf.float32)
         for name in reported:
             self._trackers[name].update_state(
-                kept(terms[name]), sgld_weight if name in _SGLD_REPORTS else weight
+                kept(terms[name]), sgld_weight if name in SGLD_REPORTS else weight
             )
         self._accuracy.update_state(
             labels, kept(logits), tf.fill(tf.shape(labels), weight)
@@ -760,12 +518,7 @@ class HDGEClassifier(keras.Model):
             backbone=keras.saving.serialize_keras_object(self.backbone),
             queue_size=self.queue.size,
             temperature=self.temperature,
-            ce_weight=self.loss_weights_["ce"],
-            pxy_contrast_weight=self.loss_weights_["pxy_contrast"],
-            px_contrast_weight=self.loss_weights_["px_contrast"],
-            px_sgld_weight=self.loss_weights_["px_sgld"],
-            pxy_sgld_weight=self.loss_weights_["pxy_sgld"],
-            energy_l2_weight=self.loss_weights_["energy_l2"],
+            loss_weights=keras.saving.serialize_keras_object(self.loss_weights),
             energy_scale_rate=self.energy_scale_rate,
             formulation=self.formulation,
             label_smoothing=self.label_smoothing,
@@ -780,20 +533,25 @@ class HDGEClassifier(keras.Model):
 
     @classmethod
     def from_config(cls, config: dict):
-        """Also reads the flat SGLD keys (`sgld_settings.FLAT_KEYS`) of models
-        saved before the settings were one object, defaults for those missing."""
+        """Also reads the flat SGLD keys (`sgld_settings.FLAT_KEYS`) and weight
+        keys (`loss_weights.FLAT_KEYS`) of models saved before the settings and
+        the weights were one object each, defaults for those missing."""
         config = copy.deepcopy(config)  # deserializing consumes the nested dict
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        flat = {k: config.pop(k) for k in FLAT_KEYS if k in config}
-        if "sgld" in config:
-            if flat:
-                raise ValueError(
-                    f"HDGEClassifier config has both 'sgld' and the flat keys "
-                    f"{sorted(flat)}; expected one of the two."
-                )
-            config["sgld"] = keras.saving.deserialize_keras_object(config["sgld"])
-        else:
-            config["sgld"] = SGLDSettings.from_flat(flat)
+        for key, flat_keys, from_flat in (
+            ("sgld", sgld_settings.FLAT_KEYS, SGLDSettings.from_flat),
+            ("loss_weights", loss_weights_lib.FLAT_KEYS, LossWeights.from_flat),
+        ):
+            flat = {k: config.pop(k) for k in flat_keys if k in config}
+            if key in config:
+                if flat:
+                    raise ValueError(
+                        f"HDGEClassifier config has both {key!r} and the flat keys "
+                        f"{sorted(flat)}; expected one of the two."
+                    )
+                config[key] = keras.saving.deserialize_keras_object(config[key])
+            else:
+                config[key] = from_flat(flat)
         return cls(**config)
 
     def export(self, filepath, format="tf_saved_model", input_signature=None, **kw):

@@ -12,10 +12,10 @@ with JEM's defaults step_size = 1, noise_std = 0.01 (not the textbook step²/2 p
 `sgld_chain` is one compiled function with every number a tensor, so chains of any
 length, step size or batch size reuse its trace; `sgld_chain_xla` is the same chain
 XLA-compiled (a training step compiled with XLA compiles the chain it calls too).
-Every random draw of a training step (`fold_in`, `uniform_noise`, `normal_noise`,
-the replay buffer's) gives the same numbers with and without XLA. `ReplayBuffer`
-holds JEM's persistent chain states: training starts short chains from its rows and
-writes the results back.
+Every random draw of a training step (`fold_in`, `uniform_noise`, `uniform_labels`,
+`normal_noise`, the replay buffer's) gives the same numbers with and without XLA.
+`ReplayBuffer` holds JEM's persistent chain states: training starts short chains
+from its rows and writes the results back.
 The network runs in inference mode and the chain, the gradient and the logsumexp stay
 in float32 even under a mixed-precision policy (bfloat16 would round a 0.01 step on a
 pixel of 1.0 away).
@@ -78,6 +78,13 @@ def uniform_noise(shape, seed, minval=0.0, maxval=1.0) -> tf.Tensor:
     themselves, exactly for uniforms. `seed`: int32/int64 [2].
     """
     return minval + (maxval - minval) * _uniform_bits(shape, seed)
+
+
+def uniform_labels(num, num_classes: int, seed) -> tf.Tensor:
+    """`num` class labels drawn uniformly from [0, num_classes), int32 [num]: the
+    one draw of labels in a training step (chains' labels and starts), the same
+    inside and outside XLA (`uniform_noise`)."""
+    return tf.cast(uniform_noise([num], seed) * num_classes, tf.int32)
 
 
 def normal_noise(shape, seed) -> tf.Tensor:

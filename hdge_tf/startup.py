@@ -12,9 +12,17 @@ TensorFlow), file descriptor 2 goes to a temporary file; the lines of
 WARNING lines out too; its ERROR lines are still shown. `--verbosity=1` (or
 higher) shows everything, as TensorFlow prints it.
 
-A program that only imports `hdge_tf` (a user's script, the tests) is left alone.
-Outside an hdge-* program, importing this module must not import TensorFlow
-(`hdge_tf.cpu_kernels` must still be able to choose its kernels).
+A program that only imports `hdge_tf` (a user's script, the tests) is left alone:
+its loggers, absl's verbosity, flags, stderr and environment stay as they were
+(tests/test_import.py). Outside an hdge-* program, importing this module must not
+import TensorFlow (`hdge_tf.cpu_kernels` must still be able to choose its kernels).
+
+Why this is not in `bin/` with the rest of the programs' log settings
+(`bin/cli.py`): the programs are the modules `hdge_tf.bin.*`, so Python imports
+the package `hdge_tf`, and TensorFlow with it, before any program code runs
+(`python -m hdge_tf.bin.hdge_train` and the console scripts alike), and the
+notices are printed while TensorFlow is imported, whatever TF_CPP_MIN_LOG_LEVEL
+says (measured with it unset, 1 and 2, TensorFlow 2.21).
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 The workdir's layout (config.json, checkpoints/, model.keras, metrics.json, ...) is
 `hdge_tf.run_dir.RunDir`'s; the callbacks (checkpoints, the divergence guard,
-sample grids) are in `hdge_tf.callbacks`. This module puts them together.
+sample grids) are in `hdge_tf.callbacks`. This module puts them together, around
+one run object (`_Run`): prepare it (strategy, data, compiled model), open it
+(resume or a new start), train its epochs, finish it (test metrics, model.keras).
 
 SIGINT/SIGTERM stop training at the next batch boundary with `interrupts.Interrupted`
 (the CLI's one line and exit status 130/143); a full disk ends it with
@@ -20,18 +22,28 @@ an uninterrupted run would (bitwise with `config.deterministic` on CPU).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
 
 import keras
+import ml_collections
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from hdge_tf import data as data_lib
-from hdge_tf import distribute, hardware, interrupts, run_lock
+from hdge_tf import (
+    distribute,
+    energy_penalty,
+    hardware,
+    interrupts,
+    loss_weights,
+    run_lock,
+    sgld_settings,
+)
 from hdge_tf.atomic_files import save_model_atomic, write_atomic
 from hdge_tf.callbacks import DivergenceGuard, EpochCheckpoint, SampleGrid
 from hdge_tf.config_checks import check_config
@@ -45,7 +57,6 @@ from hdge_tf.plots import plot_history
 from hdge_tf.resume_check import check_resume
 from hdge_tf.run_dir import RunDir, load_model
 from hdge_tf.run_state import RunState
-from hdge_tf.sgld_settings import split_flat
 
 
 def build_model(config, num_classes: int, image_shape) -> HDGEClassifier:
@@ -53,9 +64,13 @@ def build_model(config, num_classes: int, image_shape) -> HDGEClassifier:
     backbone = build_backbone(
         backbone_kwargs.pop("name"), num_classes, tuple(image_shape), **backbone_kwargs
     )
-    # The config's flat loss.sgld_* keys (and co.) are the model's `sgld` settings.
-    loss, sgld = split_flat(config.loss)
-    return HDGEClassifier(backbone, sgld=sgld, seed=config.seed, **loss)
+    # The config's flat loss.sgld_* keys (and co.) are the model's `sgld` settings,
+    # its loss.*_weight keys the model's `loss_weights`.
+    loss, sgld = sgld_settings.split_flat(config.loss)
+    loss, weights = loss_weights.split_flat(loss)
+    return HDGEClassifier(
+        backbone, loss_weights=weights, sgld=sgld, seed=config.seed, **loss
+    )
 
 
 def warm_start(model: HDGEClassifier, source: str | Path) -> None:
@@ -150,22 +165,62 @@ def train_model(
         interrupts.signals_stop_training(),
     ):
         interrupts.set_phase("while preparing the run")
-        return _train(config, RunDir(workdir), list(callbacks))
+        run = _prepare(config, RunDir(workdir), list(callbacks))
+        # Only the chief writes the run directory (other workers checkpoint
+        # elsewhere).
+        with run_lock.hold(run.workdir.path) if run.chief else contextlib.nullcontext():
+            try:
+                _open(run)
+                train_seconds = _train_epochs(run)
+                return run.model, _finish(run, train_seconds)
+            except Exception as err:
+                if interrupts.is_disk_full(err):
+                    raise interrupts.DiskFullError(run.workdir.path) from err
+                raise
 
 
-def _train(config, run: RunDir, extra_callbacks: list) -> tuple[HDGEClassifier, dict]:
+@dataclasses.dataclass
+class _Run:
+    """One call of `train_model`: what its stages (`_prepare`, `_open`,
+    `_train_epochs`, `_finish`) share."""
+
+    config: ml_collections.ConfigDict
+    workdir: RunDir
+    strategy: tf.distribute.Strategy
+    chief: bool  # only the chief writes the run directory
+    data: data_lib.DataBundle
+    state: RunState
+    model: HDGEClassifier
+    callbacks: list  # the caller's, beside the trainer's own in every fit
+    # Set by `_open`: the run's checkpoint and its managers (the best epoch's
+    # with train.select="best_val_accuracy"), the epochs done before this call.
+    checkpoint: tf.train.Checkpoint | None = None
+    manager: tf.train.CheckpointManager | None = None
+    best: tf.train.CheckpointManager | None = None
+    initial_epoch: int = 0
+    # model.fit/evaluate fail under MultiWorkerMirroredStrategy (Keras 3.15).
+    loop: distribute.CustomLoop | None = None
+
+    def has_best(self) -> bool:
+        """Whether a best-epoch checkpoint was kept."""
+        return self.best is not None and self.best.latest_checkpoint is not None
+
+
+def _prepare(config, workdir: RunDir, callbacks: list) -> _Run:
+    """The strategy, data and compiled model of `config`, before anything is
+    written to the run directory."""
     strategy = distribute.build_strategy(config.strategy)
-    chief = distribute.is_chief(strategy)
-    if run.path.exists() and not run.path.is_dir():
-        run.create()  # its error: the workdir is a file
+    if workdir.path.exists() and not workdir.path.is_dir():
+        workdir.create()  # its error: the workdir is a file
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
     hardware.warn_if_slow_precision(config.precision)
 
-    train_cfg = config.train
     jit_compile = _jit_compile(config)
-    data = data_lib.build_datasets(config.data, train_cfg.batch_size, seed=config.seed)
+    data = data_lib.build_datasets(
+        config.data, config.train.batch_size, seed=config.seed
+    )
     if data.num_labeled < data.num_train and not config.loss.px_sgld_weight:
         logging.warning(
             "data.labels_per_class=%d with loss.px_sgld_weight=0: the %d unlabeled "
@@ -181,133 +236,132 @@ def _train(config, run: RunDir, extra_callbacks: list) -> tuple[HDGEClassifier, 
         )
     # Its pipeline makes [-1, 1] images: no look at a first batch (input_checks).
     model.input_range_checked = True
-    _warn_if_capped(model)
-    if train_cfg.init_from and not run.has_checkpoint():
+    energy_penalty.warn_if_capped(model)
+    if config.train.init_from and not workdir.has_checkpoint():
         # Before the workdir is touched: the source may fail to load or to fit.
-        warm_start(model, train_cfg.init_from)
-    # Only the chief writes the run directory (other workers checkpoint elsewhere).
-    with run_lock.hold(run.path) if chief else contextlib.nullcontext():
-        try:
-            return _train_locked(
-                config, run, strategy, data, model, state, extra_callbacks
-            )
-        except Exception as err:
-            if interrupts.is_disk_full(err):
-                raise interrupts.DiskFullError(run.path) from err
-            raise
-
-
-def _open_run(config, run: RunDir, strategy, model, state: RunState):
-    """Checkpoint, its managers (the run's, the best epoch's or None) and the
-    epochs done, from the run's newest intact checkpoint or a new start; writes
-    config.json only once nothing is left to refuse the config."""
-    train_cfg = config.train
-    chief = distribute.is_chief(strategy)
-    check_resume(run, config)
-    checkpoint = state.checkpoint(model)
-    checkpoint_dir = distribute.writable_dir(str(run.checkpoint_dir), strategy)
-    manager = tf.train.CheckpointManager(
-        checkpoint, checkpoint_dir, max_to_keep=train_cfg.keep_checkpoints
+        warm_start(model, config.train.init_from)
+    return _Run(
+        config=config,
+        workdir=workdir,
+        strategy=strategy,
+        chief=distribute.is_chief(strategy),
+        data=data,
+        state=state,
+        model=model,
+        callbacks=callbacks,
     )
-    best = None
-    if train_cfg.select == "best_val_accuracy":
-        best = tf.train.CheckpointManager(
+
+
+def _open(run: _Run) -> None:
+    """Sets the run's checkpoint, its managers and the epochs done, from the
+    run's newest intact checkpoint or a new start; writes config.json only once
+    nothing is left to refuse the config."""
+    config, model = run.config, run.model
+    check_resume(run.workdir, config)
+    run.checkpoint = run.state.checkpoint(model)
+    checkpoint_dir = distribute.writable_dir(
+        str(run.workdir.checkpoint_dir), run.strategy
+    )
+    run.manager = tf.train.CheckpointManager(
+        run.checkpoint, checkpoint_dir, max_to_keep=config.train.keep_checkpoints
+    )
+    if config.train.select == "best_val_accuracy":
+        run.best = tf.train.CheckpointManager(
             tf.train.Checkpoint(model=model),
-            str(Path(checkpoint_dir) / run.best_checkpoint_dir.name),
+            str(Path(checkpoint_dir) / run.workdir.best_checkpoint_dir.name),
             max_to_keep=1,
         )
-    resumed = restore_latest(checkpoint, manager)
-    done = int(state.epoch.numpy())
-    _check_epochs(config, run, done)
-    if chief:
-        write_atomic(run.config_file, config.to_json_best_effort(indent=2))
-        repair_history(run.history_file, done)
+    resumed = restore_latest(run.checkpoint, run.manager)
+    run.initial_epoch = int(run.state.epoch.numpy())
+    _check_epochs(config, run.workdir, run.initial_epoch)
+    if run.chief:
+        write_atomic(run.workdir.config_file, config.to_json_best_effort(indent=2))
+        repair_history(run.workdir.history_file, run.initial_epoch)
     if resumed is None:
         if model.chain_starts is not None:
             _fit_chain_starts(model, config)
         # A good state to return to should the first epoch diverge.
-        manager.save(checkpoint_number=0)
-    return checkpoint, manager, best, done
-
-
-def _train_locked(
-    config, run, strategy, data, model, state, extra_callbacks
-) -> tuple[HDGEClassifier, dict]:
-    train_cfg = config.train
-    chief = distribute.is_chief(strategy)
-    checkpoint, manager, best, initial_epoch = _open_run(
-        config, run, strategy, model, state
-    )
-    model.seed = _run_seed(config, state)
-    validation = _validation_data(data, config)
-
-    # model.fit/evaluate fail under MultiWorkerMirroredStrategy (Keras 3.15).
-    loop = None
+        run.manager.save(checkpoint_number=0)
+    model.seed = _run_seed(config, run.state)
     if config.strategy == "multi_worker":
-        loop = distribute.CustomLoop(model, strategy)
-    start = time.time()
-    if initial_epoch < train_cfg.epochs:
-        callbacks = []
-        if chief:  # before the checkpoint: a resume drops rows past it
-            callbacks += [
-                keras.callbacks.CSVLogger(run.history_file, append=True),
-                keras.callbacks.TensorBoard(run.tensorboard_dir),
-            ]
-            if train_cfg.sample_every_epochs:
-                callbacks.append(_sample_grid(model, config, run))
-        callbacks += extra_callbacks
-        callbacks.append(EpochCheckpoint(manager, state, best))  # every worker saves
-        while True:
-            guard = DivergenceGuard()
-            health = BrokenRunGuard(model.num_classes, model.loss_weights_)
-            guards = [guard, health, *callbacks]
-            _fit(model, data, config, loop, state, validation, guards, chief)
-            if health.broken:
-                raise TrainingBroken(
-                    f"The model broke in {health.broken}. Stopped without writing "
-                    f"{run.model_file.name}; a new workdir starts over."
-                )
-            if guard.diverged_at is None:
-                break
-            _restart_after_divergence(model, config, checkpoint, manager, guard, state)
-            if loop is not None:  # a fresh trace picks up the new seed
-                loop = distribute.CustomLoop(model, strategy)
-    else:
-        logging.info("Workdir already trained to epoch %d; evaluating.", initial_epoch)
-    train_seconds = time.time() - start
-    interrupts.set_phase(f"while evaluating epoch {int(state.epoch.numpy())}")
+        run.loop = distribute.CustomLoop(model, run.strategy)
 
-    metrics = evaluate(model, data, config, loop)
+
+def _train_epochs(run: _Run) -> float:
+    """Trains the epochs left, restarting from the last good checkpoint after a
+    divergence; returns the seconds it took."""
+    config, model = run.config, run.model
+    validation = _validation_data(run.data, config)
+    start = time.time()
+    if run.initial_epoch >= config.train.epochs:
+        logging.info(
+            "Workdir already trained to epoch %d; evaluating.", run.initial_epoch
+        )
+        return time.time() - start
+    callbacks = []
+    if run.chief:  # before the checkpoint: a resume drops rows past it
+        callbacks += [
+            keras.callbacks.CSVLogger(run.workdir.history_file, append=True),
+            keras.callbacks.TensorBoard(run.workdir.tensorboard_dir),
+        ]
+        if config.train.sample_every_epochs:
+            callbacks.append(_sample_grid(model, config, run.workdir))
+    callbacks += run.callbacks
+    # Every worker saves.
+    callbacks.append(EpochCheckpoint(run.manager, run.state, run.best))
+    while True:
+        guard = DivergenceGuard()
+        health = BrokenRunGuard(model.num_classes, model.loss_weights)
+        _fit(run, validation, [guard, health, *callbacks])
+        if health.broken:
+            raise TrainingBroken(
+                f"The model broke in {health.broken}. Stopped without writing "
+                f"{run.workdir.model_file.name}; a new workdir starts over."
+            )
+        if guard.diverged_at is None:
+            return time.time() - start
+        _restart_after_divergence(run, guard)
+        if run.loop is not None:  # a fresh trace picks up the new seed
+            run.loop = distribute.CustomLoop(model, run.strategy)
+
+
+def _finish(run: _Run, train_seconds: float) -> dict:
+    """Test metrics of the kept epoch (the best validation epoch's with
+    train.select="best_val_accuracy", the last one's beside them); the chief
+    writes them, the model and the curves."""
+    config, model, state, data = run.config, run.model, run.state, run.data
+    interrupts.set_phase(f"while evaluating epoch {int(state.epoch.numpy())}")
+    metrics = evaluate(model, data, config, run.loop)
     selected_epoch = int(state.epoch.numpy())
-    if best is not None and best.latest_checkpoint is not None:
+    if run.has_best():
         selected_epoch = int(state.best_epoch.numpy())
         if selected_epoch != int(state.epoch.numpy()):
             last = metrics
-            best.checkpoint.restore(best.latest_checkpoint).expect_partial()
-            metrics = evaluate(model, data, config, loop)
+            run.best.checkpoint.restore(run.best.latest_checkpoint).expect_partial()
+            metrics = evaluate(model, data, config, run.loop)
             metrics["last_epoch"] = last
     metrics.setdefault("last_epoch", dict(metrics))
     metrics.update(
-        selection=train_cfg.select,
+        selection=config.train.select,
         selected_epoch=selected_epoch,
         selected_val_accuracy=float(state.best_value.numpy())
-        if best is not None and best.latest_checkpoint is not None
+        if run.has_best()
         else None,
         epochs=int(state.epoch.numpy()),
         train_seconds_this_call=round(train_seconds, 1),
-        resumed_from_epoch=initial_epoch,
+        resumed_from_epoch=run.initial_epoch,
         divergence_restarts=int(state.restarts.numpy()),
         labeled_examples=data.num_labeled,
         validation_examples=data.num_validation,
         protocol=_protocol(config),
     )
-    if chief:
-        write_atomic(run.metrics_file, json.dumps(metrics, indent=2))
-        save_model_atomic(model, run.model_file)
-        if run.history_file.exists():
-            plot_history(run.history_file, run.curves_file)
+    if run.chief:
+        write_atomic(run.workdir.metrics_file, json.dumps(metrics, indent=2))
+        save_model_atomic(model, run.workdir.model_file)
+        if run.workdir.history_file.exists():
+            plot_history(run.workdir.history_file, run.workdir.curves_file)
     logging.info("Test metrics: %s", metrics)
-    return model, metrics
+    return metrics
 
 
 def _fit_chain_starts(model: HDGEClassifier, config) -> None:
@@ -316,32 +370,6 @@ def _fit_chain_starts(model: HDGEClassifier, config) -> None:
     images, labels = data_lib.load_training_arrays(config.data)
     model.fit_chain_starts(images, labels)
     logging.info("Chain starts: class Gaussians fitted to %d images.", len(labels))
-
-
-def _warn_if_capped(model: HDGEClassifier) -> None:
-    """Warns when the energy penalty keeps a right example's p(y|x) below 99%:
-    always (its labelled logit capped below the log(99 (C - 1)) that needs, the
-    other logits near 0), or once the SGLD samples look like the data."""
-    needed = float(np.log(99.0 * (model.num_classes - 1)))
-    cap, settled = model.energy_cap, model.settled_confidence
-    if cap < needed or settled < 0.99:
-        logging.warning(
-            "loss.energy_l2_weight caps the data's labelled logit near %.1f "
-            "((SGLD weight + CE weight) / (2 * energy_l2_weight); %.1f gives 99%% "
-            "confidence), and once samples look like the data it settles where "
-            "p(y|x) = %.3f: expect an under-confident model (high ECE). Lower "
-            "loss.energy_l2_weight.",
-            cap,
-            needed,
-            settled,
-        )
-    elif np.isfinite(cap):
-        logging.info(
-            "Energy L2 penalty: labelled logits capped near %.1f, settling at "
-            "p(y|x) = %.3f.",
-            cap,
-            settled,
-        )
 
 
 def _check_epochs(config, run: RunDir, done: int) -> None:
@@ -425,12 +453,12 @@ def _run_seed(config, state: RunState) -> int:
     return int(config.seed) + int(state.restarts.numpy())
 
 
-def _fit(model, data, config, loop, state, validation, callbacks, verbose) -> None:
+def _fit(run: _Run, validation, callbacks: list) -> None:
     """Epochs state.epoch+1 .. config.train.epochs with `callbacks`; each epoch's
     batches depend on (seed + restarts, epoch) only."""
-    train_cfg = config.train
-    initial_epoch = int(state.epoch.numpy())
-    seed = _run_seed(config, state)
+    train_cfg, data = run.config.train, run.data
+    initial_epoch = int(run.state.epoch.numpy())
+    seed = _run_seed(run.config, run.state)
     logging.info(
         "Training %s epochs %d-%d, %d steps each.",
         data.name,
@@ -443,28 +471,26 @@ def _fit(model, data, config, loop, state, validation, callbacks, verbose) -> No
         "initial_epoch": initial_epoch,
         "steps_per_epoch": data.steps_per_epoch,
         "validation_data": validation,
-        "callbacks": callbacks,
+        "callbacks": [interrupts.StopOnSignal(), *callbacks],
         # A progress bar on terminals; one line per epoch in log files, which also
-        # spares a per-step wait for the metrics.
-        "verbose": (1 if sys.stdout.isatty() else 2) if verbose else 0,
+        # spares a per-step wait for the metrics. Only the chief shows it.
+        "verbose": (1 if sys.stdout.isatty() else 2) if run.chief else 0,
     }
     batches = data.train_epochs(initial_epoch, train_cfg.epochs, seed)
-    fit_kwargs["callbacks"] = [interrupts.StopOnSignal(), *callbacks]
     with interrupts.deferred(f"in epoch {initial_epoch + 1}"):
-        if loop is not None:
-            loop.fit(batches, **fit_kwargs)
+        if run.loop is not None:
+            run.loop.fit(batches, **fit_kwargs)
         else:
-            model.fit(batches, shuffle=False, **fit_kwargs)
+            run.model.fit(batches, shuffle=False, **fit_kwargs)
 
 
-def _restart_after_divergence(
-    model, config, checkpoint, manager, guard: DivergenceGuard, state: RunState
-) -> None:
+def _restart_after_divergence(run: _Run, guard: DivergenceGuard) -> None:
     """Restores the last good checkpoint for another try with seed + restarts, or
     raises `TrainingDiverged` once `train.divergence_retries` are used up.
     Checkpoints are never written from a diverged state, so the newest one is the
     last good state."""
-    last_good = manager.latest_checkpoint
+    config, model, state = run.config, run.model, run.state
+    last_good = run.manager.latest_checkpoint
     epoch, step = guard.diverged_at
     retries = int(state.restarts.numpy())
     if retries >= config.train.divergence_retries:
@@ -477,7 +503,7 @@ def _restart_after_divergence(
             "resumes from it. Consider a lower train.learning_rate, a positive "
             "loss.energy_l2_weight, or fewer/smaller SGLD steps."
         )
-    checkpoint.restore(last_good).assert_existing_objects_matched()
+    run.checkpoint.restore(last_good).assert_existing_objects_matched()
     state.restarts.assign(retries + 1)
     seed = _run_seed(config, state)
     logging.warning(

@@ -71,8 +71,8 @@ def test_networks_and_modes_map_to_model_arguments():
         "queue_size": 65536,
     }
     jem = bench.build_model(bench.BenchConfig(mode="jem", **TINY), BASE)
-    assert jem.loss_weights_["pxy_contrast"] == 1.0
-    assert jem.loss_weights_["px_sgld"] == 1.0 and jem.sgld.steps == 2
+    assert jem.loss_weights["pxy_contrast"] == 1.0
+    assert jem.loss_weights["px_sgld"] == 1.0 and jem.sgld.steps == 2
     assert jem.queue.size == 32 and jem.replay_buffer.size == 64
     assert jem.image_shape == (8, 8, 3) and jem.num_classes == 4
 

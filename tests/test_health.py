@@ -80,7 +80,7 @@ def test_the_guard_stops_fit_after_two_broken_epochs():
     h = keras.layers.Flatten()(keras.layers.LeakyReLU(0.2)(h))
     model = HDGEClassifier(keras.Model(inputs, keras.layers.Dense(4)(h)), 64)
     model.compile(optimizer=keras.optimizers.Adam(3e-2))
-    guard = health.BrokenRunGuard(4, model.loss_weights_)
+    guard = health.BrokenRunGuard(4, model.loss_weights)
     history = model.fit(
         images[:128],
         labels[:128],

@@ -71,3 +71,90 @@ def test_import_keeps_the_matplotlib_backend_and_figures_still_render(tmp_path):
     }
     for name in ("curves.png", "grid.png", "reliability.png", "pgd.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+# Reports what `import hdge_tf` changes in a process: "fresh" imports it first
+# thing; "loaded" imports the other top-level modules a fresh import loads
+# (argv[2]) first, so that what changes is hdge_tf's own doing.
+_STATE_SCRIPT = textwrap.dedent(
+    """
+    import importlib, json, logging, os, sys, warnings
+
+    def state():
+        import absl.flags, absl.logging
+
+        loggers = {"": logging.getLogger(), **logging.root.manager.loggerDict}
+        return {
+            "loggers": {
+                name: [
+                    logger.level,
+                    logger.propagate,
+                    logger.disabled,
+                    [f"{type(h).__name__}:{h.level}" for h in logger.handlers],
+                    len(logger.filters),
+                ]
+                for name, logger in loggers.items()
+                if isinstance(logger, logging.Logger)
+            },
+            "logging_disabled": logging.root.manager.disable,
+            "absl_verbosity": absl.logging.get_verbosity(),
+            "absl_handler_level": absl.logging.get_absl_handler().level,
+            "flags": sorted(absl.flags.FLAGS),
+            "warning_filters": [repr(f) for f in warnings.filters],
+            "stderr": [os.fstat(2).st_dev, os.fstat(2).st_ino, id(sys.stderr)],
+            "environ": dict(os.environ),
+        }
+
+    if sys.argv[1] == "fresh":
+        environ = dict(os.environ)
+        import hdge_tf
+
+        modules = [m for m in sys.modules if "." not in m and m != "hdge_tf"]
+        changed = {k: v for k, v in os.environ.items() if environ.get(k) != v}
+        print(json.dumps({"modules": modules, "environ": changed}))
+    else:
+        for name in json.loads(sys.argv[2]):
+            try:
+                importlib.import_module(name)
+            except Exception:  # e.g. a module only its package can import
+                pass
+        before = state()
+        import hdge_tf
+
+        after = state()
+        print(json.dumps({k: [before[k], after[k]] for k in before}))
+    """
+)
+
+
+def _run_state_script(*args) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
+    done = subprocess.run(
+        [sys.executable, "-c", _STATE_SCRIPT, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_import_leaves_logging_flags_and_environment_as_they_were():
+    """Loggers (Python's and absl's), absl flags, warning filters, stderr and the
+    environment are as before `import hdge_tf`, once its dependencies are
+    loaded (TensorFlow sets variables of its own); a fresh import adds only the
+    oneDNN preference. TensorFlow's start-up notices are held back only in the
+    hdge-* programs (hdge_tf/startup.py)."""
+    fresh = _run_state_script("fresh")
+    loaded = _run_state_script("loaded", json.dumps(fresh["modules"]))
+    for key, (before, after) in loaded.items():
+        if key == "loggers":  # new loggers as logging.getLogger leaves them
+            new = {name: after.pop(name) for name in set(after) - set(before)}
+            assert all(s == [0, True, False, [], 0] for s in new.values()), new
+        assert after == before, key
+    environ = loaded["environ"][0]
+    from_dependencies = {k: environ[k] for k in fresh["environ"] if k in environ}
+    assert fresh["environ"] == {**from_dependencies, "TF_ENABLE_ONEDNN_OPTS": "1"}

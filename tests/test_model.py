@@ -13,7 +13,8 @@ from keras_checks import (
     check_save_load,
 )
 
-from hdge_tf import energy, input_checks, losses
+from hdge_tf import energy, energy_penalty, input_checks, losses
+from hdge_tf.loss_weights import LossWeights
 from hdge_tf.model import HDGEClassifier
 from hdge_tf.sgld_settings import FLAT_KEYS, SGLDSettings
 
@@ -162,21 +163,23 @@ def test_sgld_settings_are_in_the_config_and_old_configs_load():
         sgld=sgld,
     )
     config = model.get_config()
-    assert {k: config[k] for k in ("px_sgld_weight", "pxy_sgld_weight")} == {
-        "px_sgld_weight": 0.5,
-        "pxy_sgld_weight": 0.0,
-    }
-    assert config["energy_l2_weight"] == 0.2
+    weights = config["loss_weights"]["config"]
+    assert (weights["px_sgld"], weights["pxy_sgld"], weights["energy_l2"]) == (
+        0.5,
+        0.0,
+        0.2,
+    )
     assert config["sgld"]["config"] == sgld.get_config()
     assert not set(FLAT_KEYS) & set(config)
     clone = HDGEClassifier.from_config(config)
     assert clone.sgld == sgld
     assert clone.replay_buffer.images.shape == (80, 8, 8, 1)
     # A config saved before the SGLD terms existed builds the same model as before.
-    old = {k: v for k, v in config.items() if "sgld" not in k}
-    del old["energy_l2_weight"]
+    old = {k: v for k, v in config.items() if k not in ("sgld", "loss_weights")}
+    old.update(ce_weight=1.0, pxy_contrast_weight=1.0, px_contrast_weight=0.0)
     before_sgld = HDGEClassifier.from_config(old)
     assert before_sgld.replay_buffer is None and before_sgld.sgld == SGLDSettings()
+    assert before_sgld.loss_weights == LossWeights()
     with pytest.raises(ValueError, match="SGLDSettings.reinit_freq must be in"):
         HDGEClassifier(tiny_backbone(), sgld={"reinit_freq": 2.0})
     with pytest.raises(ValueError, match="SGLDSettings.steps must be an integer >= 0"):
@@ -243,15 +246,18 @@ def test_energy_cap_and_settled_confidence_match_their_closed_forms(penalty):
         pxy_sgld_weight=0.2,
         energy_l2_weight=penalty,
     )
-    assert model.energy_cap == pytest.approx((0.2 + 1.5) / (2 * penalty))
+    cap = energy_penalty.energy_cap(model)
+    assert cap == pytest.approx((0.2 + 1.5) / (2 * penalty))
 
     def confidence(logit):
         return 1.0 / (1.0 + 9.0 * np.exp(-logit))
 
     logit = brentq(lambda f: 1.5 * (1 - confidence(f)) - 2 * penalty * f, 0, 100)
-    assert model.settled_confidence == pytest.approx(confidence(logit), abs=1e-6)
+    settled = energy_penalty.settled_confidence(model)
+    assert settled == pytest.approx(confidence(logit), abs=1e-6)
     no_penalty = HDGEClassifier(tiny_backbone(), queue_size=64, pxy_sgld_weight=0.2)
-    assert no_penalty.energy_cap == np.inf and no_penalty.settled_confidence == 1.0
+    assert energy_penalty.energy_cap(no_penalty) == np.inf
+    assert energy_penalty.settled_confidence(no_penalty) == 1.0
 
 
 def test_a_learned_energy_scale_is_trained_by_the_sgld_terms_only(separable_data):
@@ -269,12 +275,13 @@ def test_a_learned_energy_scale_is_trained_by_the_sgld_terms_only(separable_data
     )
     assert model.get_config()["energy_scale_rate"] == 5.0
     assert float(model.energy_scale) == 1.0
-    assert model.energy_cap == np.inf and model.settled_confidence == 1.0
+    assert energy_penalty.energy_cap(model) == np.inf
+    assert energy_penalty.settled_confidence(model) == 1.0
     chains = {"pxy_sgld": (tf.constant(images[48:]), None, labels[48:])}
 
     def sgld_loss():
         logits = model(images[:48], training=True)
-        terms = model.sgld_terms(logits, labels[:48], chains)
+        terms = model.jem.terms(logits, labels[:48], chains)
         return terms["pxy_sgld"] + 0.1 * terms["energy_l2"]
 
     theta = model._log_energy_scale

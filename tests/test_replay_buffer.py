@@ -405,7 +405,7 @@ def test_samples_move_batch_norm_statistics_only_in_training_mode(
     images, labels = images[:16], labels[:16]
     model = _bn_model(pass_mode)
     resolved = {"auto": "sample_batch"}.get(pass_mode, pass_mode)
-    assert model.sgld_pass_mode == resolved
+    assert model.jem.pass_mode == resolved
     twin = _batch_norm_backbone()
     twin(images, training=True)
     model.train_on_batch(images, labels)
@@ -460,4 +460,4 @@ def test_data_batch_mode_scores_samples_with_the_data_batch_statistics(
 def test_every_pass_mode_is_jems_without_batch_norm(pass_mode):
     sgld = {"pass_mode": pass_mode}
     model = HDGEClassifier(tiny_backbone(), 40, px_sgld_weight=1.0, sgld=sgld)
-    assert model.sgld.pass_mode == pass_mode and model.sgld_pass_mode == "training"
+    assert model.sgld.pass_mode == pass_mode and model.jem.pass_mode == "training"

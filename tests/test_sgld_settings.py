@@ -13,7 +13,7 @@ import pytest
 from conftest import tiny_backbone
 from keras_checks import assert_same_weights
 
-from hdge_tf import HDGEClassifier, SGLDSettings, training
+from hdge_tf import HDGEClassifier, SGLDSettings, loss_weights, training
 from hdge_tf.configs import base
 from hdge_tf.sgld_settings import FLAT_KEYS, split_flat
 
@@ -160,11 +160,15 @@ def _rewrite_config(path, rewrite) -> None:
 
 
 def _flat_layout(config: dict) -> dict:
-    """`config` as models saved before SGLDSettings wrote it: its fields flat,
-    and without the keys added since (energy_scale_rate, sgld_every,
-    sgld_pass_mode: their defaults are what those models did)."""
+    """`config` as models saved before SGLDSettings wrote it: its fields flat, the
+    loss weights too (`loss_weights.FLAT_KEYS`), and without the keys added
+    since (energy_scale_rate, sgld_every, sgld_pass_mode: their defaults are
+    what those models did)."""
     fields = config["sgld"]["config"]
-    flat = {k: v for k, v in config.items() if k not in ("sgld", "energy_scale_rate")}
+    moved = ("sgld", "loss_weights", "energy_scale_rate")
+    flat = {k: v for k, v in config.items() if k not in moved}
+    weights = config["loss_weights"]["config"]
+    flat.update({key: weights[term] for key, term in loss_weights.FLAT_KEYS.items()})
     newer = ("sgld_every", "sgld_pass_mode")
     flat.update(
         {key: fields[field] for key, field in FLAT_KEYS.items() if key not in newer}

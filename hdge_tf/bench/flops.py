@@ -167,8 +167,8 @@ def step_flops(
     the K-slot queue is a logsumexp over batch x K x classes elementwise numbers,
     neglected like the optimizer update). jem adds what
     `HDGEClassifier._forward_backward` runs for log p(x): an SGLD chain of
-    `sgld_steps` steps on a batch-sized chain (`_sgld_chains`), then a training
-    pass on the samples (`sgld_terms` calls the model on them in training mode;
+    `sgld_steps` steps on a batch-sized chain (`JEMTerms.chains`), then a training
+    pass on the samples (`JEMTerms.terms` calls the model on them in training mode;
     the samples are constants, so input-reading layers again need no input
     gradient).
     """

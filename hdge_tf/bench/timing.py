@@ -194,7 +194,7 @@ def time_sgld_chain(
     repeats: int = 3,
 ) -> dict:
     """Seconds of one SGLD chain of `steps` steps from `starts` ([N, H, W, C]),
-    through the function `HDGEClassifier._sgld_chains` calls in a training step
+    through the function `JEMTerms.chains` calls in a training step
     (`sampling.sgld_chain`, or its XLA twin with `model.step_jit_compile`) with
     the model's step size and noise: the median of `repeats` calls after `warmup`
     (the first traces). Each call syncs by fetching the samples."""
