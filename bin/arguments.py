@@ -67,7 +67,12 @@ def DEFINE_path(
 class ConfigFile:
     """`--NAME=FILE[:ARG]` with `--NAME.KEY=VALUE` overrides: `.value` is the
     config file's ConfigDict with the overrides applied, `.overrides` the
-    {dotted key: value} given on the command line (both set by `parse`)."""
+    {dotted key: value} given on the command line (both set by `parse`).
+
+    Both are kept on the absl Flag object (its `_PARSED` attribute), not here:
+    `absl.testing.flagsaver` saves and restores a flag's attributes, so a
+    program run again in one process (`hdge_tf.bin.cli.call`) never sees the
+    config of the command line before."""
 
     def __init__(
         self,
@@ -81,21 +86,26 @@ class ConfigFile:
         help = f"{help} Override a value with --{name}.KEY=VALUE."
         DEFINE_path(name, default, help, flag_values)
         self.flag = flag_values[name]
-        self._parsed = False
-        self._value: ml_collections.ConfigDict | None = None
-        self._overrides: dict[str, Any] = {}
         _CONFIG_FILES[id(self.flag)] = self
+
+    def _parsed(self) -> tuple[ml_collections.ConfigDict | None, dict[str, Any]]:
+        parsed = getattr(self.flag, _PARSED, None)
+        if parsed is None:
+            raise RuntimeError(f"--{self.name} is read before flags were parsed.")
+        return parsed
 
     @property
     def value(self) -> ml_collections.ConfigDict | None:
         """The config (None when no file was given: a flag without a default)."""
-        if not self._parsed:
-            raise RuntimeError(f"--{self.name} is read before flags were parsed.")
-        return self._value
+        return self._parsed()[0]
 
     @property
     def overrides(self) -> dict[str, Any]:
-        return dict(self._overrides)
+        return dict(self._parsed()[1])
+
+
+# The attribute of a config flag's absl Flag holding (config, overrides).
+_PARSED = "hdge_parsed_config"
 
 
 # Every config flag defined, by the id of its absl Flag (`_config_files` finds
@@ -325,7 +335,5 @@ def parse(
         config = loaded.get(name)
         if config is not None:
             config = config_files.with_overrides(config, overrides[name])
-        holder._value = config
-        holder._overrides = overrides[name]
-        holder._parsed = True
+        setattr(holder.flag, _PARSED, (config, overrides[name]))
     return [program, *kept]

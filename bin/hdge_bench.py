@@ -54,98 +54,178 @@ from hdge_tf.bin import arguments, cli
 from hdge_tf.configs import base, mnist5k_hdge
 from hdge_tf.reproduce.experiments import ExperimentConfigs
 
+# This program's flags (absl's own are added when it parses, bin/cli.py).
+FLAGS = flags.FlagValues()
 _NETWORK = flags.DEFINE_string(
-    "network", "wrn-16-4", "wrn-DEPTH-WIDTH (wrn-16-4, wrn-28-10) or small_cnn."
+    "network",
+    "wrn-16-4",
+    "wrn-DEPTH-WIDTH (wrn-16-4, wrn-28-10) or small_cnn.",
+    flag_values=FLAGS,
 )
 _CLASSES = flags.DEFINE_integer(
-    "classes", 10, "Number of classes (100: CIFAR-100).", lower_bound=2
+    "classes",
+    10,
+    "Number of classes (100: CIFAR-100).",
+    lower_bound=2,
+    flag_values=FLAGS,
 )
 _IMAGE_SIZE = flags.DEFINE_integer(
-    "image_size", 32, "Input height and width.", lower_bound=1
+    "image_size",
+    32,
+    "Input height and width.",
+    lower_bound=1,
+    flag_values=FLAGS,
 )
-_CHANNELS = flags.DEFINE_integer("channels", 3, "Input channels.", lower_bound=1)
-_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["64"], "Training batch sizes.")
+_CHANNELS = flags.DEFINE_integer(
+    "channels", 3, "Input channels.", lower_bound=1, flag_values=FLAGS
+)
+_BATCH_SIZES = flags.DEFINE_list(
+    "batch_sizes", ["64"], "Training batch sizes.", flag_values=FLAGS
+)
 _QUEUE_SIZE = flags.DEFINE_integer(
-    "queue_size", 65536, "K of the HDGE logit queue.", lower_bound=1
+    "queue_size",
+    65536,
+    "K of the HDGE logit queue.",
+    lower_bound=1,
+    flag_values=FLAGS,
 )
-_MODES = flags.DEFINE_list("modes", list(bench.MODES), "Of ce, hdge, jem.")
+_MODES = flags.DEFINE_list(
+    "modes", list(bench.MODES), "Of ce, hdge, jem.", flag_values=FLAGS
+)
 _PRECISIONS = flags.DEFINE_list(
-    "precisions", list(bench.PRECISIONS), "Keras dtype policies."
+    "precisions",
+    list(bench.PRECISIONS),
+    "Keras dtype policies.",
+    flag_values=FLAGS,
 )
 _SGLD_STEPS = flags.DEFINE_integer(
-    "sgld_steps", 20, "SGLD steps per jem step.", lower_bound=0
+    "sgld_steps",
+    20,
+    "SGLD steps per jem step.",
+    lower_bound=0,
+    flag_values=FLAGS,
 )
 _JIT_COMPILE = flags.DEFINE_enum(
     "jit_compile",
     "auto",
     ["auto", "true", "false"],
     "XLA-compiled training steps (train.jit_compile); auto: on with a GPU.",
+    flag_values=FLAGS,
 )
 _WARMUP = flags.DEFINE_integer(
-    "warmup", 3, "Untimed steps first (tracing).", lower_bound=1
+    "warmup",
+    3,
+    "Untimed steps first (tracing).",
+    lower_bound=1,
+    flag_values=FLAGS,
 )
 _REPEATS = flags.DEFINE_integer(
-    "repeats", 10, "Timed steps; the median is reported.", lower_bound=1
+    "repeats",
+    10,
+    "Timed steps; the median is reported.",
+    lower_bound=1,
+    flag_values=FLAGS,
 )
-_EVAL = flags.DEFINE_boolean("eval", True, "Time logits + log p(x) scoring.")
+_EVAL = flags.DEFINE_boolean(
+    "eval", True, "Time logits + log p(x) scoring.", flag_values=FLAGS
+)
 _EVAL_IMAGES = flags.DEFINE_integer(
-    "eval_images", 1024, "Images scored per call.", lower_bound=0
+    "eval_images",
+    1024,
+    "Images scored per call.",
+    lower_bound=0,
+    flag_values=FLAGS,
 )
 _EVAL_BATCH_SIZE = flags.DEFINE_integer(
-    "eval_batch_size", 256, "Scoring batch.", lower_bound=1
+    "eval_batch_size",
+    256,
+    "Scoring batch.",
+    lower_bound=1,
+    flag_values=FLAGS,
 )
 _EVAL_REPEATS = flags.DEFINE_integer(
-    "eval_repeats", 3, "Timed calls of scoring and PGD.", lower_bound=1
+    "eval_repeats",
+    3,
+    "Timed calls of scoring and PGD.",
+    lower_bound=1,
+    flag_values=FLAGS,
 )
-_PGD = flags.DEFINE_boolean("pgd", True, "Time PGD iterations.")
+_PGD = flags.DEFINE_boolean("pgd", True, "Time PGD iterations.", flag_values=FLAGS)
 _PGD_STEPS = flags.DEFINE_integer(
-    "pgd_steps", 5, "PGD iterations per timed call.", lower_bound=0
+    "pgd_steps",
+    5,
+    "PGD iterations per timed call.",
+    lower_bound=0,
+    flag_values=FLAGS,
 )
 _EPOCH = flags.DEFINE_boolean(
-    "epoch", True, "Compare a mnist5k fit epoch with step time x steps."
+    "epoch",
+    True,
+    "Compare a mnist5k fit epoch with step time x steps.",
+    flag_values=FLAGS,
 )
 _AUTOTUNE = flags.DEFINE_boolean(
-    "autotune", True, "Time a mnist5k fit with tf.data autotuning on and off."
+    "autotune",
+    True,
+    "Time a mnist5k fit with tf.data autotuning on and off.",
+    flag_values=FLAGS,
 )
 _RECIPES = flags.DEFINE_list(
     "recipes",
     ["mnist5k_hdge", "mnist5k_hdge_jem"],
     "Experiment configs (configs/NAME.py) whose training epochs are timed side "
     "by side, each against the first; empty: none.",
+    flag_values=FLAGS,
 )
 _RECIPE_EPOCHS = flags.DEFINE_integer(
     "recipe_epochs",
     3,
     "Epochs per recipe and round (the first one traces).",
     lower_bound=1,
+    flag_values=FLAGS,
 )
 _SGLD_REPEATS = flags.DEFINE_integer(
     "sgld_repeats",
     3,
     "Timed calls of a jem configuration's SGLD chain alone.",
     lower_bound=1,
+    flag_values=FLAGS,
 )
 _MATMUL_SIZE = flags.DEFINE_integer(
     "matmul_size",
     2048,
     "Side of the square matmul the GFLOP/s are read against.",
     lower_bound=1,
+    flag_values=FLAGS,
 )
 _TORCH_PYTHON = arguments.DEFINE_path(
-    "torch_python", None, "A Python with torch for the yardstick; unset: no yardstick."
+    "torch_python",
+    None,
+    "A Python with torch for the yardstick; unset: no yardstick.",
+    flag_values=FLAGS,
 )
 _TORCH_YARDSTICK = arguments.DEFINE_path(
     "torch_yardstick",
     str(Path(bench.__file__).with_name("torch_wrn_step.py")),
     "The PyTorch yardstick script run by --torch_python.",
+    flag_values=FLAGS,
 )
 _ROUNDS = flags.DEFINE_integer(
-    "rounds", 1, "Runs of the whole list of configurations, interleaved.", lower_bound=1
+    "rounds",
+    1,
+    "Runs of the whole list of configurations, interleaved.",
+    lower_bound=1,
+    flag_values=FLAGS,
 )
 _ISOLATE = flags.DEFINE_boolean(
-    "isolate", True, "Each configuration in a fresh process (needed for peak RSS)."
+    "isolate",
+    True,
+    "Each configuration in a fresh process (needed for peak RSS).",
+    flag_values=FLAGS,
 )
-_OUTPUT = arguments.DEFINE_path("output", "bench.json", "Where the JSON report goes.")
+_OUTPUT = arguments.DEFINE_path(
+    "output", "bench.json", "Where the JSON report goes.", flag_values=FLAGS
+)
 
 
 # Dtype policies a benchmark step runs under (Keras accepts more, e.g. float64, that
@@ -240,9 +320,12 @@ def main(argv):
     print(f"\nWrote {_OUTPUT.value}")
 
 
+PROGRAM = cli.Program("hdge-bench", main, FLAGS)
+
+
 def run(argv: list[str] | None = None) -> None:
     """The console script; `argv` (the program first) defaults to sys.argv."""
-    cli.run(main, "hdge-bench", argv)
+    PROGRAM.run(argv)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from absl import app, logging
+from absl import app, flags, logging
 
 from hdge_tf.bin import arguments, cli
 from hdge_tf.config_checks import check_config
@@ -25,20 +25,32 @@ from hdge_tf.evaluation import report
 from hdge_tf.run_config import load_run_config
 from hdge_tf.run_dir import load_model, run_paths
 
+# This program's flags (absl's own are added when it parses, bin/cli.py).
+FLAGS = flags.FlagValues()
 _CONFIG = arguments.DEFINE_config_file(
     "config",
     str(Path(base.__file__)),
     "Config file with defaults for fields the run's config.json lacks; "
     "--config.eval.* (etc.) flags override the run's values.",
+    flag_values=FLAGS,
 )
 _WORKDIR = arguments.DEFINE_path(
-    "workdir", None, "Run directory holding config.json and model.keras."
+    "workdir",
+    None,
+    "Run directory holding config.json and model.keras.",
+    flag_values=FLAGS,
 )
 _MODEL = arguments.DEFINE_path(
-    "model", None, "A .keras file to evaluate instead of WORKDIR/model.keras."
+    "model",
+    None,
+    "A .keras file to evaluate instead of WORKDIR/model.keras.",
+    flag_values=FLAGS,
 )
 _OUTPUT_DIR = arguments.DEFINE_path(
-    "output_dir", None, "Where the report goes; default WORKDIR/eval."
+    "output_dir",
+    None,
+    "Where the report goes; default WORKDIR/eval.",
+    flag_values=FLAGS,
 )
 # The config sections the evaluation reads.
 SECTIONS = ("data", "eval")
@@ -61,9 +73,12 @@ def main(argv):
     print(f"Report: {output_dir / report.REPORT_MD} ({result['seconds']['total']}s)")
 
 
+PROGRAM = cli.Program("hdge-eval", main, FLAGS)
+
+
 def run(argv: list[str] | None = None) -> None:
     """The console script; `argv` (the program first) defaults to sys.argv."""
-    cli.run(main, "hdge-eval", argv)
+    PROGRAM.run(argv)
 
 
 if __name__ == "__main__":

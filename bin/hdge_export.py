@@ -24,15 +24,23 @@ from hdge_tf.configs import base
 from hdge_tf.run_config import resolve_config
 from hdge_tf.run_dir import RunDir, load_model, run_paths
 
-_WORKDIR = arguments.DEFINE_path("workdir", None, "Training run directory.")
+# This program's flags (absl's own are added when it parses, bin/cli.py).
+FLAGS = flags.FlagValues()
+_WORKDIR = arguments.DEFINE_path(
+    "workdir", None, "Training run directory.", flag_values=FLAGS
+)
 _MODEL = arguments.DEFINE_path(
-    "model", None, "The .keras model to export; default WORKDIR/model.keras."
+    "model",
+    None,
+    "The .keras model to export; default WORKDIR/model.keras.",
+    flag_values=FLAGS,
 )
 _OUTPUT = arguments.DEFINE_path(
     "output",
     None,
     "SavedModel directory; default export/saved_model in the run directory (or "
     "the model file's directory).",
+    flag_values=FLAGS,
 )
 _CONFIG = arguments.DEFINE_config_file(
     "config",
@@ -40,6 +48,7 @@ _CONFIG = arguments.DEFINE_config_file(
     "Config file whose data section names the validation split the OOD gate is "
     "set on, for a model without a run's config.json (e.g. the experiment file it "
     "was trained with); a run's config.json takes precedence over it.",
+    flag_values=FLAGS,
 )
 _GATE_TPR = flags.DEFINE_float(
     "gate_tpr",
@@ -48,6 +57,7 @@ _GATE_TPR = flags.DEFINE_float(
     "threshold is set; 0 exports no gate.",
     lower_bound=0.0,
     upper_bound=1.0,
+    flag_values=FLAGS,
 )
 # The config section the export reads: the gate's validation split.
 SECTIONS = ("data",)
@@ -115,9 +125,12 @@ def main(argv):
     )
 
 
+PROGRAM = cli.Program("hdge-export", main, FLAGS)
+
+
 def run(argv: list[str] | None = None) -> None:
     """The console script; `argv` (the program first) defaults to sys.argv."""
-    cli.run(main, "hdge-export", argv)
+    PROGRAM.run(argv)
 
 
 if __name__ == "__main__":

@@ -35,29 +35,50 @@ EXPERIMENTS = ExperimentConfigs(Path(configs.__file__).parent)
 # One run (train, evaluate, sample), with each job's flags after it.
 JOB_PROGRAM = (sys.executable, "-m", "hdge_tf.bin.hdge_reproduce_job")
 
+# This program's flags (absl's own are added when it parses, bin/cli.py).
+FLAGS = flags.FlagValues()
 _CONFIG = arguments.DEFINE_config_file(
     "config",
     str(EXPERIMENTS.file("reproduce_mnist5k")),
     "The reproduction's config (variants, seeds, queue sizes, sampling).",
+    flag_values=FLAGS,
 )
-_WORKDIR = arguments.DEFINE_path("workdir", None, "Where runs, logs and the report go.")
+_WORKDIR = arguments.DEFINE_path(
+    "workdir", None, "Where runs, logs and the report go.", flag_values=FLAGS
+)
 _SEEDS = flags.DEFINE_integer(
-    "seeds", None, "Seeds per variant (default: the config's, 3).", lower_bound=1
+    "seeds",
+    None,
+    "Seeds per variant (default: the config's, 3).",
+    lower_bound=1,
+    flag_values=FLAGS,
 )
 _PARALLEL = flags.DEFINE_integer(
-    "parallel", 1, "Runs at once (each its own process).", lower_bound=1
+    "parallel",
+    1,
+    "Runs at once (each its own process).",
+    lower_bound=1,
+    flag_values=FLAGS,
 )
 _THREADS = flags.DEFINE_integer(
-    "threads", 0, "TF threads per run (0: TF's default, all cores).", lower_bound=0
+    "threads",
+    0,
+    "TF threads per run (0: TF's default, all cores).",
+    lower_bound=0,
+    flag_values=FLAGS,
 )
 _ONLY = flags.DEFINE_list(
     "only",
     None,
     "Run only these variants (e.g. ce,hdge; 'ablation' = the queue-size runs) and "
     "the runs they need; the report covers every finished run.",
+    flag_values=FLAGS,
 )
 _REPORT_ONLY = flags.DEFINE_bool(
-    "report_only", False, "Only rebuild the report from finished runs."
+    "report_only",
+    False,
+    "Only rebuild the report from finished runs.",
+    flag_values=FLAGS,
 )
 
 
@@ -89,9 +110,12 @@ def main(argv):
         )
 
 
+PROGRAM = cli.Program("hdge-reproduce", main, FLAGS, required=("workdir",))
+
+
 def run(argv: list[str] | None = None) -> None:
     """The console script; `argv` (the program first) defaults to sys.argv."""
-    cli.run(main, "hdge-reproduce", argv, required=("workdir",))
+    PROGRAM.run(argv)
 
 
 if __name__ == "__main__":

@@ -13,16 +13,31 @@ from absl import app, flags
 from hdge_tf.bin import arguments, cli
 from hdge_tf.reproduce import job
 
-_CONFIG = arguments.DEFINE_config_file("config", None, "Experiment config file.")
-_WORKDIR = arguments.DEFINE_path("workdir", None, "The run's directory.")
-_VARIANT = flags.DEFINE_string("variant", None, "The variant's name in the plan.")
-_ROLE = flags.DEFINE_enum("role", "run", list(job.ROLES), "A variant or the judge.")
-_SAMPLES = flags.DEFINE_bool("samples", False, "Draw and score sample grids.")
-_JUDGE = arguments.DEFINE_path("judge", None, "The judge's run directory.")
+# This program's flags (absl's own are added when it parses, bin/cli.py).
+FLAGS = flags.FlagValues()
+_CONFIG = arguments.DEFINE_config_file(
+    "config", None, "Experiment config file.", flag_values=FLAGS
+)
+_WORKDIR = arguments.DEFINE_path(
+    "workdir", None, "The run's directory.", flag_values=FLAGS
+)
+_VARIANT = flags.DEFINE_string(
+    "variant", None, "The variant's name in the plan.", flag_values=FLAGS
+)
+_ROLE = flags.DEFINE_enum(
+    "role", "run", list(job.ROLES), "A variant or the judge.", flag_values=FLAGS
+)
+_SAMPLES = flags.DEFINE_bool(
+    "samples", False, "Draw and score sample grids.", flag_values=FLAGS
+)
+_JUDGE = arguments.DEFINE_path(
+    "judge", None, "The judge's run directory.", flag_values=FLAGS
+)
 _SAMPLING = flags.DEFINE_string(
     "sampling",
     job.DEFAULT_SAMPLING,
     "Sample counts, SGLD steps and seed, as k=v pairs.",
+    flag_values=FLAGS,
 )
 
 
@@ -41,9 +56,14 @@ def main(argv):
     )
 
 
+PROGRAM = cli.Program(
+    "hdge-reproduce job", main, FLAGS, required=("config", "workdir", "variant")
+)
+
+
 def run(argv: list[str] | None = None) -> None:
     """The program; `argv` (the program first) defaults to sys.argv."""
-    cli.run(main, "hdge-reproduce job", argv, required=("config", "workdir", "variant"))
+    PROGRAM.run(argv)
 
 
 if __name__ == "__main__":

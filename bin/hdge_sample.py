@@ -27,47 +27,76 @@ from hdge_tf import generation, plots
 from hdge_tf.bin import arguments, cli
 from hdge_tf.run_dir import load_model, run_paths
 
-_WORKDIR = arguments.DEFINE_path("workdir", None, "Run directory holding model.keras.")
+# This program's flags (absl's own are added when it parses, bin/cli.py).
+FLAGS = flags.FlagValues()
+_WORKDIR = arguments.DEFINE_path(
+    "workdir", None, "Run directory holding model.keras.", flag_values=FLAGS
+)
 _MODEL = arguments.DEFINE_path(
-    "model", None, "A .keras file to sample from instead of WORKDIR/model.keras."
+    "model",
+    None,
+    "A .keras file to sample from instead of WORKDIR/model.keras.",
+    flag_values=FLAGS,
 )
 _OUTPUT_DIR = arguments.DEFINE_path(
-    "output_dir", None, "Where the files go; default WORKDIR/samples (or MODEL's dir)."
+    "output_dir",
+    None,
+    "Where the files go; default WORKDIR/samples (or MODEL's dir).",
+    flag_values=FLAGS,
 )
 _MODE = flags.DEFINE_enum(
-    "mode", "conditional", ["conditional", "unconditional"], "p(x|y) or p(x)."
+    "mode",
+    "conditional",
+    ["conditional", "unconditional"],
+    "p(x|y) or p(x).",
+    flag_values=FLAGS,
 )
 _NUM = flags.DEFINE_integer(
     "num",
     None,
     "Samples per class (conditional, default 10) or in all (unconditional, 64).",
     lower_bound=1,
+    flag_values=FLAGS,
 )
-_STEPS = flags.DEFINE_integer("steps", 100, "SGLD steps per chain.", lower_bound=0)
+_STEPS = flags.DEFINE_integer(
+    "steps", 100, "SGLD steps per chain.", lower_bound=0, flag_values=FLAGS
+)
 _START = flags.DEFINE_enum(
     "start",
     None,
     list(generation.STARTS),
     "Chain starts; default buffer when the model has a replay buffer, else fresh.",
+    flag_values=FLAGS,
 )
 _STEP_SIZE = flags.DEFINE_float(
     "step_size",
     None,
     "SGLD step size; default the model's sgld.step_size (or 1).",
     lower_bound=0.0,
+    flag_values=FLAGS,
 )
 _NOISE_STD = flags.DEFINE_float(
     "noise_std",
     None,
     "SGLD noise std; default the model's sgld.noise_std (or 0.01).",
     lower_bound=0.0,
+    flag_values=FLAGS,
 )
 _CLIP = flags.DEFINE_bool(
-    "clip", None, "Clip every step to [-1, 1]; default the model's sgld.clip."
+    "clip",
+    None,
+    "Clip every step to [-1, 1]; default the model's sgld.clip.",
+    flag_values=FLAGS,
 )
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the starts and the chains' noise.")
+_SEED = flags.DEFINE_integer(
+    "seed", 0, "Seed of the starts and the chains' noise.", flag_values=FLAGS
+)
 _BATCH_SIZE = flags.DEFINE_integer(
-    "batch_size", 256, "Chains run at once.", lower_bound=1
+    "batch_size",
+    256,
+    "Chains run at once.",
+    lower_bound=1,
+    flag_values=FLAGS,
 )
 
 
@@ -114,9 +143,12 @@ def main(argv):
         print(path)
 
 
+PROGRAM = cli.Program("hdge-sample", main, FLAGS)
+
+
 def run(argv: list[str] | None = None) -> None:
     """The console script; `argv` (the program first) defaults to sys.argv."""
-    cli.run(main, "hdge-sample", argv)
+    PROGRAM.run(argv)
 
 
 if __name__ == "__main__":

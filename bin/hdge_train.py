@@ -16,16 +16,23 @@ and TensorFlow's start-up notices.
 import re
 
 import tensorflow as tf
-from absl import app
+from absl import app, flags
 
 from hdge_tf import progress, training
 from hdge_tf.bin import arguments, cli
 from hdge_tf.config_checks import check_config
 from hdge_tf.run_dir import RunDir
 
-_CONFIG = arguments.DEFINE_config_file("config", None, "Experiment config file.")
+# This program's flags (absl's own are added when it parses, bin/cli.py).
+FLAGS = flags.FlagValues()
+_CONFIG = arguments.DEFINE_config_file(
+    "config", None, "Experiment config file.", flag_values=FLAGS
+)
 _WORKDIR = arguments.DEFINE_path(
-    "workdir", None, "Directory for checkpoints and outputs."
+    "workdir",
+    None,
+    "Directory for checkpoints and outputs.",
+    flag_values=FLAGS,
 )
 
 
@@ -49,9 +56,12 @@ def _epochs_done(run: RunDir) -> int:
     return int(match.group(1)) if match else 0
 
 
+PROGRAM = cli.Program("hdge-train", main, FLAGS, required=("config", "workdir"))
+
+
 def run(argv: list[str] | None = None) -> None:
     """The console script; `argv` (the program first) defaults to sys.argv."""
-    cli.run(main, "hdge-train", argv, required=("config", "workdir"))
+    PROGRAM.run(argv)
 
 
 if __name__ == "__main__":

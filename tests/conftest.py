@@ -5,70 +5,25 @@
 import hdge_tf  # noqa: F401
 
 # isort: split
-import gc
-
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-# Subprocess work on worker threads beside the in-process tests: the hooks and
-# fixtures of tests/background.py.
-from background import (  # noqa: F401
-    _background_runner,
-    background_result,
-    pytest_collection_modifyitems,
-    pytest_terminal_summary,
-)
 
 from hdge_tf import run_config
 from hdge_tf.configs import mnist5k_hdge
 
 
 def pytest_configure(config):
-    # Python's full collections scan every object alive: TensorFlow's and Keras's
-    # half a million from import, and the graphs tests leave behind. Frozen
-    # imports and a larger first generation cut the collector's share of the suite
-    # (measured on five modules: 13 s of 104 to 5 of 77).
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
-    _keras_array_datasets_without_autotune()
     # Two logical CPUs, set before TensorFlow initializes its devices, so that tests
     # can run MirroredStrategy replicas; single-device code keeps running on
     # /cpu:0. A hook rather than import-time code: helper processes that import
-    # this module (multi_worker_worker.py) keep their one CPU device.
+    # this module (multi_worker_worker.py) keep their one CPU device. Under
+    # pytest-xdist each worker is a process of its own and sets them for itself.
     tf.config.set_logical_device_configuration(
         tf.config.list_physical_devices("CPU")[0],
         [tf.config.LogicalDeviceConfiguration()] * 2,
     )
-
-
-def pytest_unconfigure(config):
-    # pytest's unraisable-exception plugin runs five full collections after this
-    # hook, to report exceptions raised in finalizers (3-5 s over what the tests
-    # left). One collection here reports them as well (its hook is still set);
-    # frozen, what survived it is not scanned five more times.
-    gc.collect()
-    gc.freeze()
-
-
-def _keras_array_datasets_without_autotune() -> None:
-    """`fit`/`evaluate` on arrays build tf.data pipelines with autotuning on. A
-    test's model and its iterators are freed by the cycle collector, often many
-    tests later, and deleting an old autotuned iterator waits out its tuner's
-    sleep, which grows to 60 s (hdge_tf/data/autotune.py): py-spy caught one
-    such deletion holding a test for 40 s. Autotuning off, as our own pipelines."""
-    from keras.src.trainers.data_adapters import array_data_adapter
-
-    from hdge_tf.data.autotune import set_autotune
-
-    adapter = array_data_adapter.ArrayDataAdapter
-    original = adapter.get_tf_dataset
-
-    def get_tf_dataset(self):
-        return set_autotune(original(self), enabled=False)
-
-    adapter.get_tf_dataset = get_tf_dataset
 
 
 # The smoke run: configs/mnist5k_hdge.py made tiny, in-process (`smoke_config`) and

@@ -7,15 +7,14 @@ import os
 import sys
 from pathlib import Path
 
-import background
 import keras
 import numpy as np
-import programs
 import pytest
 from conftest import smoke_config
 
 from hdge_tf import bench, networks
 from hdge_tf.bench import suite
+from hdge_tf.bin import cli, hdge_bench
 from hdge_tf.configs import base
 
 BASE = base.get_config()  # the trainer config every configuration changes
@@ -620,8 +619,8 @@ def test_autotune_fit_times_epochs_and_the_return_of_fit():
     assert "| off | " in text
 
 
-@background.job
-def isolated_configuration(tmp: Path) -> dict:
+@pytest.mark.slow
+def test_isolated_configuration_reports_its_own_memory():
     job = {
         "kind": "configuration",
         "config": dataclasses.asdict(bench.BenchConfig(mode="hdge", **TINY)),
@@ -630,13 +629,7 @@ def isolated_configuration(tmp: Path) -> dict:
         "evaluate": False,
         "pgd": False,
     }
-    return bench.run_isolated(job)
-
-
-@pytest.mark.slow
-@pytest.mark.background(isolated_configuration)
-def test_isolated_configuration_reports_its_own_memory(background_result):
-    result = background_result(isolated_configuration)
+    result = bench.run_isolated(job)
     assert result["traces"] == 1 and result["image_shape"] == [8, 8, 3]
     # A fresh process that imported TensorFlow: hundreds of MB, not our total.
     assert 100 < result["peak_rss_build_mb"] <= result["peak_rss_train_mb"]
@@ -654,47 +647,39 @@ def test_isolated_job_failure_names_the_job_and_its_error():
     assert "ValueError: Unknown benchmark job kind 'nope'." in str(info.value)
 
 
-BENCH_CLI = programs.group(
-    "bench_cli",
-    [
-        (
-            "every_mode",
-            "hdge_bench",
-            [
-                "--network=small_cnn",
-                "--image_size=8",
-                "--classes=4",
-                "--batch_sizes=8",
-                "--queue_size=32",
-                "--sgld_steps=2",
-                "--modes=ce,hdge,jem",
-                "--precisions=float32",
-                "--warmup=1",
-                "--repeats=2",
-                "--eval_images=16",
-                "--eval_batch_size=8",
-                "--eval_repeats=1",
-                "--pgd_steps=1",
-                "--noepoch",
-                "--noautotune",
-                "--recipes=",
-                "--noisolate",
-                "--sgld_repeats=1",
-                "--matmul_size=64",
-                "--output={tmp}/bench.json",
-            ],
-        )
-    ],
-)
-
-
 @pytest.mark.slow
-@pytest.mark.background(programs.program_runs)
-def test_cli_writes_json_with_every_configuration(background_result):
-    process = programs.outcomes(background_result, BENCH_CLI)["every_mode"]
+def test_cli_writes_json_with_every_configuration(tmp_path):
+    policy = keras.mixed_precision.global_policy().name
+    process = cli.call(
+        hdge_bench,
+        [
+            "--network=small_cnn",
+            "--image_size=8",
+            "--classes=4",
+            "--batch_sizes=8",
+            "--queue_size=32",
+            "--sgld_steps=2",
+            "--modes=ce,hdge,jem",
+            "--precisions=float32",
+            "--warmup=1",
+            "--repeats=2",
+            "--eval_images=16",
+            "--eval_batch_size=8",
+            "--eval_repeats=1",
+            "--pgd_steps=1",
+            "--noepoch",
+            "--noautotune",
+            "--recipes=",
+            "--noisolate",
+            "--sgld_repeats=1",
+            "--matmul_size=64",
+            f"--output={tmp_path}/bench.json",
+        ],
+    )
     assert process.status == 0, process.stderr[-3000:]
-    tmp = programs.directory(background_result, BENCH_CLI)
-    report = json.loads((tmp / "bench.json").read_text())
+    # The dtype policy the configurations ran under is the caller's again.
+    assert keras.mixed_precision.global_policy().name == policy
+    report = json.loads((tmp_path / "bench.json").read_text())
     configs = report["configurations"]
     assert [(c["mode"], c["precision"], c["batch_size"]) for c in configs] == [
         ("ce", "float32", 8),
@@ -724,8 +709,6 @@ def test_the_pytorch_yardstick_ships_with_the_package():
     """hdge-bench --torch_python=... runs the yardstick shipped beside the bench
     package (no file outside the repository): its default points there, and the
     script prints the JSON line the bench reads."""
-    from hdge_tf.bin import hdge_bench
-
     script = Path(hdge_bench._TORCH_YARDSTICK.default)
     assert script == Path(bench.__file__).with_name("torch_wrn_step.py")
     text = script.read_text()

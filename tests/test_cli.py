@@ -1,22 +1,30 @@
 """Every hdge-* program ends a user error with one line on stderr, `PROGRAM: error:
 MESSAGE`, and exit status 1, without a traceback unless --verbosity=1 (bin/cli.py).
 
-The bad inputs a new user tries: one process runs every case (tests/programs.py),
-so TensorFlow is imported once, not per case.
+The bad inputs a new user tries, each run in process with `cli.call` (BUILD.md,
+"Testing a program"), which also gets tests of its own here: one call's flags and
+config never reach the next. Each program also runs once as a real command.
 """
 
+import importlib
 import os
 import socket
+import subprocess
+import sys
+import textwrap
+import types
 from pathlib import Path
 
 import keras
-import programs
 import pytest
+from absl import flags, logging
 from conftest import SMOKE_OVERRIDES, smoke_flags, tiny_backbone
 
 from hdge_tf import HDGEClassifier, run_config, run_lock
+from hdge_tf.bin import arguments, cli, hdge_eval, hdge_sample, hdge_train
 from hdge_tf.configs import mnist5k_hdge
 
+REPO = Path(__file__).resolve().parents[1]
 PROGRAMS = {
     "hdge_train": "hdge-train",
     "hdge_bench": "hdge-bench",
@@ -410,8 +418,10 @@ VERBOSE_CONFIG_CASE = (
 )
 
 
-def _prepare(tmp: Path) -> None:
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
     """The files the cases point at."""
+    tmp = tmp_path_factory.mktemp("cli_cases")
     (tmp / "a_file").write_text("not a directory\n")
     (tmp / "empty").mkdir()
     (tmp / "tfds").mkdir()
@@ -432,7 +442,8 @@ def _prepare(tmp: Path) -> None:
     HDGEClassifier(backbone, queue_size=16, name="any_size").save(
         tmp / "any_size.keras"
     )
-    run_lock.acquire(tmp / "in_use")
+    # Held by this process, alive, which is also the one hdge-train runs in.
+    lock = run_lock.acquire(tmp / "in_use")
     # A checkpoint that cannot be read, in a run without config.json.
     checkpoints = tmp / "corrupt" / "checkpoints"
     checkpoints.mkdir(parents=True)
@@ -446,71 +457,241 @@ def _prepare(tmp: Path) -> None:
     (run / "checkpoints").mkdir(parents=True)
     (run / "config.json").write_text(config.to_json_best_effort())
     (run / "checkpoints" / "checkpoint").write_text(_CHECKPOINT_STATE)
+    yield tmp
+    run_lock.release(lock)
 
 
-# Every case in one process (tests/programs.py), as if each were a new one.
-CLI_CASES = programs.group(
-    "cli_cases",
-    [
-        (f"{module}.{name}", module, args)
-        for module, name, args, _ in [
-            *CASES,
-            (*VERBOSE_CASE, None),
-            (*VERBOSE_CONFIG_CASE, None),
-        ]
-    ],
-    prepare=_prepare,
-)
+def _call(module: str, args, tmp: Path) -> cli.Outcome:
+    """`cli.call` of the program module hdge_tf.bin.MODULE on `args`, "{tmp}"
+    being `tmp`; its stderr with `tmp` written "{tmp}" again."""
+    program = importlib.import_module(f"hdge_tf.bin.{module}")
+    outcome = cli.call(program, [a.format(tmp=tmp) for a in args])
+    return outcome._replace(stderr=outcome.stderr.replace(str(tmp), "{tmp}"))
 
 
-@pytest.fixture
-def outcomes(background_result) -> dict[tuple[str, str], tuple[int, str]]:
-    """{(program module, case): (exit status, stderr)} of every case."""
-    tmp = programs.directory(background_result, CLI_CASES)
-    return {
-        tuple(run.split(".", 1)): (o.status, o.stderr.replace(str(tmp), "{tmp}"))
-        for run, o in programs.outcomes(background_result, CLI_CASES).items()
-    }
-
-
-@pytest.mark.slow
-@pytest.mark.background(programs.program_runs)
 @pytest.mark.parametrize(
-    ("module", "name", "message"),
-    [(module, name, message) for module, name, _, message in CASES],
+    ("module", "name", "args", "message"),
+    CASES,
     ids=[f"{PROGRAMS[module]}-{name}" for module, name, _, _ in CASES],
 )
-def test_a_user_error_ends_with_one_line(outcomes, module, name, message):
-    status, stderr = outcomes[module, name]
+def test_a_user_error_ends_with_one_line(inputs, module, name, args, message):
+    status, _, stderr = _call(module, args, inputs)
     assert "Traceback" not in stderr, stderr[-3000:]
     last = stderr.splitlines()[-1]
     assert last.startswith(f"{PROGRAMS[module]}: error: "), stderr[-3000:]
     assert message in last
     assert status == 1
+    # ... and writes nothing.
+    if (module, name) in NOT_WRITTEN:
+        assert not (inputs / NOT_WRITTEN[module, name]).exists()
 
 
-@pytest.mark.slow
-@pytest.mark.background(programs.program_runs)
-@pytest.mark.parametrize(("module", "name"), list(NOT_WRITTEN))
-def test_a_user_error_writes_nothing(background_result, outcomes, module, name):
-    assert outcomes[module, name][0] == 1
-    tmp = programs.directory(background_result, CLI_CASES)
-    assert not (tmp / NOT_WRITTEN[module, name]).exists()
-
-
-@pytest.mark.slow
-@pytest.mark.background(programs.program_runs)
-def test_verbosity_1_adds_the_traceback(outcomes):
-    status, stderr = outcomes[VERBOSE_CASE[:2]]
+def test_verbosity_1_adds_the_traceback(inputs):
+    status, _, stderr = _call(*VERBOSE_CASE[::2], inputs)
     assert status == 1
     assert "Traceback" in stderr
     assert "FileNotFoundError: No model file {tmp}/empty/model.keras" in stderr
 
 
-@pytest.mark.slow
-@pytest.mark.background(programs.program_runs)
-def test_verbosity_1_keeps_a_config_file_traceback(outcomes):
-    status, stderr = outcomes[VERBOSE_CONFIG_CASE[:2]]
+def test_verbosity_1_keeps_a_config_file_traceback(inputs):
+    status, _, stderr = _call(*VERBOSE_CONFIG_CASE[::2], inputs)
     assert status == 1
     assert "Traceback" in stderr
     assert "has no attribute 'get_config'" in stderr
+
+
+# cli.call itself --------------------------------------------------------------------
+
+
+def _recording_program(seen: list) -> types.ModuleType:
+    """A program module whose main records its config, overrides, flag and
+    arguments; its config flag is the module's CONFIG."""
+    module = types.ModuleType("recording_program")
+    values = flags.FlagValues()
+    module.CONFIG = arguments.DEFINE_config_file("config", None, "A config.", values)
+    steps = flags.DEFINE_integer("steps", 1, "Steps.", flag_values=values)
+
+    def main(argv):
+        config = module.CONFIG
+        seen.append((config.value.to_dict(), config.overrides, steps.value, argv))
+        logging.info("ran %d steps", steps.value)
+
+    module.PROGRAM = cli.Program("recording", main, values, required=("config",))
+    return module
+
+
+def test_consecutive_calls_do_not_see_each_others_flags_or_config(tmp_path):
+    """A config file's values and --config.* overrides, a flag given once, and
+    absl's --verbosity are the next call's defaults again, not the last call's."""
+    for name, rate in (("a", 0.5), ("b", 0.25)):
+        (tmp_path / f"{name}.py").write_text(
+            textwrap.dedent(
+                f"""
+                import ml_collections
+
+                def get_config():
+                    return ml_collections.ConfigDict({{"rate": {rate}, "seed": 0}})
+                """
+            )
+        )
+    seen = []
+    program = _recording_program(seen)
+    verbosity = flags.FLAGS["verbosity"].value
+    first = cli.call(
+        program,
+        [f"--config={tmp_path}/a.py", "--config.seed=7", "--steps=5", "--verbosity=1"],
+    )
+    second = cli.call(program, [f"--config={tmp_path}/b.py"])
+    assert (first.status, second.status) == (0, 0), first.stderr + second.stderr
+    assert seen == [
+        ({"rate": 0.5, "seed": 7}, {"seed": 7}, 5, ["recording"]),
+        ({"rate": 0.25, "seed": 0}, {}, 1, ["recording"]),
+    ]
+    # absl's logs are the call's stderr, at INFO as in a new process.
+    assert "ran 5 steps" in first.stderr and "ran 1 steps" in second.stderr
+    # Nothing is left behind: absl's flags and the program's as they were.
+    assert flags.FLAGS["verbosity"].value == verbosity
+    assert "steps" not in flags.FLAGS and "config" not in flags.FLAGS
+    assert program.PROGRAM.flags["steps"].value == 1
+    with pytest.raises(RuntimeError, match="read before flags were parsed"):
+        _ = program.CONFIG.value
+
+
+def test_a_real_program_called_twice_reads_only_its_own_overrides(tmp_path):
+    """hdge-train's config checks see the second command line's override alone:
+    with the first one's kept, its batch size of 0 would be named."""
+    first = cli.call(
+        hdge_train,
+        [*smoke_flags(), f"--workdir={tmp_path}", "--config.train.batch_size=0"],
+    )
+    second = cli.call(
+        hdge_train,
+        [*smoke_flags(), f"--workdir={tmp_path}", "--config.loss.temperature=0.0"],
+    )
+    assert first.stderr.splitlines()[-1] == (
+        "hdge-train: error: train.batch_size=0: expected an integer >= 1."
+    )
+    assert second.stderr.splitlines()[-1] == (
+        "hdge-train: error: loss.temperature=0.0: expected a finite number > 0."
+    )
+    assert (first.status, second.status) == (1, 1)
+    assert not (tmp_path / "config.json").exists()
+
+
+def test_programs_with_flags_of_the_same_name_share_a_process():
+    """hdge-eval's --config defaults to configs/base.py, hdge-train's to none:
+    each program has its own flags, and each call adds them to absl's FLAGS only
+    while it runs."""
+    assert hdge_eval.FLAGS["config"] is not hdge_train.FLAGS["config"]
+    assert hdge_eval.FLAGS["config"].default.endswith("base.py")
+    assert hdge_train.FLAGS["config"].default is None
+    status, _, stderr = cli.call(hdge_eval, ["--config=", "--workdir=w"])
+    assert status == 1 and stderr.endswith(
+        "hdge-eval: error: --config=: expected a path, got an empty or blank value.\n"
+    )
+    assert "config" not in flags.FLAGS
+
+
+def test_help_lists_the_programs_flags():
+    status, stdout, _ = cli.call(hdge_sample, ["--help"])
+    assert status == 1  # absl's --help
+    for name in hdge_sample.FLAGS:
+        assert f"--{name}" in stdout or f"--[no]{name}" in stdout, name
+
+
+# Each program once as the command a user runs (hdge-train's is test_console.py's).
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """A run directory hdge-eval, hdge-export and hdge-sample read quickly: an
+    untrained model for mnist5k's 32x32 images and a config.json of a small
+    evaluation."""
+    run = tmp_path_factory.mktemp("tiny_run")
+    config = mnist5k_hdge.get_config()
+    config.data.validation_size = 64
+    config.eval.update(ood_sets=("noise",), max_examples=64)
+    config.eval.pgd.num_examples = 0
+    (run / "config.json").write_text(config.to_json_best_effort())
+    HDGEClassifier(tiny_backbone(10, (32, 32, 1)), queue_size=64).save(
+        run / "model.keras"
+    )
+    return run
+
+
+# (console script, its arguments, the start of a line it prints, a file it writes);
+# hdge-reproduce's tiny run is test_reproduce.py's (in process; its runs are
+# processes of their own): here, its --help.
+COMMANDS = {
+    "hdge-eval": (
+        ["--workdir={run}"],
+        "Report: {run}/eval/report.md (",
+        "eval/report.json",
+    ),
+    "hdge-export": (["--workdir={run}"], None, "export/saved_model/saved_model.pb"),
+    "hdge-sample": (
+        ["--workdir={run}", "--steps=1", "--num=1"],
+        "{run}/samples/conditional_fresh.png",
+        "samples/conditional_fresh.npy",
+    ),
+    "hdge-bench": (
+        [
+            "--network=small_cnn",
+            "--image_size=8",
+            "--classes=4",
+            "--batch_sizes=8",
+            "--queue_size=32",
+            "--modes=ce",
+            "--precisions=float32",
+            "--warmup=1",
+            "--repeats=1",
+            "--noeval",
+            "--nopgd",
+            "--noepoch",
+            "--noautotune",
+            "--recipes=",
+            "--noisolate",
+            "--matmul_size=64",
+            "--output={run}/bench.json",
+        ],
+        "Wrote {run}/bench.json",
+        "bench.json",
+    ),
+}
+
+
+@pytest.mark.slow  # a process importing TensorFlow each
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_program_runs_as_its_command(tiny_run, command):
+    args, line, written = COMMANDS[command]
+    done = _command(command, *(a.format(run=tiny_run) for a in args), cwd=tiny_run)
+    assert done.returncode == 0, done.stderr[-3000:]
+    if line is not None:
+        lines = done.stdout.splitlines()
+        assert any(x.startswith(line.format(run=tiny_run)) for x in lines), lines
+    assert (tiny_run / written).is_file()
+
+
+@pytest.mark.slow
+def test_a_commands_help_shows_its_docstring_and_flags(tmp_path):
+    """absl's --help (exit status 1) of the console script: the program's
+    docstring and its flags."""
+    from hdge_tf.bin import hdge_reproduce
+
+    done = _command("hdge-reproduce", "--help", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert hdge_reproduce.__doc__.splitlines()[0] in done.stdout
+    for name in hdge_reproduce.FLAGS:
+        assert f"--{name}" in done.stdout or f"--[no]{name}" in done.stdout, name
+
+
+def _command(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The console script `name` (installed beside this Python) on `args`."""
+    return subprocess.run(
+        [str(Path(sys.executable).with_name(name)), *args],
+        cwd=cwd,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )

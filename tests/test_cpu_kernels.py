@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-import background
 import pytest
 
 from hdge_tf import cpu_kernels
@@ -34,16 +33,11 @@ IMPORTS = [
 ]
 
 
-@background.job
-def fresh_imports(tmp) -> list[str]:
-    return [_in_fresh_python(f"{first}; {REPORT}", **env) for first, env, _ in IMPORTS]
-
-
-@pytest.mark.slow  # subprocesses importing TensorFlow
-@pytest.mark.background(fresh_imports)
+@pytest.mark.slow  # a subprocess importing TensorFlow
 @pytest.mark.parametrize("case", range(len(IMPORTS)))
-def test_import_prefers_onednn_unless_chosen(background_result, case):
-    result, expected = background_result(fresh_imports)[case], IMPORTS[case][2]
+def test_import_prefers_onednn_unless_chosen(case):
+    first, env, expected = IMPORTS[case]
+    result = _in_fresh_python(f"{first}; {REPORT}", **env)
     if expected is None:
         # Not set by us; TF's own default for this CPU, whatever it is.
         assert result.startswith("None,")

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import programs
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -15,6 +14,7 @@ from scipy.special import logsumexp, softmax
 from sklearn.metrics import average_precision_score
 
 from hdge_tf import HDGEClassifier
+from hdge_tf.bin import cli, hdge_eval
 from hdge_tf.configs import mnist5k_hdge
 from hdge_tf.data import ood as ood_data
 from hdge_tf.evaluation import calibration, ood, protocol, report, robustness, stages
@@ -539,36 +539,21 @@ def test_report_of_a_model_for_other_images_names_both_shapes(tmp_path):
     assert not (tmp_path / "eval").exists()
 
 
-def _save_run(tmp: Path) -> None:
-    HDGEClassifier(tiny_backbone(10, (32, 32, 1)), queue_size=64).save(
-        tmp / "model.keras"
-    )
-    (tmp / "config.json").write_text(tiny_eval_config().to_json())
-
-
-EVAL_CLI = programs.group(
-    "eval_cli",
-    [
-        (
-            "overrides",
-            "hdge_eval",
-            [
-                "--workdir={tmp}",
-                "--config.eval.ood_sets=('noise',)",
-                "--config.eval.pgd.norms=('l2',)",
-                "--config.eval.scores=('log_px','contrast')",
-            ],
-        )
-    ],
-    prepare=_save_run,
-)
-
-
 @pytest.mark.slow
-@pytest.mark.background(programs.program_runs)
-def test_cli_writes_the_report_with_overrides(background_result):
-    result = programs.outcomes(background_result, EVAL_CLI)["overrides"]
-    tmp_path = programs.directory(background_result, EVAL_CLI)
+def test_cli_writes_the_report_with_overrides(tmp_path):
+    HDGEClassifier(tiny_backbone(10, (32, 32, 1)), queue_size=64).save(
+        tmp_path / "model.keras"
+    )
+    (tmp_path / "config.json").write_text(tiny_eval_config().to_json())
+    result = cli.call(
+        hdge_eval,
+        [
+            f"--workdir={tmp_path}",
+            "--config.eval.ood_sets=('noise',)",
+            "--config.eval.pgd.norms=('l2',)",
+            "--config.eval.scores=('log_px','contrast')",
+        ],
+    )
     assert result.status == 0, result.stderr[-3000:]
     written = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert list(written["ood"]["sets"]) == ["noise"]

@@ -8,10 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import background
 import keras
 import numpy as np
-import programs
 import pytest
 import tensorflow as tf
 from conftest import tiny_backbone
@@ -19,6 +17,7 @@ from scipy.special import logsumexp, softmax
 
 from hdge_tf import HDGEClassifier, SmallCNN, evaluation, export
 from hdge_tf import data as data_lib
+from hdge_tf.bin import cli, hdge_export
 from hdge_tf.export import SIGNATURES, export_saved_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,7 +147,7 @@ def _shape_cases() -> dict[str, np.ndarray]:
     return cases
 
 
-# The classifier both jobs' prepare steps save and export (neither changes it).
+# The classifier both fixtures save and export (neither changes it).
 _prepared_classifier = functools.cache(_trained_classifier)
 
 
@@ -184,21 +183,25 @@ MODEL_ONLY_RUNS = {
     ],
     "model_alone": ["--model={tmp}/bare/model.keras", "--output={tmp}/bare_no_gate"],
 }
-EXPORT_CLI = programs.group(
-    "export_cli",
-    [(name, "hdge_export", [f"--workdir={{tmp}}/{name}"]) for name in CLI_RUNS]
-    + [(name, "hdge_export", args) for name, args in MODEL_ONLY_RUNS.items()],
-    prepare=_prepare_runs,
-)
 
 
-@pytest.fixture
-def cli(background_result) -> dict[str, tuple[int, str, Path]]:
-    """{run: (hdge-export's exit status, its stderr, the run directory)}."""
-    tmp = programs.directory(background_result, EXPORT_CLI)
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory) -> dict[str, tuple[int, str, Path]]:
+    """{run: (hdge-export's exit status, its stderr, the run directory)}, each
+    run exported in process (`cli.call`)."""
+    tmp = tmp_path_factory.mktemp("export_cli")
+    _prepare_runs(tmp)
+    runs = {name: [f"--workdir={tmp}/{name}"] for name in CLI_RUNS}
+    runs.update(
+        {
+            name: [a.format(tmp=tmp) for a in args]
+            for name, args in MODEL_ONLY_RUNS.items()
+        }
+    )
+    outcomes = {name: cli.call(hdge_export, args) for name, args in runs.items()}
     return {
         name: (outcome.status, outcome.stderr, tmp / name)
-        for name, outcome in programs.outcomes(background_result, EXPORT_CLI).items()
+        for name, outcome in outcomes.items()
     }
 
 
@@ -245,9 +248,11 @@ saved_model_cli.main()
 """
 
 
-@background.job(prepare=_prepare_exports)
-def export_programs(tmp: Path) -> dict:
+@pytest.fixture(scope="module")
+def served(tmp_path_factory) -> dict:
     """One serving process for both SavedModels that then runs saved_model_cli."""
+    tmp = tmp_path_factory.mktemp("served")
+    _prepare_exports(tmp)
     served = tmp / "served.json"
     shown = subprocess.run(
         [sys.executable, "-c", _SERVE_AND_SHOW, str(served), str(tmp / "saved_model")]
@@ -267,9 +272,8 @@ def export_programs(tmp: Path) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.background(export_programs)
-def test_saved_model_cli_lists_both_signatures(background_result):
-    result = background_result(export_programs)["saved_model_cli"]
+def test_saved_model_cli_lists_both_signatures(served):
+    result = served["saved_model_cli"]
     assert result.returncode == 0, result.stderr
     blocks = dict(
         re.findall(r"signature_def\['(\w+)'\]:\n(.*?)Method name", result.stdout, re.S)
@@ -322,10 +326,9 @@ def test_mixed_bfloat16_backbone_exports_float32(make_backbone, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.background(programs.program_runs)
-def test_cli_exports_a_workdir(cli):
-    status, stderr, workdir = cli["run"]
-    empty_status, empty_stderr, empty = cli["empty"]
+def test_cli_exports_a_workdir(exports):
+    status, stderr, workdir = exports["run"]
+    empty_status, empty_stderr, empty = exports["empty"]
     model = keras.saving.load_model(workdir / "model.keras")
 
     assert status == 0, stderr[-3000:]
@@ -399,11 +402,11 @@ def test_a_gate_fitted_on_images_of_another_shape_names_both(exported):
 
 
 @pytest.mark.slow
-@pytest.mark.background(programs.program_runs)
-def test_cli_exports_a_gate_set_on_the_validation_split(cli):
-    """The CLI takes the run's validation split; the SavedModel, loaded in another
-    process than the one that wrote it, flags inputs as the in-memory model does."""
-    status, stderr, workdir = cli["gate"]
+def test_cli_exports_a_gate_set_on_the_validation_split(exports):
+    """The CLI takes the run's validation split; the SavedModel, loaded back,
+    flags inputs as the in-memory model does (served by another process:
+    test_the_gate_rejects_inputs_no_data_image_looks_like)."""
+    status, stderr, workdir = exports["gate"]
     assert status == 0, stderr[-3000:]
     model = keras.saving.load_model(workdir / "model.keras")
 
@@ -435,11 +438,10 @@ def test_cli_exports_a_gate_set_on_the_validation_split(cli):
 
 
 @pytest.mark.slow
-@pytest.mark.background(programs.program_runs)
-def test_cli_exports_a_model_file_alone(cli):
+def test_cli_exports_a_model_file_alone(exports):
     """With --config, the gate is set on that config's validation split, as for
     the run the model came from; without, the export has no gate and says why."""
-    status, stderr, tmp = cli["model_and_config"]
+    status, stderr, tmp = exports["model_and_config"]
     assert status == 0, stderr[-3000:]
     with_config = tmp.parent / "bare" / "export" / "saved_model"
     gate = export.read_gate(with_config)
@@ -447,16 +449,15 @@ def test_cli_exports_a_model_file_alone(cli):
     assert (gate.num_validation, gate.threshold) == (200, expected.threshold)
     assert "gate" in tf.saved_model.load(str(with_config)).signatures
 
-    status, stderr, tmp = cli["model_alone"]
+    status, stderr, tmp = exports["model_alone"]
     assert status == 0, stderr[-3000:]
     assert "no --config: exporting without an OOD gate; pass --config=FILE" in stderr
     assert export.read_gate(tmp.parent / "bare_no_gate") is None
 
 
 @pytest.mark.slow
-@pytest.mark.background(programs.program_runs)
-def test_no_validation_split_exports_no_gate(cli):
-    status, stderr, workdir = cli["no_validation"]
+def test_no_validation_split_exports_no_gate(exports):
+    status, stderr, workdir = exports["no_validation"]
     assert status == 0, stderr[-3000:]
     assert "without an OOD gate" in stderr
     export_dir = workdir / "export" / "saved_model"
@@ -465,9 +466,7 @@ def test_no_validation_split_exports_no_gate(cli):
 
 
 @pytest.mark.slow
-@pytest.mark.background(export_programs)
-def test_the_gate_rejects_inputs_no_data_image_looks_like(background_result):
-    served = background_result(export_programs)
+def test_the_gate_rejects_inputs_no_data_image_looks_like(served):
     tmp = served["dir"]
     model = keras.saving.load_model(tmp / "model.keras")
     scores = logsumexp(
@@ -504,9 +503,8 @@ def test_the_gate_rejects_inputs_no_data_image_looks_like(background_result):
 
 
 @pytest.mark.slow
-@pytest.mark.background(export_programs)
-def test_every_signature_names_the_image_shape_it_expects(background_result):
-    results = background_result(export_programs)["served_shape"]
+def test_every_signature_names_the_image_shape_it_expects(served):
+    results = served["served_shape"]
     assert sorted(results) == sorted(_shape_cases())
     for case, result in results.items():
         if case.endswith(":right"):

@@ -6,12 +6,12 @@ from pathlib import Path
 import keras
 import matplotlib.image
 import numpy as np
-import programs
 import pytest
 import tensorflow as tf
 from conftest import quadrant_data, tiny_backbone
 
 from hdge_tf import plots, run_dir, sampling
+from hdge_tf.bin import cli, hdge_sample
 from hdge_tf.callbacks import SampleGrid
 from hdge_tf.generation import draw_samples
 from hdge_tf.model import HDGEClassifier
@@ -214,25 +214,13 @@ def test_callback_writes_grids_and_leaves_the_model_alone(tmp_path, separable_da
     assert (tmp_path / "every" / "samples_epoch003.png").is_file()
 
 
-def _save_trained_model(tmp: Path) -> None:
+@pytest.mark.slow
+def test_cli_writes_the_samples_of_draw_samples(tmp_path):
     model = jem_model(seed=3)
     model.compile(keras.optimizers.Adam(1e-3))
     model.fit(*quadrant_data(), batch_size=16, steps_per_epoch=2, verbose=0)
-    model.save(tmp / "model.keras")
-
-
-SAMPLE_CLI = programs.group(
-    "sample_cli",
-    [("defaults", "hdge_sample", ["--workdir={tmp}", "--steps=2", "--num=2"])],
-    prepare=_save_trained_model,
-)
-
-
-@pytest.mark.slow  # a TensorFlow program
-@pytest.mark.background(programs.program_runs)
-def test_cli_writes_the_samples_of_draw_samples(background_result):
-    result = programs.outcomes(background_result, SAMPLE_CLI)["defaults"]
-    tmp_path = programs.directory(background_result, SAMPLE_CLI)
+    model.save(tmp_path / "model.keras")
+    result = cli.call(hdge_sample, [f"--workdir={tmp_path}", "--steps=2", "--num=2"])
     assert result.status == 0, result.stderr[-3000:]
     out = tmp_path / "samples"
     paths = [out / n for n in ("conditional_buffer.png", "conditional_buffer.npy")]

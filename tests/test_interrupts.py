@@ -13,7 +13,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import background
 import keras
 import pytest
 from conftest import smoke_config, start_hdge_train
@@ -61,12 +60,12 @@ def _stop_at_checkpoint(workdir: Path, checkpoint: int, signum) -> dict:
     }
 
 
-@background.job
-def interrupted_and_resumed(tmp: Path) -> dict:
+@pytest.fixture(scope="module")
+def interrupted_and_resumed(tmp_path_factory) -> dict:
     """One run stopped by each signal in turn, each time resumed by the same
     command: SIGINT once its checkpoint 2 exists, SIGTERM once the resumed process
     has written a checkpoint of its own; then the same command finishes it."""
-    workdir, stops = tmp / "run", {}
+    workdir, stops = tmp_path_factory.mktemp("interrupted") / "run", {}
     checkpoint = 2
     for signum in SIGNALS:
         stops[signum] = _stop_at_checkpoint(workdir, checkpoint, signum)
@@ -80,10 +79,9 @@ def interrupted_and_resumed(tmp: Path) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.background(interrupted_and_resumed)
 @pytest.mark.parametrize("signum", SIGNALS, ids=lambda signum: signum.name)
-def test_a_signal_ends_training_in_one_line(background_result, signum):
-    run = background_result(interrupted_and_resumed)["stops"][signum]
+def test_a_signal_ends_training_in_one_line(interrupted_and_resumed, signum):
+    run = interrupted_and_resumed["stops"][signum]
     assert run["status"] == SIGNALS[signum], run["stderr"][-3000:]
     assert "Traceback" not in run["stderr"]
     last = run["stderr"].splitlines()[-1]
@@ -99,10 +97,9 @@ def test_a_signal_ends_training_in_one_line(background_result, signum):
 
 
 @pytest.mark.slow
-@pytest.mark.background(interrupted_and_resumed)
-def test_the_same_command_resumes_after_each_signal(background_result):
+def test_the_same_command_resumes_after_each_signal(interrupted_and_resumed):
     """Two stops and two resumes leave one history row per epoch, in order."""
-    result = background_result(interrupted_and_resumed)
+    result = interrupted_and_resumed
     stops = [result["stops"][signum]["checkpointed"] for signum in SIGNALS]
     assert stops[0] < stops[1]  # the second stop came after progress of its own
     status, stderr = result["finished"]

@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import background
 import keras
 import numpy as np
 import pytest
@@ -191,20 +190,15 @@ print(json.dumps({"without": without, "with": type(loaded).__name__}))
 """
 
 
-@background.job(prepare=_save_model)
-def fresh_loads(tmp: Path) -> subprocess.CompletedProcess:
+@pytest.mark.slow
+def test_loading_a_saved_model_needs_import_hdge_tf(tmp_path):
     """Loading the model in a fresh Python, without and then with `import hdge_tf`."""
-    return subprocess.run(
-        [sys.executable, "-c", _FRESH_LOADS, str(tmp / "m.keras")],
+    _save_model(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", _FRESH_LOADS, str(tmp_path / "m.keras")],
         capture_output=True,
         text=True,
     )
-
-
-@pytest.mark.slow
-@pytest.mark.background(fresh_loads)
-def test_loading_a_saved_model_needs_import_hdge_tf(background_result):
-    done = background_result(fresh_loads)
     assert done.returncode == 0, done.stderr[-2000:]
     loads = json.loads(done.stdout.splitlines()[-1])
     assert "Could not locate class 'HDGEClassifier'" in loads["without"]

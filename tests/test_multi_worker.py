@@ -5,7 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import background
 import numpy as np
 import pytest
 
@@ -22,8 +21,9 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-@background.job
-def two_workers(tmp: Path) -> Path:
+@pytest.mark.slow
+def test_two_workers_end_identical(tmp_path):
+    tmp = tmp_path
     ports = [str(p) for p in _free_ports(2)]
     workers = [
         subprocess.Popen(
@@ -49,13 +49,6 @@ def two_workers(tmp: Path) -> Path:
             w.kill()
     for w, out in zip(workers, outputs, strict=True):
         assert w.returncode == 0, out[-3000:]
-    return tmp
-
-
-@pytest.mark.slow
-@pytest.mark.background(two_workers)
-def test_two_workers_end_identical(background_result):
-    tmp_path = background_result(two_workers)
     states = [np.load(tmp_path / f"state{i}.npz") for i in range(2)]
     assert set(states[0].files) == set(states[1].files)
     for key in states[0].files:

@@ -6,15 +6,14 @@ import json
 import math
 import re
 import sys
+import time
 from pathlib import Path
 
-import background
 import numpy as np
-import programs
 import pytest
 
 from hdge_tf import configs
-from hdge_tf.bin import hdge_reproduce
+from hdge_tf.bin import cli, hdge_reproduce
 from hdge_tf.configs import reproduce_mnist5k
 from hdge_tf.reproduce import ExperimentConfigs, build_report, plan, scheduler, summary
 from hdge_tf.reproduce.plan import Job
@@ -540,43 +539,32 @@ def _png(path):
 # runs are variants like these (one more training); its table and figure are
 # test_report_of_two_seeds'.
 TINY_RUNS = 3
-CALLS = ("first", "second")
-
-
-@background.job
-def tiny_reproduction(tmp: Path) -> dict:
-    """hdge-reproduce on the tiny config, twice (one process: TensorFlow imported
-    once): the second call finds every run done."""
-    args = [
-        f"--config={REPO}/configs/reproduce_mnist5k.py:tiny",
-        f"--workdir={tmp}",
-        "--seeds=1",
-        "--parallel=2",
-        "--threads=1",
-        "--only=hdge,hdge_jem",
-    ]
-    calls = programs.run_in_one_process(
-        [(call, "hdge_reproduce", args) for call in CALLS], tmp
-    )
-    records = sorted((tmp / "runs").glob("**/reproduce.json"))
-    return {
-        "workdir": tmp,
-        "mtimes": {path: path.stat().st_mtime_ns for path in records},
-        **calls,
-    }
 
 
 @pytest.mark.slow
-@pytest.mark.background(tiny_reproduction)
-def test_hdge_reproduce_tiny_end_to_end(background_result):
+def test_hdge_reproduce_tiny_end_to_end(tmp_path):
     """The tiny reproduction at one seed, of the variants HDGE and HDGE + JEM
     (every variant is one config file; the report of every variant, the ablation
     and several seeds is test_report_of_two_seeds' on hand-made records): a
     report whose numbers are the runs' own (read back from the trainer's
     metrics.json), figures, every start of the JEM model's samples; a second
-    call reuses every run."""
-    calls = background_result(tiny_reproduction)
-    tmp_path, first = calls["workdir"], calls["first"]
+    call reuses every run. hdge-reproduce runs in process (`cli.call`), each of
+    its runs in a process of its own."""
+    args = [
+        f"--config={REPO}/configs/reproduce_mnist5k.py:tiny",
+        f"--workdir={tmp_path}",
+        "--seeds=1",
+        "--parallel=2",
+        "--threads=1",
+        "--only=hdge,hdge_jem",
+    ]
+    started = time.time()
+    first = cli.call(hdge_reproduce, args)
+    second_started = time.time()
+    second = cli.call(hdge_reproduce, args)
+    seconds = second_started - started, time.time() - second_started
+    records = sorted((tmp_path / "runs").glob("**/reproduce.json"))
+    mtimes = {path: path.stat().st_mtime_ns for path in records}
     assert first.status == 0, first.stderr[-3000:]
     assert len(_progress_lines(first.stdout)) == TINY_RUNS, first.stdout
     report = json.loads((tmp_path / "report.json").read_text())
@@ -635,15 +623,13 @@ def test_hdge_reproduce_tiny_end_to_end(background_result):
     ceiling = report["judge"]["ceiling"]
     assert {"class_agreement", "inception_score", "frechet_distance"} <= set(ceiling)
 
-    second = calls["second"]
     assert second.status == 0, second.stderr[-3000:]
     lines = _progress_lines(second.stdout)
     assert len(lines) == TINY_RUNS
     assert all("skipped" in line for line in lines), lines
     # No run's record was written again.
-    assert len(calls["mtimes"]) == TINY_RUNS
-    assert all(t < second.started * 1e9 for t in calls["mtimes"].values())
-    seconds = first.seconds, second.seconds
+    assert len(mtimes) == TINY_RUNS
+    assert all(t < second_started * 1e9 for t in mtimes.values())
     assert seconds[1] < seconds[0] / 3, seconds
 
 

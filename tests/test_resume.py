@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import background
 import keras
 import numpy as np
 import pytest
@@ -52,9 +51,10 @@ def _rows(workdir: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-@background.job
-def straight_and_killed(tmp: Path) -> tuple[Path, Path]:
+@pytest.mark.slow
+def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     """An uninterrupted run, and one killed in epoch 3 and started again."""
+    tmp = tmp_path
     straight, killed = tmp / "straight", tmp / "killed"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     # The uninterrupted run and the one to kill at once: each spends much of its
@@ -93,13 +93,6 @@ def straight_and_killed(tmp: Path) -> tuple[Path, Path]:
         _command(killed), cwd=REPO, env=env, capture_output=True, timeout=900
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    return straight, killed
-
-
-@pytest.mark.slow
-@pytest.mark.background(straight_and_killed)
-def test_a_killed_run_resumes_to_the_uninterrupted_result(background_result):
-    straight, killed = background_result(straight_and_killed)
     metrics = [json.loads((d / "metrics.json").read_text()) for d in (straight, killed)]
     assert metrics[1]["resumed_from_epoch"] >= 2
     for key in _TIMING:

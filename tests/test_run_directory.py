@@ -10,7 +10,6 @@ import shutil
 import socket
 from pathlib import Path
 
-import background
 import pytest
 from conftest import smoke_config, start_hdge_train
 
@@ -129,20 +128,12 @@ def test_a_damaged_history_and_newest_checkpoint_resume_from_what_is_intact(
         training.train(smoke_config(epochs=4), run)
 
 
-@background.job
-def two_trainers(tmp: Path) -> dict:
+@pytest.mark.slow
+def test_two_trainers_on_one_workdir_one_refuses(tmp_path):
     """Two hdge-train processes on one workdir at once."""
-    workdir = tmp / "run"
+    workdir = tmp_path / "run"
     processes = [start_hdge_train(workdir) for _ in range(2)]
     outcomes = [(p.wait(timeout=600), p.stderr.read(), p.pid) for p in processes]
-    return {"workdir": workdir, "outcomes": outcomes}
-
-
-@pytest.mark.slow
-@pytest.mark.background(two_trainers)
-def test_two_trainers_on_one_workdir_one_refuses(background_result):
-    run = background_result(two_trainers)
-    workdir, outcomes = run["workdir"], run["outcomes"]
     statuses = sorted(status for status, _, _ in outcomes)
     assert statuses == [0, 1], [stderr[-2000:] for _, stderr, _ in outcomes]
     (_, _, winner_pid), (_, stderr, _) = sorted(outcomes, key=lambda o: o[0])

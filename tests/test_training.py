@@ -6,13 +6,13 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import programs
 import pytest
 import tensorflow as tf
 from conftest import smoke_config
 
 from hdge_tf import data as data_lib
 from hdge_tf import energy_penalty, training
+from hdge_tf.bin import cli, hdge_train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -119,35 +119,25 @@ def test_bad_config_values_name_the_problem(tmp_path):
 
 # hdge-train with overrides of several kinds (an unknown key's error is one of
 # test_cli.py's cases).
-CLI_RUN = programs.group(
-    "train_cli",
-    [
-        (
-            "overrides",
-            "hdge_train",
-            [
-                "--config=configs/mnist5k_hdge.py",
-                "--workdir={tmp}",
-                "--config.data.limit_train=96",
-                "--config.data.validation_size=32",
-                "--config.data.limit_test=32",
-                "--config.backbone.filters=(4,)",
-                "--config.loss.queue_size=64",
-                "--config.loss.formulation=reference",
-                "--config.train.epochs=1",
-                "--config.train.batch_size=32",
-                "--config.eval.ood_sets=()",
-            ],
-        )
-    ],
-)
-
-
 @pytest.mark.slow
-@pytest.mark.background(programs.program_runs)
-def test_cli_applies_overrides(background_result):
-    done = programs.outcomes(background_result, CLI_RUN)["overrides"]
-    workdir = programs.directory(background_result, CLI_RUN)
+def test_cli_applies_overrides(tmp_path):
+    workdir = tmp_path
+    done = cli.call(
+        hdge_train,
+        [
+            "--config=configs/mnist5k_hdge.py",
+            f"--workdir={workdir}",
+            "--config.data.limit_train=96",
+            "--config.data.validation_size=32",
+            "--config.data.limit_test=32",
+            "--config.backbone.filters=(4,)",
+            "--config.loss.queue_size=64",
+            "--config.loss.formulation=reference",
+            "--config.train.epochs=1",
+            "--config.train.batch_size=32",
+            "--config.eval.ood_sets=()",
+        ],
+    )
     assert done.status == 0, done.stderr[-2000:]
     config = json.loads((workdir / "config.json").read_text())
     assert config["loss"]["formulation"] == "reference"
