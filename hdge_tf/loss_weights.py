@@ -16,6 +16,8 @@ from collections.abc import Iterator, Mapping
 
 import keras
 
+from hdge_tf.flat_keyed import FlatKeyed
+
 # Flat key (trainer config `loss.*`, older model configs and keyword
 # arguments) -> LossWeights field, the name of the term it weights.
 FLAT_KEYS = {
@@ -32,7 +34,7 @@ TERMS = tuple(FLAT_KEYS.values())
 
 @keras.saving.register_keras_serializable(package="hdge_tf")
 @dataclasses.dataclass(frozen=True)
-class LossWeights(Mapping):
+class LossWeights(FlatKeyed, Mapping):
     """The weight of each loss term (0 disables a term); a read-only mapping
     from term name to weight.
 
@@ -47,6 +49,8 @@ class LossWeights(Mapping):
         without an SGLD term has nothing to penalize and holds 0. It caps the
         data's labelled logit (`hdge_tf.energy_penalty`).
     """
+
+    FLAT_KEYS = FLAT_KEYS
 
     ce: float = 1.0
     pxy_contrast: float = 1.0
@@ -76,19 +80,6 @@ class LossWeights(Mapping):
     def sgld_on(self) -> bool:
         """Whether an SGLD term is on (then the model runs SGLD chains)."""
         return self.px_sgld > 0 or self.pxy_sgld > 0
-
-    def get_config(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_config(cls, config: Mapping) -> LossWeights:
-        return cls(**config)
-
-    @classmethod
-    def from_flat(cls, flat: Mapping) -> LossWeights:
-        """The weights named by flat keys (`FLAT_KEYS`; others are ignored),
-        defaults for those missing."""
-        return cls(**{FLAT_KEYS[k]: v for k, v in flat.items() if k in FLAT_KEYS})
 
 
 def split_flat(kwargs: Mapping) -> tuple[dict, LossWeights | None]:

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 import keras
 
 from hdge_tf.chain_starts import START_KINDS
+from hdge_tf.flat_keyed import FlatKeyed
 
 # Flat key (trainer config `loss.*`, older model configs) -> SGLDSettings field.
 FLAT_KEYS = {
@@ -39,7 +40,7 @@ PASS_MODES = ("auto", "training", "inference", "sample_batch", "data_batch")
 
 @keras.saving.register_keras_serializable(package="hdge_tf")
 @dataclasses.dataclass(frozen=True)
-class SGLDSettings:
+class SGLDSettings(FlatKeyed):
     """How JEM's SGLD chains run, restart and are kept (used only when an SGLD
     loss weight is > 0).
 
@@ -81,6 +82,8 @@ class SGLDSettings:
         backbones") has what each gave.
     """
 
+    FLAT_KEYS = FLAT_KEYS
+
     steps: int = 20
     step_size: float = 1.0
     noise_std: float = 0.01
@@ -112,19 +115,6 @@ class SGLDSettings:
             ("pass_mode", _choice(self, "pass_mode", PASS_MODES)),
         ):
             object.__setattr__(self, name, value)
-
-    def get_config(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_config(cls, config: Mapping) -> SGLDSettings:
-        return cls(**config)
-
-    @classmethod
-    def from_flat(cls, flat: Mapping) -> SGLDSettings:
-        """The settings named by flat keys (`FLAT_KEYS`; others are ignored),
-        defaults for those missing."""
-        return cls(**{FLAT_KEYS[k]: v for k, v in flat.items() if k in FLAT_KEYS})
 
 
 def split_flat(kwargs: Mapping) -> tuple[dict, SGLDSettings]:
