@@ -199,8 +199,11 @@ def call(program: ModuleType, args: Sequence[str]) -> Outcome:
 def _status_of(program: Program, argv: list[str]) -> int:
     try:
         args = _parse_flags(program, argv)
-        if flags.FLAGS["verbosity"].using_default_value:
-            flags.FLAGS.verbosity = 0  # INFO, as app.run sets it in a program
+        if startup.verbosity(argv[1:]) is None:
+            # INFO, as app.run sets it in a fresh process. Not "if the flag has
+            # its default": TensorFlow's SavedModel writer sets the flag (and
+            # leaves it set) whenever it saves, in this process or a test's.
+            flags.FLAGS.verbosity = 0
         _main_with_errors(program.main, program.name, args)
     except SystemExit as exit_:
         code = exit_.code

@@ -53,16 +53,7 @@ _SCRIPT = textwrap.dedent(
 def test_import_keeps_the_matplotlib_backend_and_figures_still_render(tmp_path):
     env = {**os.environ, "MPLBACKEND": "svg"}
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
-    done = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, str(tmp_path)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    state = json.loads(done.stdout.strip().splitlines()[-1])
+    state = _last_json_line(_SCRIPT, env, str(tmp_path))
     assert state == {
         "backend": "svg",
         "pyplot_figures": [],  # drawn on their own canvases, not pyplot's
@@ -129,8 +120,13 @@ _STATE_SCRIPT = textwrap.dedent(
 
 def _run_state_script(*args) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
+    return _last_json_line(_STATE_SCRIPT, env, *args)
+
+
+def _last_json_line(script: str, env: dict, *args: str) -> dict:
+    """The JSON a fresh Python process running `script` prints last."""
     done = subprocess.run(
-        [sys.executable, "-c", _STATE_SCRIPT, *args],
+        [sys.executable, "-c", script, *args],
         cwd=REPO,
         env=env,
         capture_output=True,
