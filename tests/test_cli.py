@@ -557,6 +557,30 @@ def test_consecutive_calls_do_not_see_each_others_flags_or_config(tmp_path):
         _ = program.CONFIG.value
 
 
+@pytest.mark.parametrize("before", [logging.WARNING, logging.ERROR, logging.DEBUG])
+def test_a_call_logs_info_whatever_set_the_verbosity_before(before, tmp_path):
+    """TensorFlow's SavedModel writer (and any library) may leave absl's
+    --verbosity set in the process; a call without --verbosity still logs INFO,
+    as the program would in a new process, and one with it obeys it."""
+    (tmp_path / "c.py").write_text(
+        "import ml_collections\n"
+        "def get_config():\n    return ml_collections.ConfigDict({'seed': 0})\n"
+    )
+    program = _recording_program([])
+    saved = flags.FLAGS["verbosity"].value
+    try:
+        logging.set_verbosity(before)
+        plain = cli.call(program, [f"--config={tmp_path}/c.py"])
+        quiet = cli.call(program, [f"--config={tmp_path}/c.py", "--verbosity=-1"])
+        after = flags.FLAGS["verbosity"].value
+    finally:
+        flags.FLAGS.verbosity = saved
+    assert (plain.status, quiet.status) == (0, 0), plain.stderr + quiet.stderr
+    assert "ran 1 steps" in plain.stderr
+    assert "ran 1 steps" not in quiet.stderr
+    assert after == before  # the flag as it was before the call
+
+
 def test_a_real_program_called_twice_reads_only_its_own_overrides(tmp_path):
     """hdge-train's config checks see the second command line's override alone:
     with the first one's kept, its batch size of 0 would be named."""
