@@ -26,6 +26,15 @@ def pytest_configure(config):
     )
 
 
+def pytest_collection_modifyitems(items):
+    """Modules holding a `slow` test first, each module's tests in their order:
+    pytest-xdist (`--dist loadfile --no-loadscope-reorder`, setup.cfg) hands out
+    whole modules in this order, so the long ones start early and the short ones
+    even out the two workers' ends."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
+
+
 # The smoke run: configs/mnist5k_hdge.py made tiny, in-process (`smoke_config`) and
 # on hdge-train's command line (`smoke_flags`).
 SMOKE_CONFIG_FILE = "configs/mnist5k_hdge.py"

@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 from conftest import tiny_backbone
 
@@ -59,6 +60,7 @@ def test_short_fit_converges_under_the_strategy(separable_data, mirrored):
     np.testing.assert_array_equal(copies[0], copies[1])
 
 
+@pytest.mark.slow
 def test_custom_loop_matches_keras_fit(separable_data, mirrored):
     """The loop used for multi-worker runs computes what `fit` computes."""
     images, labels = separable_data

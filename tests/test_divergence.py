@@ -160,6 +160,7 @@ def _last(epochs: int):
     return config
 
 
+@pytest.mark.slow
 def test_trainer_restarts_from_the_last_good_checkpoint(tmp_path):
     training.train(_last(epochs=1), tmp_path)
     good = keras.saving.load_model(tmp_path / "model.keras").backbone.get_weights()
@@ -182,6 +183,7 @@ def test_trainer_restarts_from_the_last_good_checkpoint(tmp_path):
     assert len(list((tmp_path / "checkpoints").glob("ckpt-3.*"))) >= 2
 
 
+@pytest.mark.slow
 def test_trainer_gives_up_with_the_last_good_state_named(tmp_path):
     training.train(smoke_config(epochs=1), tmp_path)
     saved = _checkpoint_bytes(tmp_path, 1)
@@ -239,6 +241,7 @@ def test_a_float16_overflow_lowers_the_loss_scale_and_training_goes_on(
     assert history["ce"][-1] < start_ce - 0.3
 
 
+@pytest.mark.slow
 def test_float16_trainer_survives_overflows_but_not_divergence(tmp_path):
     config = smoke_config(epochs=2)
     config.precision = "mixed_float16"

@@ -97,6 +97,7 @@ def test_the_guard_stops_fit_after_two_broken_epochs():
     assert guard.broken.startswith("epoch 5: validation accuracy")
 
 
+@pytest.mark.slow
 def test_the_trainer_stops_a_broken_run_without_a_model(tmp_path):
     config = smoke_config(epochs=10)  # stops at the second broken epoch
     config.data.name = "digits"  # 8x8: learned in a few epochs of 30 steps

@@ -54,6 +54,7 @@ def _assert_same_training(got, want, got_history, want_history):
         np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kwargs", [PLAIN, SGLD], ids=["hdge", "hdge_sgld"])
 def test_xla_step_matches_the_uncompiled_step(kwargs):
     plain = _model(kwargs, False)
@@ -79,6 +80,7 @@ def _replica_batches(strategy):
         yield strategy.experimental_distribute_values_from_function(rows)
 
 
+@pytest.mark.slow
 def test_xla_step_matches_under_mirrored_strategy(mirrored):
     """Keras's compiled train function (the one `fit` runs) on per-replica batches.
     Not `fit` itself: on these CPUs, deleting the first distributed-dataset

@@ -78,6 +78,7 @@ def test_small_cnn_contract(kwargs, image_shape, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_keras_application_contract(tmp_path):
     """A keras.applications network (BatchNorm throughout) with logits out:
     28x28 digits resized to its 32x32 minimum, and its own preprocessing off."""

@@ -310,6 +310,7 @@ def test_buffer_passes_the_keras_layer_checks(tmp_path):
     assert buffer.images.shape == (12, 2, 3, 1) and buffer.class_size == 3
 
 
+@pytest.mark.slow
 def test_replicas_write_the_same_rows_under_mirrored_strategy(separable_data, mirrored):
     images, labels = separable_data
     with mirrored.scope():

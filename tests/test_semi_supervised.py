@@ -203,6 +203,7 @@ def test_unknown_input_keys_are_an_error(separable_data):
         _model().train_on_batch({"image": images[:8], "unlabeled": images}, labels[:8])
 
 
+@pytest.mark.slow
 def test_trainer_runs_semi_supervised(tmp_path):
     from hdge_tf import training
 
