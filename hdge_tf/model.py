@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from hdge_tf import (
+    array_inputs,
     energy,
     hardware,
     input_checks,
@@ -241,16 +242,26 @@ class HDGEClassifier(keras.Model):
                 "model.fit_chain_starts(train_images, train_labels) before fit()."
             )
         input_checks.check_range_once(self, x, kwargs.get("batch_size"))
+        # Arrays through a pipeline without autotuning (hdge_tf/array_inputs.py).
+        arguments = array_inputs.fit_arguments(self, (x, *args), kwargs)
+        if arguments is not None:
+            return super().fit(**arguments)
         return super().fit(x, *args, **kwargs)
 
     def evaluate(self, x=None, *args, **kwargs):
         input_checks.check_range_once(self, x, kwargs.get("batch_size"))
+        arguments = array_inputs.evaluate_arguments(self, (x, *args), kwargs)
+        if arguments is not None:
+            return super().evaluate(**arguments)
         return super().evaluate(x, *args, **kwargs)
 
     def predict(self, x, *args, **kwargs):
         # Before Keras wraps call()'s error in its own multi-line message.
         if isinstance(x, np.ndarray | tf.Tensor):
             input_checks.check_image_shape(x.shape, self.image_shape)
+        arguments = array_inputs.predict_arguments(self, (x, *args), kwargs)
+        if arguments is not None:
+            return super().predict(**arguments)
         return super().predict(x, *args, **kwargs)
 
     def compile(self, optimizer="adam", jit_compile="auto", **kwargs):

@@ -600,6 +600,17 @@ def test_epoch_overhead_on_a_tiny_mnist5k_fit():
     )
 
 
+def test_array_fit_times_keras_arrays_and_ours():
+    """Both pipelines train the same model on the same arrays: the same number
+    of epochs timed, and Keras's arrays (no override) versus ours."""
+    from conftest import smoke_config
+
+    results = [bench.array_fit(k, smoke_config(), epochs=2) for k in (True, False)]
+    assert [r["pipeline"] for r in results] == ["keras", "hdge_tf"]
+    for r in results:
+        assert len(r["epoch_seconds"]) == 2 and r["fit_return_seconds"] >= 0
+
+
 def test_autotune_fit_times_epochs_and_the_return_of_fit():
     config = _tiny_mnist5k(64)
     result = bench.autotune_fit(False, config, epochs=2)

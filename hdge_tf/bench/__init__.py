@@ -41,7 +41,12 @@ from hdge_tf.bench.config import (
     configurations,
     parse_network,
 )
-from hdge_tf.bench.epochs import autotune_fit, epoch_overhead, recipe_epochs
+from hdge_tf.bench.epochs import (
+    array_fit,
+    autotune_fit,
+    epoch_overhead,
+    recipe_epochs,
+)
 from hdge_tf.bench.flops import (
     ForwardCost,
     forward_multiply_adds,
@@ -81,6 +86,7 @@ __all__ = [
     "TimingOptions",
     "TorchYardstick",
     "TraceCounter",
+    "array_fit",
     "autotune_fit",
     "build_model",
     "checks",

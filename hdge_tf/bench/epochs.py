@@ -2,7 +2,8 @@
 (bin/hdge_bench.py passes the mnist5k demo, configs/mnist5k_hdge.py).
 
 `epoch_overhead` compares `hdge-train`'s epochs with pure step time x steps;
-`autotune_fit` times a plain `fit` with tf.data autotuning on or off.
+`autotune_fit` times a plain `fit` with tf.data autotuning on or off;
+`array_fit` a Keras user's `fit(x, y)` on arrays, Keras's pipeline against ours.
 """
 
 from __future__ import annotations
@@ -134,6 +135,43 @@ def autotune_fit(
     release_models()
     return {
         "autotune": autotune,
+        "epoch_seconds": timer.seconds,
+        "fit_return_seconds": fit_return,
+    }
+
+
+def array_fit(
+    keras_arrays: bool, config: ml_collections.ConfigDict, epochs: int = FIT_END_EPOCHS
+) -> dict:
+    """Epoch times of `fit(x, y)` on `config`'s training images as arrays:
+    through Keras's own array pipeline (`keras.Model.fit`, autotuned) when
+    `keras_arrays`, else through `HDGEClassifier.fit`'s (hdge_tf/array_inputs.py),
+    and how long `fit` takes to return after its last epoch."""
+    config = _training_only(config)
+    keras.utils.set_random_seed(config.seed)
+    x, y = data_lib.load_arrays(
+        config.data.name, "train", limit=config.data.limit_train
+    )
+    model = training.build_model(config, int(y.max()) + 1, x.shape[1:])
+    model.compile(
+        optimizer=build_optimizer(config.train, len(x) // config.train.batch_size)
+    )
+    timer = FitEndTimer()
+    fit = keras.Model.fit if keras_arrays else type(model).fit
+    fit(
+        model,
+        x,
+        y,
+        batch_size=config.train.batch_size,
+        epochs=epochs,
+        callbacks=[timer],
+        verbose=0,
+    )
+    fit_return = time.perf_counter() - timer.last_epoch_end
+    del model
+    release_models()
+    return {
+        "pipeline": "keras" if keras_arrays else "hdge_tf",
         "epoch_seconds": timer.seconds,
         "fit_return_seconds": fit_return,
     }
