@@ -122,22 +122,21 @@ def autotune_fit(
     model = training.build_model(config, data.num_classes, data.image_shape)
     steps = data.steps_per_epoch
     model.compile(optimizer=build_optimizer(config.train, steps))
-    timer = FitEndTimer()
-    model.fit(
-        data.train.repeat(),
-        steps_per_epoch=steps,
-        epochs=epochs,
-        callbacks=[timer],
-        verbose=0,
+    timed = _timed_fit(
+        model.fit, data.train.repeat(), steps_per_epoch=steps, epochs=epochs
     )
+    return {"autotune": autotune, **timed}
+
+
+def _timed_fit(fit, *args, **kwargs) -> dict:
+    """`fit(*args, **kwargs)`'s epoch times and how long it took to return after
+    its last epoch (when Keras deletes the epoch's iterator); its model is then
+    released."""
+    timer = FitEndTimer()
+    fit(*args, callbacks=[timer], verbose=0, **kwargs)
     fit_return = time.perf_counter() - timer.last_epoch_end
-    del model
     release_models()
-    return {
-        "autotune": autotune,
-        "epoch_seconds": timer.seconds,
-        "fit_return_seconds": fit_return,
-    }
+    return {"epoch_seconds": timer.seconds, "fit_return_seconds": fit_return}
 
 
 def array_fit(
@@ -156,25 +155,11 @@ def array_fit(
     model.compile(
         optimizer=build_optimizer(config.train, len(x) // config.train.batch_size)
     )
-    timer = FitEndTimer()
     fit = keras.Model.fit if keras_arrays else type(model).fit
-    fit(
-        model,
-        x,
-        y,
-        batch_size=config.train.batch_size,
-        epochs=epochs,
-        callbacks=[timer],
-        verbose=0,
+    timed = _timed_fit(
+        fit, model, x, y, batch_size=config.train.batch_size, epochs=epochs
     )
-    fit_return = time.perf_counter() - timer.last_epoch_end
-    del model
-    release_models()
-    return {
-        "pipeline": "keras" if keras_arrays else "hdge_tf",
-        "epoch_seconds": timer.seconds,
-        "fit_return_seconds": fit_return,
-    }
+    return {"pipeline": "keras" if keras_arrays else "hdge_tf", **timed}
 
 
 def recipe_epochs(
