@@ -73,14 +73,23 @@ def _arguments(signature, model, args, kwargs) -> dict[str, Any] | None:
     return arguments
 
 
+def _unweighted_arrays(a: dict[str, Any] | None) -> bool:
+    """Whether a call's bound arguments are arrays `x` and `y` without sample
+    weights."""
+    return (
+        a is not None
+        and is_array(a["x"])
+        and is_array(a["y"])
+        and a["sample_weight"] is None
+    )
+
+
 def fit_arguments(model, args, kwargs) -> dict[str, Any] | None:
     """`model.fit`'s arguments with arrays `x`, `y` (and `validation_data=(x, y)`)
     as datasets; None for a call to leave to Keras."""
     a = _arguments(_FIT, model, args, kwargs)
     if (
-        a is None
-        or not (is_array(a["x"]) and is_array(a["y"]))
-        or a["sample_weight"] is not None
+        not _unweighted_arrays(a)
         or a["class_weight"] is not None
         or a["validation_split"]
         or a["steps_per_epoch"] is not None
@@ -107,12 +116,7 @@ def evaluate_arguments(model, args, kwargs) -> dict[str, Any] | None:
     """`model.evaluate`'s arguments with arrays `x`, `y` as a dataset; None for a
     call to leave to Keras."""
     a = _arguments(_EVALUATE, model, args, kwargs)
-    if (
-        a is None
-        or not (is_array(a["x"]) and is_array(a["y"]))
-        or a["sample_weight"] is not None
-        or a["steps"] is not None
-    ):
+    if not _unweighted_arrays(a) or a["steps"] is not None:
         return None
     a["x"] = as_dataset(a["x"], a.pop("y"), a.pop("batch_size"))
     return a
